@@ -1,0 +1,3 @@
+"""annoloop's App panels (Python panels registered by the plugin)."""
+
+PANELS: tuple = ()

@@ -1,0 +1,381 @@
+"""Golden-set QA on a FiftyOne dataset (glue): score each annotation batch against the golden
+labels and raise drift alarms over the batches.
+
+:func:`check_golden` reads, per slice, the golden labels (the ``golden`` field that
+:func:`.frozen.create_splits` filled) and a candidate field (an annotator's or an
+autolabeler's ``Detections``) on the golden samples, splits the samples into batches, matches
+each batch with :func:`.matching.match_detections` (2D boxes on camera slices, cuboids on
+point-cloud slices) and scores it with :func:`.metrics.quality_report`.
+
+The history: one entry per (batch, slice), each a :func:`.drift.batch_summary` plus
+``slice``, ``n_samples``, ``n_invalid_pred`` and ``checked_at``, oldest first, lives in the
+results of the FiftyOne custom run ``annoloop_golden_<candidate field>`` (method
+``annoloop.golden_qa``); its config holds the parameters and the latest alarms. Checking a
+batch again replaces its entry in place, so the baseline (the first batch) stays first.
+:func:`.drift.detect_drift` runs over each slice's history after every check.
+
+Batches come from a label attribute (``batch``, written by the simulated annotator), a sample
+tag with a prefix (``batch:<name>``), or one name for the whole golden set. Golden samples
+without a candidate label belong to no batch by attribute; they join the batch when there is
+exactly one, and are reported as unassigned otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+
+import fiftyone as fo
+import numpy as np
+
+from ..training.constants import GOLDEN_SPLIT_TAG
+from ..training.views import root_dataset, tagged_groups
+from .drift import DriftRules, batch_summary, detect_drift
+from .frozen import DEFAULT_GOLDEN_FIELD, check_frozen, frozen_record, on_slice
+from .gate import detections_field, read_detections, slice_views
+from .matching import match_detections
+from .metrics import quality_report
+
+__all__ = [
+    "BATCH_BY",
+    "DEFAULT_BATCH_ATTRIBUTE",
+    "DEFAULT_BATCH_TAG_PREFIX",
+    "GOLDEN_RUN_KEY_PREFIX",
+    "GOLDEN_RUN_METHOD",
+    "check_golden",
+    "golden_history",
+    "golden_run_key",
+]
+
+GOLDEN_RUN_METHOD = "annoloop.golden_qa"
+GOLDEN_RUN_KEY_PREFIX = "annoloop_golden_"
+#: How golden samples are split into batches.
+BATCH_BY = ("attribute", "tag", "name")
+DEFAULT_BATCH_ATTRIBUTE = "batch"
+DEFAULT_BATCH_TAG_PREFIX = "batch:"
+_SUMMARY_KEYS = ("n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou")
+
+Progress = Callable[[float, str], None]
+
+
+def golden_run_key(candidate_field: str) -> str:
+    """FiftyOne run key of the golden-QA history of ``candidate_field``."""
+    return GOLDEN_RUN_KEY_PREFIX + candidate_field.replace(".", "__")
+
+
+def golden_history(dataset: fo.Dataset, candidate_field: str) -> list[dict]:
+    """The stored history of ``candidate_field`` (oldest first); empty when none."""
+    key = golden_run_key(candidate_field)
+    dataset = root_dataset(dataset)
+    if not dataset.has_run(key):
+        return []
+    return list(dataset.load_run_results(key, cache=False).history)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _valid_geometry(geometry: np.ndarray) -> np.ndarray:
+    """Rows the matcher accepts: finite, and non-negative box sizes / positive dimensions."""
+    if geometry.shape[1] == 4:
+        return np.isfinite(geometry).all(axis=1) & (geometry[:, 2:] >= 0).all(axis=1)
+    return np.isfinite(geometry).all(axis=1) & (geometry[:, 3:6] > 0).all(axis=1)
+
+
+def _is_str(values: np.ndarray) -> np.ndarray:
+    return np.fromiter((isinstance(v, str) for v in values), bool, len(values))
+
+
+def _sample_batches(rows, batch_by: str, batch_attribute: str, tag_prefix: str, name: str | None):
+    """Batch name per sample of a slice (None = unassigned); raises on mixed samples."""
+    n = len(rows.sample_ids)
+    if batch_by == "name":
+        return [name] * n
+    out: list = [None] * n
+    if batch_by == "tag":
+        for i, tags in enumerate(rows.extra["tags"]):
+            found = sorted({t[len(tag_prefix) :] for t in (tags or []) if t.startswith(tag_prefix)})
+            if len(found) > 1:
+                raise ValueError(
+                    f"golden sample {rows.sample_ids[i]} has several batch tags "
+                    f"{[tag_prefix + f for f in found]}; keep one"
+                )
+            out[i] = found[0] if found else None
+        return out
+    values = rows.attributes[batch_attribute]
+    per_sample: list[set] = [set() for _ in range(n)]
+    for s, v in zip(rows.sample.tolist(), values.tolist()):
+        if v is not None:
+            per_sample[s].add(v)
+    for i, found in enumerate(per_sample):
+        if len(found) > 1:
+            raise ValueError(
+                f"golden sample {rows.sample_ids[i]} holds labels of several batches "
+                f"{sorted(map(str, found))} (attribute {batch_attribute!r}); re-annotate it in one batch"
+            )
+        out[i] = next(iter(found)) if found else None
+    return out
+
+
+def _check_params(dataset, candidate_field, golden_field, iou, batch_by, batch_attribute, batch_tag_prefix, batch_name):
+    if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0.0 < float(iou) <= 1.0:
+        raise ValueError(f"iou must be a number in (0, 1]; got {iou!r}")
+    detections_field(dataset, candidate_field, "candidate field")
+    if dataset.get_field(golden_field) is None:
+        raise ValueError(
+            f"golden field {golden_field!r} does not exist on dataset '{dataset.name}': the "
+            "golden set has no golden labels; run create_splits with a source field first"
+        )
+    detections_field(dataset, golden_field, "golden field")
+    if candidate_field == golden_field:
+        raise ValueError("the candidate field must differ from the golden field")
+    if batch_by not in BATCH_BY:
+        raise ValueError(f"batch_by must be one of {BATCH_BY}; got {batch_by!r}")
+    if batch_by == "attribute" and not (isinstance(batch_attribute, str) and batch_attribute):
+        raise ValueError(f"batch_attribute must be a label attribute name; got {batch_attribute!r}")
+    if batch_by == "tag" and not (isinstance(batch_tag_prefix, str) and batch_tag_prefix):
+        raise ValueError(f"batch_tag_prefix must be a non-empty str; got {batch_tag_prefix!r}")
+    if batch_by == "name" and not (isinstance(batch_name, str) and batch_name.strip()):
+        raise ValueError("batch_by='name' needs a batch_name for the whole golden set")
+
+
+def _golden_samples(dataset: fo.Dataset):
+    """The golden set: every sample of the groups tagged ``split:golden`` (flat: tagged)."""
+    if dataset.media_type == "group":
+        groups = tagged_groups(dataset, [GOLDEN_SPLIT_TAG])
+        return dataset.select_groups(groups) if groups else None
+    view = dataset.match_tags(GOLDEN_SPLIT_TAG)
+    return view if view.count() else None
+
+
+def _compact(entry: dict) -> dict:
+    """Headline numbers of one history entry, for results and the operator output."""
+    return {
+        "n_samples": entry["n_samples"],
+        "n_invalid_pred": entry["n_invalid_pred"],
+        "overall": {k: entry["overall"][k] for k in _SUMMARY_KEYS},
+        "per_class": {
+            c: {k: s[k] for k in ("n_gt", "n_pred", "precision", "recall", "f1", "mean_iou")}
+            for c, s in entry["per_class"].items()
+        },
+    }
+
+
+def check_golden(
+    dataset,
+    candidate_field: str,
+    *,
+    golden_field: str | None = None,
+    iou: float = 0.5,
+    batch_by: str = "attribute",
+    batch_attribute: str = DEFAULT_BATCH_ATTRIBUTE,
+    batch_tag_prefix: str = DEFAULT_BATCH_TAG_PREFIX,
+    batch_name: str | None = None,
+    slices: Sequence[str] | None = None,
+    baseline_batch=None,
+    reset_history: bool = False,
+    rules: DriftRules | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Score ``candidate_field`` against the golden labels, batch by batch; detect drift.
+
+    Parameters
+    ----------
+    dataset : Dataset or DatasetView
+        Its dataset's golden set is used (QA is defined on the whole golden set).
+    candidate_field : str
+        ``Detections`` to score (annotator or autolabeler output).
+    golden_field : str, optional
+        Golden labels; default the field recorded by ``create_splits``, else ``"golden"``.
+    iou : float, default 0.5
+        IoU threshold of a match, in (0, 1]; one history uses one threshold.
+    batch_by : {"attribute", "tag", "name"}
+        Batch of a golden sample: the ``batch_attribute`` of its candidate labels, its
+        sample tag starting with ``batch_tag_prefix`` (the rest is the batch name), or
+        ``batch_name`` for the whole golden set.
+    slices : sequence of str, optional
+        Slices of a grouped dataset; default every image and point-cloud slice.
+    baseline_batch : optional
+        Batch that drift is measured against; default the first in the history.
+    reset_history : bool, default False
+        Start a new history (required to change ``iou``).
+    rules : DriftRules, optional
+        Drift thresholds.
+    progress : callable, optional
+        ``progress(fraction, message)``.
+
+    Returns
+    -------
+    dict
+        ``run_key``, ``candidate_field``, ``golden_field``, ``iou``, ``batches`` (checked
+        now), ``per_batch[batch][slice]`` (sample count, overall and per-class precision,
+        recall, F1, mean IoU...), ``unassigned_samples``, ``alarms`` (every alarm over the
+        history, dicts with ``slice``), ``new_alarms`` (those of the batches checked now),
+        ``frozen`` (the golden split's fingerprint check) and ``history_length``.
+
+    Raises
+    ------
+    ValueError
+        On an IoU outside (0, 1], unknown or non-Detections fields, no golden set, golden
+        samples without golden labels, changed golden labels, an IoU different from the
+        history's, or no batch found. Nothing is written then.
+    """
+    report = progress or (lambda fraction, message: None)
+    dataset = root_dataset(dataset)
+    record = frozen_record(dataset)
+    recorded_field = record["params"]["golden_field"] if record else None
+    golden_field = golden_field or recorded_field or DEFAULT_GOLDEN_FIELD
+    _check_params(
+        dataset, candidate_field, golden_field, iou, batch_by, batch_attribute, batch_tag_prefix, batch_name
+    )
+    iou = float(iou)
+    golden_set = _golden_samples(dataset)
+    if golden_set is None:
+        raise ValueError(f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})")
+    frozen = check_frozen(dataset, splits=["golden"], strict=golden_field == recorded_field)
+
+    key = golden_run_key(candidate_field)
+    history = [] if reset_history else golden_history(dataset, candidate_field)
+    if history and abs(history[0]["iou_threshold"] - iou) > 1e-12:
+        raise ValueError(
+            f"the history of {candidate_field!r} was scored at IoU {history[0]['iou_threshold']}; "
+            f"pass iou={history[0]['iou_threshold']} or reset_history=True"
+        )
+
+    # Read every slice and assign batches before scoring anything.
+    report(0.0, "reading the golden set")
+    views = slice_views(golden_set, slices)
+    read = {}
+    for name, (view, is_3d) in views.items():
+        gt = read_detections(view, golden_field, is_3d)
+        missing = [sid for sid, p in zip(gt.sample_ids, gt.present) if not p]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(gt.sample_ids)} golden samples{on_slice(name)} have no "
+                f"{golden_field!r} labels (e.g. {missing[0]}); the golden set needs golden labels"
+            )
+        bad = ~(_valid_geometry(gt.geometry) & _is_str(gt.label))
+        if bad.any():
+            raise ValueError(
+                f"{int(bad.sum())} golden labels{on_slice(name)} have no class or malformed geometry "
+                f"(e.g. label {gt.label_id[bad][0]}); fix the golden set"
+            )
+        cand = read_detections(
+            view,
+            candidate_field,
+            is_3d,
+            attributes=["confidence"] + ([batch_attribute] if batch_by == "attribute" else []),
+            extra_paths=["tags"] if batch_by == "tag" else [],
+        )
+        if cand.sample_ids != gt.sample_ids:  # same view, same order; guard anyway
+            raise RuntimeError("golden and candidate reads returned different samples")
+        batches = _sample_batches(cand, batch_by, batch_attribute, batch_tag_prefix, batch_name)
+        read[name] = (gt, cand, batches)
+
+    found = sorted({str(b) for _, _, batches in read.values() for b in batches if b is not None})
+    if not found:
+        raise ValueError(
+            f"no batch found on the golden samples: no {candidate_field!r} label has a "
+            f"{batch_attribute!r} attribute"
+            if batch_by == "attribute"
+            else f"no batch found: no golden sample has a tag starting with {batch_tag_prefix!r}"
+        )
+
+    entries, unassigned = [], 0
+    checked_at = _now()
+    for k, (name, (gt, cand, batches)) in enumerate(read.items()):
+        report(0.1 + 0.7 * k / len(read), f"scoring {name or 'samples'}")
+        batches = [str(b) if b is not None else (found[0] if len(found) == 1 else None) for b in batches]
+        unassigned += sum(b is None for b in batches)
+        batch_of_sample = np.array(batches, dtype=object)
+        ok_pred = _valid_geometry(cand.geometry) & _is_str(cand.label)
+        sample_key = np.asarray(gt.sample_ids, dtype=object)
+        conf = np.array(
+            [np.nan if c is None else float(c) for c in cand.attributes["confidence"].tolist()]
+        )
+        for batch in sorted({b for b in batches if b is not None}):
+            in_batch = batch_of_sample == batch
+            g = in_batch[gt.sample]
+            p = in_batch[cand.sample]
+            keep = p & ok_pred
+            match = match_detections(
+                sample_key[gt.sample[g]].astype(str),
+                gt.label[g].astype(str),
+                gt.geometry[g],
+                sample_key[cand.sample[keep]].astype(str),
+                cand.label[keep].astype(str),
+                cand.geometry[keep],
+                conf[keep],
+                iou_threshold=iou,
+            )
+            quality = quality_report(match, gt.label[g].astype(str), cand.label[keep].astype(str))
+            entries.append(
+                {
+                    **batch_summary(batch, quality),
+                    "slice": name,
+                    "n_samples": int(in_batch.sum()),
+                    "n_invalid_pred": int((p & ~ok_pred).sum()),
+                    "candidate_field": candidate_field,
+                    "golden_field": golden_field,
+                    "checked_at": checked_at,
+                }
+            )
+
+    # Merge into the history (replace a re-checked (batch, slice) in place) and detect drift.
+    position = {(e["batch"], e["slice"]): i for i, e in enumerate(history)}
+    for entry in entries:
+        at = position.get((entry["batch"], entry["slice"]))
+        if at is None:
+            position[(entry["batch"], entry["slice"])] = len(history)
+            history.append(entry)
+        else:
+            history[at] = entry
+    rules = rules or DriftRules()
+    alarms = []
+    for name in dict.fromkeys(e["slice"] for e in history):
+        per_slice = [e for e in history if e["slice"] == name]
+        if baseline_batch is not None and baseline_batch not in {e["batch"] for e in per_slice}:
+            raise ValueError(
+                f"baseline batch {baseline_batch!r} is not in the history{on_slice(name)}; "
+                f"batches: {[e['batch'] for e in per_slice]}"
+            )
+        for alarm in detect_drift(per_slice, rules, baseline_batch=baseline_batch):
+            alarms.append({**alarm.to_dict(), "slice": name})
+    checked = sorted({e["batch"] for e in entries})
+    new_alarms = [a for a in alarms if a["batch"] in checked]
+
+    report(0.9, "saving the history")
+    config = dataset.init_run(
+        method=GOLDEN_RUN_METHOD,
+        candidate_field=candidate_field,
+        golden_field=golden_field,
+        iou=iou,
+        batch_by=batch_by,
+        batch_attribute=batch_attribute if batch_by == "attribute" else None,
+        batch_tag_prefix=batch_tag_prefix if batch_by == "tag" else None,
+        baseline_batch=baseline_batch,
+        updated_at=checked_at,
+        batches=list(dict.fromkeys(e["batch"] for e in history)),
+        alarms=alarms,
+    )
+    dataset.register_run(key, config, overwrite=True)
+    dataset.save_run_results(key, dataset.init_run_results(key, history=history), cache=False)
+
+    per_batch: dict = {}
+    for entry in entries:
+        per_batch.setdefault(entry["batch"], {})[str(entry["slice"])] = _compact(entry)
+    report(1.0, f"{len(new_alarms)} alarms")
+    return {
+        "run_key": key,
+        "candidate_field": candidate_field,
+        "golden_field": golden_field,
+        "iou": iou,
+        "batches": checked,
+        "per_batch": per_batch,
+        "unassigned_samples": unassigned,
+        "alarms": alarms,
+        "new_alarms": new_alarms,
+        "frozen": frozen.to_dict(),
+        "history_length": len(history),
+    }

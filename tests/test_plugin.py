@@ -1,0 +1,86 @@
+"""The bundle loads through FiftyOne's own plugin loader and its operators run for real."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+import fiftyone as fo
+import fiftyone.operators as foo
+from fiftyone.operators.executor import ExecutionError, ExecutionRunState
+
+from fo_helpers import PLUGIN, delegated_worker, run_operator, unique_name, uri, wait_for_delegated
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def manifest() -> dict:
+    return yaml.safe_load((REPO_ROOT / "fiftyone.yml").read_text())
+
+
+def test_plugin_loads_without_errors():
+    assert foo.OperatorRegistry().list_errors() == []
+
+
+def test_every_operator_in_the_manifest_is_registered():
+    registered = {op.uri for op in foo.list_operators(enabled=True)}
+    listed = {uri(name) for name in manifest()["operators"]}
+    assert listed, "the manifest lists no operators"
+    assert listed <= registered, f"not registered: {sorted(listed - registered)}"
+
+
+def test_every_registered_annoloop_operator_is_in_the_manifest():
+    registered = {op.name for op in foo.list_operators(enabled=True) if op.plugin_name == PLUGIN}
+    assert registered == set(manifest()["operators"])
+
+
+def test_load_demo_dataset_runs_through_the_executor():
+    name = unique_name("demo")
+    result = run_operator("load_demo_dataset", {"name": name, "num_scenes": 6, "seed": 3})
+    assert result.result["dataset"] == name
+    assert result.result["num_groups"] == 6
+    dataset = fo.load_dataset(name)
+    assert dataset.persistent
+    assert sorted(dataset.group_slices) == ["left", "pcd", "right"]
+    dataset.delete()
+
+
+@pytest.mark.parametrize("num_scenes", [0, -4])
+def test_load_demo_dataset_rejects_non_positive_scene_counts(num_scenes):
+    name = unique_name("demo")
+    with pytest.raises(ExecutionError, match="num_scenes"):
+        run_operator("load_demo_dataset", {"name": name, "num_scenes": num_scenes})
+    assert not fo.dataset_exists(name)
+
+
+def test_load_demo_dataset_keeps_an_existing_dataset_without_overwrite():
+    name = unique_name("demo")
+    run_operator("load_demo_dataset", {"name": name, "num_scenes": 3})
+    before = fo.load_dataset(name)
+    ids = set(before.select_group_slices(_allow_mixed=True).values("id"))
+    with pytest.raises(ExecutionError, match="overwrite"):
+        run_operator("load_demo_dataset", {"name": name, "num_scenes": 5})
+    after = fo.load_dataset(name)
+    assert set(after.select_group_slices(_allow_mixed=True).values("id")) == ids
+    after.delete()
+
+
+@pytest.mark.slow
+def test_load_demo_dataset_completes_on_a_delegated_worker():
+    name = unique_name("demo-delegated")
+    queued = foo.execute_operator(
+        uri("load_demo_dataset"),
+        ctx={"params": {"name": name, "num_scenes": 4, "seed": 9}},
+        request_delegation=True,
+    )
+    op_id = queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
+    with delegated_worker() as (worker, log_path):
+        doc = wait_for_delegated(op_id, log_path=log_path)
+        assert worker.poll() is None, "the worker exited instead of serving the queue"
+    assert doc.run_state == ExecutionRunState.COMPLETED, doc.result
+    dataset = fo.load_dataset(name)
+    assert len(dataset.distinct("group.id")) == 4
+    dataset.delete()

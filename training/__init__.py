@@ -1,0 +1,1 @@
+"""Training, prediction, evaluation and autolabel model runners."""
