@@ -1,0 +1,484 @@
+"""Operators for the train -> predict -> evaluate half of the loop.
+
+``train_detector`` exports the labeled, gate-passing, non-frozen samples of one camera
+slice and fine-tunes a YOLO detector (delegated by default: it takes minutes), recording a
+training run that is ``completed`` only once weights exist. ``apply_detector`` writes a
+run's predictions into a field, by default on the frozen test set. ``evaluate_model``
+evaluates those predictions on the frozen test set, leaves FiftyOne's per-sample and
+per-object tp/fp/fn on the dataset for the planner, and appends the round to the ledger.
+
+Each operator validates its parameters before it writes anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..training import runs
+from ..training.constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from ..training.views import camera_slice, camera_slices
+from .common import AnnoloopOperator, progress_reporter
+
+DEFAULT_MODEL = "yolov8n"
+TARGET_TEST = "test"
+TARGET_SLICE = "slice"
+TARGET_VIEW = "view"
+_TARGETS = {
+    TARGET_TEST: "Frozen test set of the slice (what evaluation needs)",
+    TARGET_SLICE: "Every sample of the slice",
+    TARGET_VIEW: "The current view's samples of the slice",
+}
+
+
+class TrainDetector(AnnoloopOperator):
+    default_delegated = True
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="train_detector",
+            label="annoloop: train detector",
+            description="Fine-tune a YOLO detector on the labeled, gate-passing, non-frozen samples",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..training.yolo import MODEL_CHOICES
+
+        inputs = types.Object()
+        dataset = ctx.dataset
+        if dataset is None:
+            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+            return types.Property(inputs)
+        slice_name = _slice_input(inputs, dataset, ctx.params.get("slice"))
+        _field_input(inputs, dataset, "label_field", DEFAULT_GT_FIELD, "Training labels")
+        inputs.str(
+            "run_name",
+            default=_next_run_name(dataset),
+            label="Run name",
+            description="Letters, digits and underscores; recorded on the dataset",
+        )
+        _choice_input(
+            inputs,
+            "model",
+            MODEL_CHOICES,
+            DEFAULT_MODEL,
+            "Model",
+            description="Starts from <model>.pt when present locally, else random weights",
+        )
+        inputs.str(
+            "checkpoint",
+            required=False,
+            label="Checkpoint",
+            description="Optional local .pt to start from, e.g. the previous round's best.pt",
+        )
+        inputs.int("epochs", default=20, min=1, label="Epochs")
+        inputs.int(
+            "imgsz",
+            default=_default_imgsz(dataset, slice_name),
+            min=32,
+            label="Image size",
+            description="Training size in pixels (default: the slice's largest image side)",
+        )
+        inputs.int("batch", default=16, min=1, label="Batch size")
+        inputs.float("val_fraction", default=0.2, min=0.01, max=0.99, label="Validation share")
+        inputs.int("seed", default=0, label="Seed")
+        inputs.bool("overwrite", default=False, label="Overwrite a run of the same name")
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Train a detector"))
+
+    def execute(self, ctx) -> dict:
+        from ..training.export import export_yolo
+        from ..training.yolo import resolve_model_source, train_yolo
+
+        dataset = _require_dataset(ctx)
+        params = _train_params(ctx.params, dataset)
+        # A missing checkpoint or an unknown model fails here, before anything is written.
+        resolve_model_source(params["model"], params["checkpoint"])
+        run_dir = params["output_dir"]
+        report = progress_reporter(ctx)
+
+        report(0.0, "exporting the trainable samples")
+        exported = export_yolo(
+            dataset,
+            os.path.join(run_dir, "data"),
+            slice_name=params["slice"],
+            label_field=params["label_field"],
+            val_fraction=params["val_fraction"],
+            seed=params["seed"],
+        )
+        with runs.training_run(dataset, params["run_name"], params, overwrite=params["overwrite"]):
+            trained = train_yolo(
+                exported.yaml_path,
+                run_dir,
+                model=params["model"],
+                checkpoint=params["checkpoint"],
+                epochs=params["epochs"],
+                imgsz=params["imgsz"],
+                batch=params["batch"],
+                seed=params["seed"],
+                progress=lambda fraction, label: report(0.05 + 0.95 * fraction, label),
+            )
+            outputs = {
+                "export": exported.to_dict(),
+                "epoch_seconds": trained.epoch_seconds,
+                "device": trained.device,
+                "model_source": trained.model_source,
+                "save_dir": trained.save_dir,
+            }
+            runs.complete_run(
+                dataset,
+                params["run_name"],
+                weights=trained.weights,
+                metrics=trained.metrics,
+                outputs=outputs,
+            )
+        return {
+            "run_name": params["run_name"],
+            "weights": trained.weights,
+            "num_train": len(exported.train_ids),
+            "num_val": len(exported.val_ids),
+            "classes": exported.classes,
+            "epochs": trained.epochs,
+            "seconds_per_epoch": sum(trained.epoch_seconds) / max(1, len(trained.epoch_seconds)),
+            "val_map50_95": trained.metrics.get("metrics/mAP50-95(B)", 0.0),
+        }
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.str("run_name", label="Run")
+        outputs.str("weights", label="Weights")
+        outputs.int("num_train", label="Training samples")
+        outputs.int("num_val", label="Validation samples")
+        outputs.list("classes", types.String(), label="Classes")
+        outputs.int("epochs", label="Epochs")
+        outputs.float("seconds_per_epoch", label="Seconds per epoch")
+        outputs.float("val_map50_95", label="Validation mAP50-95")
+        return types.Property(outputs)
+
+
+class ApplyDetector(AnnoloopOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="apply_detector",
+            label="annoloop: apply detector",
+            description="Predict boxes with a trained run's weights into a Detections field",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        dataset = ctx.dataset
+        if dataset is None:
+            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+            return types.Property(inputs)
+        completed = runs.list_runs(dataset, status=runs.STATUS_COMPLETED)
+        names = [r.name for r in completed]
+        if names:
+            _choice_input(inputs, "run_name", names, names[-1], "Training run")
+        else:
+            inputs.view("no_runs", types.Notice(label="No completed training run: give weights"))
+        inputs.str(
+            "weights",
+            required=False,
+            label="Weights",
+            description="Optional .pt that replaces the run's weights",
+        )
+        run = next((r for r in completed if r.name == ctx.params.get("run_name")), None)
+        run = run or (completed[-1] if completed else None)
+        run_slice = run.params.get("slice") if run else None
+        _slice_input(inputs, dataset, ctx.params.get("slice") or run_slice)
+        inputs.str("pred_field", default=DEFAULT_PRED_FIELD, label="Predictions field")
+        choices = types.RadioGroup()
+        for value, label in _TARGETS.items():
+            choices.add_choice(value, label=label)
+        inputs.enum("target", choices.values(), default=TARGET_TEST, label="Predict on", view=choices)
+        default_imgsz = run.params.get("imgsz") if run else None
+        inputs.int("imgsz", default=default_imgsz or 640, min=32, label="Image size")
+        inputs.float("conf", default=0.25, min=0.001, max=1.0, label="Confidence threshold")
+        inputs.int("batch_size", default=16, min=1, label="Images per batch")
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Apply a detector"))
+
+    def execute(self, ctx) -> dict:
+        from ..training.views import test_set
+        from ..training.yolo import predict_detections
+
+        dataset = _require_dataset(ctx)
+        p = ctx.params
+        run = runs.get_run(dataset, p["run_name"]) if p.get("run_name") else None
+        if run is not None and run.status != runs.STATUS_COMPLETED:
+            raise ValueError(f"training run '{run.name}' is {run.status}; it has no weights")
+        weights = p.get("weights") or (run.weights if run else None)
+        if not weights:
+            raise ValueError("give a completed training run or a weights file")
+        if not os.path.isfile(weights):
+            raise ValueError(f"weights '{weights}' do not exist")
+        slice_name = _check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
+        target = p.get("target", TARGET_TEST)
+        if target not in _TARGETS:
+            raise ValueError(f"target must be one of {sorted(_TARGETS)}; got {target!r}")
+        imgsz = int(p.get("imgsz") or (run.params.get("imgsz") if run else 640))
+        collection = {
+            TARGET_TEST: lambda: test_set(dataset, slice_name),
+            TARGET_SLICE: lambda: dataset,
+            TARGET_VIEW: lambda: ctx.target_view(),
+        }[target]()
+        predicted = predict_detections(
+            collection,
+            weights,
+            slice_name=slice_name,
+            label_field=p.get("pred_field") or DEFAULT_PRED_FIELD,
+            imgsz=imgsz,
+            conf=float(p.get("conf", 0.25)),
+            batch_size=int(p.get("batch_size", 16)),
+            progress=progress_reporter(ctx),
+        )
+        if run is not None:
+            fields = dict(run.outputs.get("predicted_fields", {}))
+            fields[predicted.label_field] = {"target": target, "slice": slice_name, **predicted.to_dict()}
+            runs.update_outputs(dataset, run.name, {"predicted_fields": fields})
+        return {
+            "run_name": run.name if run else None,
+            "pred_field": predicted.label_field,
+            "num_samples": predicted.num_samples,
+            "num_detections": predicted.num_detections,
+            "images_per_second": predicted.images_per_second,
+        }
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.str("pred_field", label="Predictions field")
+        outputs.int("num_samples", label="Images")
+        outputs.int("num_detections", label="Boxes")
+        outputs.float("images_per_second", label="Images per second")
+        return types.Property(outputs)
+
+
+class EvaluateModel(AnnoloopOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="evaluate_model",
+            label="annoloop: evaluate model",
+            description="Evaluate predictions on the frozen test set and record the round",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        dataset = ctx.dataset
+        if dataset is None:
+            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+            return types.Property(inputs)
+        _field_input(inputs, dataset, "pred_field", DEFAULT_PRED_FIELD, "Predictions")
+        _field_input(inputs, dataset, "gt_field", DEFAULT_GT_FIELD, "Ground truth")
+        pred_field = ctx.params.get("pred_field") or DEFAULT_PRED_FIELD
+        run = _run_that_predicted(dataset, pred_field)
+        _slice_input(
+            inputs, dataset, ctx.params.get("slice") or (run.params.get("slice") if run else None)
+        )
+        inputs.str("eval_key", default=DEFAULT_EVAL_KEY, label="Evaluation key")
+        inputs.float("iou", default=0.5, min=0.05, max=0.95, label="IoU threshold")
+        names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
+        if names:
+            _choice_input(
+                inputs,
+                "run_name",
+                names,
+                run.name if run else names[-1],
+                "Training run",
+                description="The run whose model made the predictions; its round goes in the ledger",
+            )
+        inputs.str(
+            "batch_name",
+            required=False,
+            label="Batch",
+            description="Ledger name of the batch this round added (default: the latest "
+            "annotation batch in the run's training labels, else the run name)",
+        )
+        inputs.bool("record", default=True, label="Record the round in the ledger")
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Evaluate on the frozen test set"))
+
+    def execute(self, ctx) -> dict:
+        from ..training.evaluate import evaluate_test_set
+        from ..training.ledger import plateau_signal, record_round
+
+        dataset = _require_dataset(ctx)
+        p = ctx.params
+        pred_field = p.get("pred_field") or DEFAULT_PRED_FIELD
+        run_name = p.get("run_name")
+        run = runs.get_run(dataset, run_name) if run_name else _run_that_predicted(dataset, pred_field)
+        if run is not None and run.status != runs.STATUS_COMPLETED:
+            raise ValueError(f"training run '{run.name}' is {run.status}, not completed")
+        slice_name = _check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
+        record = bool(p.get("record", True))
+        if record and run is None:
+            raise ValueError("recording a round needs the training run that made the predictions")
+
+        summary = evaluate_test_set(
+            dataset,
+            pred_field,
+            gt_field=p.get("gt_field") or DEFAULT_GT_FIELD,
+            slice_name=slice_name,
+            eval_key=p.get("eval_key") or DEFAULT_EVAL_KEY,
+            iou=float(p.get("iou", 0.5)),
+        )
+        result = {**summary.to_dict(), "run_name": run.name if run else None}
+        if run is not None:
+            runs.update_outputs(dataset, run.name, {"test_metrics": summary.to_dict()})
+        if record:
+            ledger = record_round(
+                dataset,
+                batch=p.get("batch_name") or _latest_batch(run),
+                total_labels=int(run.outputs["export"]["num_samples"]),
+                map_=summary.map,
+                per_class_recall=summary.per_class_recall,
+                train_run=run.name,
+            )
+            result["round"] = ledger[-1].to_dict()
+            result["plateau"] = plateau_signal(ledger).to_dict()
+        return result
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.float("map", label="mAP")
+        outputs.int("tp", label="True positives")
+        outputs.int("fp", label="False positives")
+        outputs.int("fn", label="False negatives")
+        outputs.obj("per_class_recall", label="Recall per class")
+        outputs.obj("plateau", label="Plateau signal")
+        return types.Property(outputs)
+
+
+def _require_dataset(ctx) -> fo.Dataset:
+    if ctx.dataset is None:
+        raise ValueError("no dataset: open one or pass `dataset=`")
+    return ctx.dataset
+
+
+def _check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
+    """Validate a slice choice; a grouped dataset falls back to its first camera slice."""
+    if dataset.media_type == "group" and not slice_name:
+        cameras = camera_slices(dataset)
+        if not cameras:
+            raise ValueError(f"dataset '{dataset.name}' has no camera slice")
+        slice_name = cameras[0]
+    camera_slice(dataset, slice_name)
+    return slice_name
+
+
+def _slice_input(inputs: types.Object, dataset: fo.Dataset, current: str | None) -> str | None:
+    """Add the camera-slice choice for a grouped dataset; return the slice in effect."""
+    cameras = camera_slices(dataset)
+    if not cameras:
+        return None
+    default = current if current in cameras else ("left" if "left" in cameras else cameras[0])
+    _choice_input(inputs, "slice", cameras, default, "Camera slice")
+    return default
+
+
+def _field_input(inputs: types.Object, dataset: fo.Dataset, name: str, default: str, label: str) -> None:
+    fields = sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
+    if not fields:
+        inputs.view(f"no_{name}", types.Warning(label=f"{label}: the dataset has no Detections field"))
+        return
+    _choice_input(inputs, name, fields, default if default in fields else fields[0], label)
+
+
+def _choice_input(
+    inputs: types.Object, name: str, choices, default: str, label: str, description: str = ""
+) -> None:
+    """A string parameter shown as a dropdown of ``choices``.
+
+    A string, not an enum: FiftyOne rejects an enum value outside the choices with a bare
+    "validation error", while ``execute`` explains what is wrong (e.g. which slices exist).
+    """
+    dropdown = types.DropdownView()
+    for choice in choices:
+        dropdown.add_choice(choice, label=choice)
+    inputs.str(name, default=default, label=label, description=description, view=dropdown)
+
+
+def _next_run_name(dataset: fo.Dataset) -> str:
+    taken = {r.name for r in runs.list_runs(dataset)}
+    index = len(taken)
+    while f"round_{index}" in taken:
+        index += 1
+    return f"round_{index}"
+
+
+def _default_imgsz(dataset: fo.Dataset, slice_name: str | None) -> int:
+    """The slice's largest image side, rounded up to the model stride (32), at most 640."""
+    view = camera_slice(dataset, slice_name)
+    sides = [v for v in (view.bounds("metadata.width")[1], view.bounds("metadata.height")[1]) if v]
+    if not sides:
+        return 640
+    return min(640, 32 * math.ceil(max(sides) / 32))
+
+
+def _latest_batch(run: runs.RunRecord) -> str:
+    """The last annotation batch (by name) a run trained on, else the run's name."""
+    batches = run.outputs.get("export", {}).get("batches") or []
+    return max(batches) if batches else run.name
+
+
+def _run_that_predicted(dataset: fo.Dataset, pred_field: str) -> runs.RunRecord | None:
+    """The latest completed run that wrote ``pred_field``."""
+    completed = runs.list_runs(dataset, status=runs.STATUS_COMPLETED)
+    matches = [r for r in completed if pred_field in r.outputs.get("predicted_fields", {})]
+    return matches[-1] if matches else None
+
+
+def _train_params(params: dict, dataset: fo.Dataset) -> dict:
+    """Validated, JSON-serialisable training parameters with defaults filled in."""
+    run_name = params.get("run_name") or _next_run_name(dataset)
+    runs.run_key(run_name)
+    overwrite = bool(params.get("overwrite", False))
+    if not overwrite and dataset.has_run(runs.run_key(run_name)):
+        raise ValueError(f"training run '{run_name}' already exists; choose another name or overwrite it")
+    slice_name = _check_slice(dataset, params.get("slice"))
+    label_field = params.get("label_field") or DEFAULT_GT_FIELD
+    if label_field not in dataset.get_field_schema(embedded_doc_type=fo.Detections):
+        raise ValueError(f"label field {label_field!r} is not a Detections field of '{dataset.name}'")
+    values = {
+        "epochs": params.get("epochs", 20),
+        "imgsz": params.get("imgsz") or _default_imgsz(dataset, slice_name),
+        "batch": params.get("batch", 16),
+    }
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    val_fraction = float(params.get("val_fraction", 0.2))
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    output_dir = params.get("output_dir") or os.path.join(
+        fo.config.default_dataset_dir, "annoloop", dataset.name, "train", f"{run_name}-{stamp}"
+    )
+    return {
+        "run_name": run_name,
+        "overwrite": overwrite,
+        "slice": slice_name,
+        "label_field": label_field,
+        "model": params.get("model") or DEFAULT_MODEL,
+        "checkpoint": params.get("checkpoint") or None,
+        **{k: int(v) for k, v in values.items()},
+        "val_fraction": val_fraction,
+        "seed": int(params.get("seed", 0)),
+        "output_dir": output_dir,
+    }

@@ -1,0 +1,25 @@
+"""Names the training code shares with the schema gate, the frozen splits and the planner.
+
+They live in one place so that the tag a gate writes and the tag an export refuses can never
+drift apart.
+"""
+
+#: Sample or label tag the schema gate puts on labels that violate the label schema.
+QUARANTINE_TAG = "qa:quarantine"
+#: Sample tag of the frozen test set: evaluated on, never trained on, never selected.
+TEST_SPLIT_TAG = "split:test"
+#: Sample tag of the frozen golden set used to score annotators; never trained on.
+GOLDEN_SPLIT_TAG = "split:golden"
+#: Every tag whose samples (and their whole group) a training export refuses.
+FROZEN_SPLIT_TAGS = (TEST_SPLIT_TAG, GOLDEN_SPLIT_TAG)
+
+#: Default label fields and evaluation key of the loop.
+DEFAULT_GT_FIELD = "ground_truth"
+DEFAULT_PRED_FIELD = "predictions"
+DEFAULT_EVAL_KEY = "eval"
+
+#: ``dataset.info`` key holding the ledger of rounds (a JSON list, oldest round first).
+LEDGER_INFO_KEY = "annoloop_ledger"
+#: FiftyOne custom-run ``method`` and key prefix of training run records.
+TRAIN_RUN_METHOD = "annoloop.train"
+TRAIN_RUN_KEY_PREFIX = "annoloop_train_"

@@ -1,0 +1,237 @@
+"""Training run records, stored on the dataset as FiftyOne custom runs.
+
+A record is written *before* training starts (status ``started``) and rewritten once:
+``completed`` with the weights path, parameters and metrics when training returned, or
+``failed`` with the error when it raised. A record is never ``completed`` without weights,
+so a crashed or failed training can never be mistaken for a finished one; a process killed
+outright leaves ``started`` behind, which also does not look finished.
+
+Records are FiftyOne runs (``dataset.register_run`` / ``update_run_config``) with method
+``annoloop.train`` under the key ``annoloop_train_<name>``: they live in the dataset's
+documents in MongoDB, so a delegated worker or another machine on the same database sees
+them, and ``dataset.list_runs()`` shows them next to evaluation and brain runs. Like every
+FiftyOne run, they are read from the ``Dataset`` object's copy of its document: a process
+holding the dataset while another one trains calls ``dataset.reload()`` to see the update.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import fiftyone as fo
+
+from .constants import TRAIN_RUN_KEY_PREFIX, TRAIN_RUN_METHOD
+
+__all__ = [
+    "STATUS_COMPLETED",
+    "STATUS_FAILED",
+    "STATUS_STARTED",
+    "RunRecord",
+    "complete_run",
+    "fail_run",
+    "get_run",
+    "list_runs",
+    "run_key",
+    "start_run",
+    "training_run",
+    "update_outputs",
+]
+
+STATUS_STARTED = "started"
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
+
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training run.
+
+    Attributes
+    ----------
+    name : str
+        Run name (letters, digits, underscores).
+    status : str
+        ``"started"``, ``"completed"`` or ``"failed"``.
+    params : dict
+        Parameters the run was started with (slice, label field, model, epochs, ...).
+    started_at : str
+        UTC ISO timestamp of the start.
+    finished_at : str or None
+        UTC ISO timestamp of completion or failure.
+    weights : str or None
+        Trained checkpoint; set only when completed.
+    metrics : dict
+        Metrics recorded on completion (e.g. Ultralytics' validation metrics).
+    outputs : dict
+        Other JSON results recorded on completion (e.g. the export summary).
+    error : str or None
+        Error message when failed.
+    """
+
+    name: str
+    status: str
+    params: dict = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str | None = None
+    weights: str | None = None
+    metrics: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The FiftyOne run key."""
+        return run_key(self.name)
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+
+def run_key(name: str) -> str:
+    """FiftyOne run key of the training run ``name``; validates the name."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"run name must be 1-64 letters, digits or underscores; got {name!r}"
+        )
+    return TRAIN_RUN_KEY_PREFIX + name
+
+
+def start_run(
+    dataset: fo.Dataset, name: str, params: Mapping, *, overwrite: bool = False
+) -> RunRecord:
+    """Record that training run ``name`` has started.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Dataset the run trains on.
+    name : str
+        Run name; an existing run of that name is an error unless ``overwrite``.
+    params : mapping
+        JSON-serialisable parameters.
+    overwrite : bool, default=False
+        Replace an existing record of the same name.
+
+    Returns
+    -------
+    RunRecord
+    """
+    key = run_key(name)
+    if dataset.has_run(key) and not overwrite:
+        existing = get_run(dataset, name)
+        raise ValueError(
+            f"training run '{name}' already exists on '{dataset.name}' (status "
+            f"{existing.status}); choose another name or overwrite it"
+        )
+    record = RunRecord(name=name, status=STATUS_STARTED, params=dict(params), started_at=_now())
+    dataset.register_run(key, _config(dataset, record), overwrite=overwrite)
+    return record
+
+
+def complete_run(
+    dataset: fo.Dataset,
+    name: str,
+    *,
+    weights: str,
+    metrics: Mapping | None = None,
+    outputs: Mapping | None = None,
+) -> RunRecord:
+    """Mark a started run completed with its weights, metrics and other outputs."""
+    record = _started(dataset, name)
+    if not weights:
+        raise ValueError(f"run '{name}' cannot complete without a weights path")
+    record = RunRecord(
+        **{
+            **record.to_dict(),
+            "status": STATUS_COMPLETED,
+            "finished_at": _now(),
+            "weights": str(weights),
+            "metrics": dict(metrics or {}),
+            "outputs": dict(outputs or {}),
+        }
+    )
+    dataset.update_run_config(record.key, _config(dataset, record))
+    return record
+
+
+def fail_run(dataset: fo.Dataset, name: str, error: BaseException | str) -> RunRecord:
+    """Mark a started run failed with the error message."""
+    record = _started(dataset, name)
+    message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    record = RunRecord(
+        **{**record.to_dict(), "status": STATUS_FAILED, "finished_at": _now(), "error": message}
+    )
+    dataset.update_run_config(record.key, _config(dataset, record))
+    return record
+
+
+def update_outputs(dataset: fo.Dataset, name: str, outputs: Mapping) -> RunRecord:
+    """Merge ``outputs`` into a run's outputs (e.g. test-set metrics found later)."""
+    record = get_run(dataset, name)
+    record = RunRecord(**{**record.to_dict(), "outputs": {**record.outputs, **dict(outputs)}})
+    dataset.update_run_config(record.key, _config(dataset, record))
+    return record
+
+
+def get_run(dataset: fo.Dataset, name: str) -> RunRecord:
+    """The record of training run ``name``."""
+    key = run_key(name)
+    if not dataset.has_run(key):
+        known = [r.name for r in list_runs(dataset)]
+        raise ValueError(f"no training run '{name}' on '{dataset.name}'; runs: {known}")
+    config = dataset.get_run_info(key).config
+    # A JSON round trip turns the OrderedDicts FiftyOne deserialises into plain dicts.
+    values = {k: getattr(config, k) for k in RunRecord.__dataclass_fields__ if hasattr(config, k)}
+    return RunRecord(**json.loads(json.dumps(values)))
+
+
+def list_runs(dataset: fo.Dataset, status: str | None = None) -> list[RunRecord]:
+    """Training run records, oldest start first; only those with ``status`` when given."""
+    records = [
+        get_run(dataset, key[len(TRAIN_RUN_KEY_PREFIX) :])
+        for key in dataset.list_runs(method=TRAIN_RUN_METHOD)
+    ]
+    records.sort(key=lambda r: r.started_at)
+    return [r for r in records if status is None or r.status == status]
+
+
+@contextmanager
+def training_run(
+    dataset: fo.Dataset, name: str, params: Mapping, *, overwrite: bool = False
+) -> Iterator[RunRecord]:
+    """Start a run record; mark it failed if the body raises, then re-raise.
+
+    The body completes the run itself with :func:`complete_run` once it has weights; a
+    body that returns without doing so leaves the run failed, never looking finished.
+    """
+    record = start_run(dataset, name, params, overwrite=overwrite)
+    try:
+        yield record
+    except BaseException as err:
+        fail_run(dataset, name, err)
+        raise
+    if get_run(dataset, name).status != STATUS_COMPLETED:
+        fail_run(dataset, name, "training ended without recording weights")
+
+
+def _started(dataset: fo.Dataset, name: str) -> RunRecord:
+    record = get_run(dataset, name)
+    if record.status != STATUS_STARTED:
+        raise ValueError(f"training run '{name}' is {record.status}, not {STATUS_STARTED}")
+    return record
+
+
+def _config(dataset: fo.Dataset, record: RunRecord):
+    return dataset.init_run(method=TRAIN_RUN_METHOD, **record.to_dict())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,127 @@
+"""Which samples training and evaluation see: one camera slice, the frozen splits, quarantine.
+
+Frozen splits are decided per *group* (scene): when any sample of a group, on any slice,
+carries ``split:test`` or ``split:golden``, every slice of that group is frozen. A right
+camera image of a test scene is nearly the left one, so training on it would leak the test
+set even if only the left image was tagged. Quarantine is decided per *sample* of the
+slice: the sample carries ``qa:quarantine``, or one of its labels in the label field does
+(dropping just that label would teach the model that the object is background).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import fiftyone as fo
+from fiftyone import ViewField as F
+
+from .constants import FROZEN_SPLIT_TAGS, QUARANTINE_TAG, TEST_SPLIT_TAG
+
+
+def root_dataset(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
+    """The dataset that ``samples`` (a dataset or any view of it) belongs to."""
+    if isinstance(samples, fo.Dataset):
+        return samples
+    return fo.load_dataset(samples.dataset_name)
+
+
+def camera_slices(dataset: fo.Dataset) -> list[str]:
+    """Image slices of a grouped dataset, in group order (empty for a flat dataset)."""
+    if dataset.media_type != "group":
+        return []
+    return [name for name, media in dataset.group_media_types.items() if media == "image"]
+
+
+def camera_slice(samples: fo.core.collections.SampleCollection, slice_name: str | None):
+    """The image samples of one camera slice of ``samples``, as a flat view.
+
+    Parameters
+    ----------
+    samples : SampleCollection
+        A dataset or view; grouped or not.
+    slice_name : str or None
+        A camera slice of a grouped dataset; must be None for a flat image dataset.
+
+    Returns
+    -------
+    SampleCollection
+        Flat image samples.
+    """
+    dataset = root_dataset(samples)
+    if dataset.media_type != "group":
+        if slice_name:
+            raise ValueError(
+                f"dataset '{dataset.name}' is not grouped, so it has no slice '{slice_name}'; "
+                "leave the slice empty"
+            )
+        if samples.media_type != "image":
+            raise ValueError(
+                f"dataset '{dataset.name}' holds {samples.media_type} samples; training needs images"
+            )
+        return samples
+    cameras = camera_slices(dataset)
+    if slice_name not in dataset.group_media_types:
+        raise ValueError(
+            f"slice {slice_name!r} does not exist in dataset '{dataset.name}'; "
+            f"its camera slices are {cameras}"
+        )
+    if slice_name not in cameras:
+        raise ValueError(
+            f"slice '{slice_name}' of dataset '{dataset.name}' holds "
+            f"{dataset.group_media_types[slice_name]} samples, not images; "
+            f"its camera slices are {cameras}"
+        )
+    if samples.media_type == "group":
+        return samples.select_group_slices(slice_name)
+    return samples.match(F(f"{dataset.group_field}.name") == slice_name)
+
+
+def tagged_groups(dataset: fo.Dataset, tags: Iterable[str]) -> list[str]:
+    """Ids of the groups in which any sample, on any slice, has one of ``tags``."""
+    tags = list(tags)
+    group_ids = set()
+    for name in dataset.group_slices:
+        tagged = dataset.select_group_slices(name).match_tags(tags)
+        group_ids.update(tagged.values(f"{dataset.group_field}.id"))
+    return sorted(group_ids)
+
+
+def frozen_slice(
+    dataset: fo.Dataset, slice_name: str | None, tags: Iterable[str] = FROZEN_SPLIT_TAGS
+):
+    """The samples of one camera slice that belong to a frozen split given by ``tags``."""
+    tags = list(tags)
+    camera_slice(dataset, slice_name)  # validates the slice
+    if dataset.media_type != "group":
+        return dataset.match_tags(tags)
+    return dataset.select_groups(tagged_groups(dataset, tags)).select_group_slices(slice_name)
+
+
+def frozen_media(dataset: fo.Dataset, tags: Iterable[str] = FROZEN_SPLIT_TAGS) -> set[str]:
+    """Real paths of the media of every frozen sample, on every slice."""
+    tags = list(tags)
+    if dataset.media_type != "group":
+        return real_paths(dataset.match_tags(tags).values("filepath"))
+    groups = dataset.select_groups(tagged_groups(dataset, tags))
+    paths = set()
+    for name in dataset.group_slices:
+        paths |= real_paths(groups.select_group_slices(name).values("filepath"))
+    return paths
+
+
+def quarantined_ids(samples, label_field: str) -> list[str]:
+    """Ids of samples tagged ``qa:quarantine`` or holding a quarantined label."""
+    tagged = set(samples.match_tags(QUARANTINE_TAG).values("id"))
+    tagged.update(samples.match_labels(tags=QUARANTINE_TAG, fields=label_field).values("id"))
+    return sorted(tagged)
+
+
+def test_set(samples, slice_name: str | None):
+    """The frozen test set of one camera slice of ``samples``' dataset (group-level)."""
+    return frozen_slice(root_dataset(samples), slice_name, [TEST_SPLIT_TAG])
+
+
+def real_paths(paths: Iterable[str]) -> set[str]:
+    """Canonical absolute paths (symlinks resolved), for comparing media files."""
+    return {os.path.realpath(p) for p in paths}
