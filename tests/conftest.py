@@ -1,13 +1,24 @@
-"""Test session set-up: an isolated FiftyOne database and the bundle on the import path.
+"""Test session set-up: a private MongoDB, an isolated FiftyOne config, the bundle importable.
 
 FiftyOne reads its configuration when it is first imported, so everything here happens at
 conftest import time, before any test module imports fiftyone.
+
+FiftyOne's embedded database service attaches to any running FiftyOne ``mongod`` on the
+machine, whatever its data directory, so ``FIFTYONE_DATABASE_DIR`` alone does not isolate a
+test run from a main job running beside it. The suite therefore starts its own ``mongod`` (the
+binary FiftyOne ships) on a free loopback port and points ``FIFTYONE_DATABASE_URI`` at it;
+delegated workers started by tests inherit the same URI. A user who sets
+``FIFTYONE_DATABASE_URI`` keeps their server; the unique database name still isolates the run.
 """
 
+import importlib.util
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -20,17 +31,69 @@ _PKG_DIR.mkdir()
 (_PKG_DIR / "annoloop").symlink_to(REPO_ROOT, target_is_directory=True)
 sys.path.insert(0, str(_PKG_DIR))
 
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", str(_SESSION_DIR / "db"))
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_private_mongod() -> subprocess.Popen:
+    # Located by path: importing fiftyone here would freeze its config too early.
+    spec = importlib.util.find_spec("fiftyone")
+    mongod = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod"
+    if not mongod.is_file():
+        raise RuntimeError(
+            f"FiftyOne's mongod is missing ({mongod}); run the tests with `bash scripts/test.sh`, "
+            "which installs it, or set FIFTYONE_DATABASE_URI"
+        )
+    dbpath = _SESSION_DIR / "mongo"
+    dbpath.mkdir()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(mongod), "--dbpath", str(dbpath), "--port", str(port), "--bind_ip", "127.0.0.1",
+         "--nounixsocket", "--logpath", str(_SESSION_DIR / "mongod.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mongod exited; see {_SESSION_DIR / 'mongod.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise RuntimeError("mongod did not start within 60 s")
+    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
+    return proc
+
+
+_MONGOD = None if os.environ.get("FIFTYONE_DATABASE_URI") else _start_private_mongod()
+
 os.environ["FIFTYONE_DATABASE_NAME"] = f"annoloop-test-{uuid.uuid4().hex[:8]}"
+os.environ["FIFTYONE_DATABASE_ADMIN"] = "true"  # a fresh database may be initialised
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
 os.environ["FIFTYONE_PLUGINS_DIR"] = str(_PKG_DIR)
 os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = str(_SESSION_DIR / "datasets")
+os.environ["FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"] = "true"
 os.environ.setdefault("YOLO_OFFLINE", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["ANNOLOOP_TEST_SESSION_DIR"] = str(_SESSION_DIR)
 # FiftyOne, Ultralytics and Hugging Face keep config and caches under HOME.
 os.environ["HOME"] = str(_SESSION_DIR / "home")
 
 
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_SESSION_DIR / "datasets", ignore_errors=True)
+def pytest_unconfigure(config):
+    if _MONGOD is not None and _MONGOD.poll() is None:
+        _MONGOD.terminate()
+        try:
+            _MONGOD.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _MONGOD.kill()
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Selection cores: coverage scoring (ZCore), k-center, targeting and batch planning."""
