@@ -1,0 +1,204 @@
+"""ZCore scoring speed, memory and fidelity against the plain per-sample reference loop.
+
+For each pool size a fresh subprocess generates 512-d float32 embeddings, then measures
+
+* fast: ``zcore.zcore_scores`` (numpy backend, ``--workers`` threads) -- setup (one draw)
+  and the marginal cost per sample, ``(T(n_sample) - T(1)) / (n_sample - 1)``;
+* reference: ``zcore_reference.reference_raw_scores`` with the reference script's default
+  ``argsort`` on ``--ref-samples`` of the same draws, per sample the same way;
+* peak memory: the child's peak RSS above its RSS once the embeddings exist.
+
+The speedup is the ratio of per-sample costs (CPU seconds, robust on a shared machine; wall
+too). Fidelity, on scikit-learn's digits (real data): Spearman rank correlation of fast
+scores with reference scores drawn under another seed, next to reference-vs-reference for
+two seeds (the run-to-run noise of the method itself), and fast vs reference under the same
+seed (same draws), where they should agree up to float rounding.
+
+Run from the repository root with the bundle importable as ``annoloop``::
+
+    PYTHONPATH=/tmp/annoloop_pkg python -m benchmarks.bench_zcore --sizes 10000,100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def make_embeddings(n_rows: int, dim: int, kind: str, seed: int = 0) -> np.ndarray:
+    """float32 embeddings, generated in row chunks so no float64 copy of the pool exists.
+
+    "clustered": 100 Gaussian clusters, rows L2-normalised like CLIP-style embeddings;
+    "random": i.i.d. standard normal.
+    """
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_rows, dim), dtype=np.float32)
+    centres = rng.standard_normal((100, dim), dtype=np.float32)
+    for start in range(0, n_rows, 65536):
+        part = out[start : start + 65536]
+        rng.standard_normal(part.shape, dtype=np.float32, out=part)
+        if kind == "clustered":
+            part *= 0.5
+            part += centres[rng.integers(0, len(centres), len(part))]
+            part /= np.linalg.norm(part, axis=1, keepdims=True)
+    return out
+
+
+def _timed(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _current_rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def child(cfg: dict) -> dict:
+    """One pool size, in its own process so peak RSS belongs to this size alone."""
+    from annoloop.selection import zcore
+    from annoloop.selection.zcore_reference import reference_raw_scores
+
+    x = make_embeddings(cfg["size"], cfg["dim"], cfg["data"])
+    base_rss = _current_rss_bytes()
+    one = zcore.ZCoreParams(n_sample=1, n_workers=cfg["workers"])
+    many = zcore.ZCoreParams(n_sample=cfg["n_sample"], n_workers=cfg["workers"])
+    setup_wall, setup_cpu = _timed(lambda: zcore.zcore_scores(x, one))
+    total_wall, total_cpu = _timed(lambda: zcore.zcore_scores(x, many))
+    peak_extra = _peak_rss_bytes() - base_rss
+    n_marginal = cfg["n_sample"] - 1
+    result = {
+        "size": cfg["size"],
+        "setup_wall": setup_wall,
+        "fast_wall": (total_wall - setup_wall) / n_marginal,
+        "fast_cpu": (total_cpu - setup_cpu) / n_marginal,
+        "peak_extra": peak_extra,
+        "embeddings_bytes": x.nbytes,
+    }
+    if cfg["ref_samples"] > 1:
+        draws = zcore.draw_samples(x, zcore.ZCoreParams(n_sample=cfg["ref_samples"]))
+        first = zcore.ZCoreDraws(draws.dims[:1], draws.points[:1])
+
+        def reference(d: zcore.ZCoreDraws) -> None:
+            reference_raw_scores(x, d, sort_kind="quicksort")
+
+        one_wall, one_cpu = _timed(lambda: reference(first))
+        all_wall, all_cpu = _timed(lambda: reference(draws))
+        result["ref_wall"] = (all_wall - one_wall) / (cfg["ref_samples"] - 1)
+        result["ref_cpu"] = (all_cpu - one_cpu) / (cfg["ref_samples"] - 1)
+    return result
+
+
+def fidelity(n_sample: int) -> dict:
+    """Rank agreement on real data (scikit-learn digits, standardised pixels)."""
+    from scipy.stats import spearmanr
+    from sklearn.datasets import load_digits
+    from sklearn.preprocessing import StandardScaler
+
+    from annoloop.selection import zcore
+    from annoloop.selection.zcore_reference import reference_zcore_scores
+
+    x = StandardScaler().fit_transform(load_digits().data).astype(np.float32)
+    params = [zcore.ZCoreParams(n_sample=n_sample, seed=seed) for seed in (0, 1)]
+    fast = [zcore.zcore_scores(x, p) for p in params]
+    ref = [reference_zcore_scores(x, p) for p in params]
+    return {
+        "fast0_vs_ref1": spearmanr(fast[0], ref[1]).statistic,
+        "ref0_vs_ref1": spearmanr(ref[0], ref[1]).statistic,
+        "fast0_vs_fast1": spearmanr(fast[0], fast[1]).statistic,
+        "fast0_vs_ref0": spearmanr(fast[0], ref[0]).statistic,
+        "fast0_vs_ref0_maxdiff": float(np.abs(fast[0] - ref[0]).max()),
+    }
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--data", choices=("clustered", "random"), default="clustered")
+    # 2 * 2048 + 1: beyond the one-draw setup run, exactly one sweep per block of 2048 draws.
+    parser.add_argument("--n-sample", type=int, default=4097, help="fast draws per size")
+    parser.add_argument("--ref-samples", type=int, default=40, help="reference draws per size")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--fidelity-samples", type=int, default=50000, help="0 skips fidelity")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        cfg = {
+            "size": size,
+            "dim": args.dim,
+            "data": args.data,
+            "n_sample": args.n_sample,
+            "ref_samples": args.ref_samples,
+            "workers": args.workers,
+        }
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(cfg)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"done N={size}", file=sys.stderr, flush=True)
+
+    print(
+        f"\nZCore, {args.dim}-d {args.data} float32, redund_nn=1000, sample_dim=2; fast: "
+        f"{args.n_sample} draws, {args.workers} worker(s); reference: {args.ref_samples} "
+        "draws (reference script's argsort). Per-sample costs are marginal (setup excluded)."
+    )
+    print(
+        "\n| N | setup s | fast ms/sample (cpu) | fast ms/sample (wall) | reference ms/sample "
+        "(cpu) | reference ms/sample (wall) | speedup (cpu) | speedup (wall) | "
+        "fast, 1e6 samples (est. h) | peak extra MiB | embeddings MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        est_hours = (r["setup_wall"] + 1e6 * r["fast_wall"]) / 3600
+        ref = (
+            f"{1e3 * r['ref_cpu']:.2f} | {1e3 * r['ref_wall']:.2f} | "
+            f"{r['ref_cpu'] / r['fast_cpu']:.1f}x | {r['ref_wall'] / r['fast_wall']:.1f}x"
+            if "ref_cpu" in r
+            else "- | - | - | -"
+        )
+        print(
+            f"| {r['size']:,} | {r['setup_wall']:.1f} | {1e3 * r['fast_cpu']:.3f} | "
+            f"{1e3 * r['fast_wall']:.3f} | {ref} | {est_hours:.2f} | "
+            f"{_mib(r['peak_extra'])} | {_mib(r['embeddings_bytes'])} |"
+        )
+
+    if args.fidelity_samples:
+        f = fidelity(args.fidelity_samples)
+        print(
+            f"\nFidelity on scikit-learn digits (1,797 x 64, standardised), "
+            f"{args.fidelity_samples:,} draws: Spearman rank correlation of final scores.\n"
+        )
+        print("| comparison | value |")
+        print("|---|---|")
+        print(f"| fast (seed 0) vs reference (seed 1) | {f['fast0_vs_ref1']:.4f} |")
+        print(f"| reference (seed 0) vs reference (seed 1) | {f['ref0_vs_ref1']:.4f} |")
+        print(f"| fast (seed 0) vs fast (seed 1) | {f['fast0_vs_fast1']:.4f} |")
+        print(f"| fast vs reference, same seed (same draws) | {f['fast0_vs_ref0']:.4f} |")
+        print(f"| same seed: max abs score difference | {f['fast0_vs_ref0_maxdiff']:.2e} |")
+
+if __name__ == "__main__":
+    main()
