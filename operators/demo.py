@@ -99,13 +99,10 @@ class SimulateAnnotation(AnnoloopOperator):
             "batch",
             required=True,
             label="Batch",
-            description="Batch name recorded on every label, e.g. batch:v1",
-        )
-        inputs.int(
-            "batch_index",
-            default=0,
-            label="Batch index",
-            description="Drift schedule position: the demo annotator drifts from batch 2 on",
+            description=(
+                "Batch name recorded on every label, e.g. batch:v1; its number places it on the "
+                "drift schedule (clean for batches 0-1, drifting from batch 2)"
+            ),
         )
         inputs.str("label_field", default="ground_truth", label="Label field")
         inputs.int("seed", default=0, label="Seed")
@@ -116,9 +113,8 @@ class SimulateAnnotation(AnnoloopOperator):
         from ..demo.annotation import annotate_batch
 
         return annotate_batch(
-            ctx.target_view() if hasattr(ctx, "target_view") else ctx.view,
+            ctx.target_view(),
             ctx.params["batch"],
-            batch_index=int(ctx.params.get("batch_index", 0)),
             label_field=ctx.params.get("label_field") or "ground_truth",
             seed=int(ctx.params.get("seed", 0)),
         )

@@ -84,3 +84,15 @@ def test_load_demo_dataset_completes_on_a_delegated_worker():
     dataset = fo.load_dataset(name)
     assert len(dataset.distinct("group.id")) == 4
     dataset.delete()
+
+
+def test_simulate_annotation_labels_every_slice_of_the_view_through_the_executor():
+    name = unique_name("demo")
+    run_operator("load_demo_dataset", {"name": name, "num_scenes": 4, "seed": 5})
+    dataset = fo.load_dataset(name)
+    result = run_operator("simulate_annotation", {"batch": "batch:v1", "seed": 1}, dataset=dataset)
+    assert result.result["num_samples"] == 12
+    for slice_name in dataset.group_slices:
+        labeled = dataset.select_group_slices(slice_name).exists("ground_truth")
+        assert len(labeled) == 4, slice_name
+    dataset.delete()
