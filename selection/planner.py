@@ -14,6 +14,9 @@ cold start, moving to 30 % coverage / 70 % targeting):
     farthest-point greedy (score x distance to the nearest labeled, targeted or picked row),
     so a near-duplicate of a labeled row or of an earlier pick waits its turn.
 
+  - ``"random"``: uniformly random rows (seeded) — the frequency-following baseline that
+    every other strategy is measured against; it ignores labeled rows by design.
+
   The default is k-center: on real data (``benchmarks/bench_planner_digits.py``, sklearn
   digits, 10 seeds, two rounds of 45 labels) it beat ZCore coverage in every arm, e.g. test
   accuracy after a 30/70 second round 0.919 +/- 0.011 vs 0.906 +/- 0.019.
@@ -51,7 +54,7 @@ from .targeting import (
     validate_embeddings,
 )
 
-COVERAGE_METHODS = ("kcenter", "zcore")
+COVERAGE_METHODS = ("kcenter", "zcore", "random")
 #: Coverage method used when none is given (chosen by the digits benchmark).
 DEFAULT_COVERAGE_METHOD = "kcenter"
 #: With ``coverage_method="zcore"``, redundancy control looks at this many times the coverage
@@ -84,7 +87,7 @@ class BatchPlan:
     coverage_fraction : float
         Coverage fraction the split used (after the no-failure fallback).
     coverage_method : str
-        ``"kcenter"`` or ``"zcore"``.
+        ``"kcenter"``, ``"zcore"`` or ``"random"``.
     round : int
         Loop round the plan was made for.
     seed : int
@@ -112,7 +115,9 @@ class BatchPlan:
         """One JSON-serialisable dict per pick: index, rank, source, score and its reason."""
         score_kind = {
             "targeting": "failure_similarity",
-            "coverage": "zcore_score" if self.coverage_method == "zcore" else "kcenter_distance",
+            "coverage": {"zcore": "zcore_score", "random": "random"}.get(
+                self.coverage_method, "kcenter_distance"
+            ),
         }
         return [
             {
@@ -187,7 +192,7 @@ def plan_batch(
         (:func:`.split_schedule.scheduled_coverage_fraction`).
     round_index : int, default=0
         Loop round (0 = cold start).
-    coverage_method : {"kcenter", "zcore"}, default="kcenter"
+    coverage_method : {"kcenter", "zcore", "random"}, default="kcenter"
     kind_weights : mapping, optional
         Weight per failure kind; default :data:`.targeting.DEFAULT_KIND_WEIGHTS`
         (fn 3, confusion 2, fp 1).
@@ -376,6 +381,9 @@ def _coverage_picks(
     if n_picks == 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
     candidates = np.setdiff1d(selectable, targeted, assume_unique=True)
+    if method == "random":
+        rows = np.random.default_rng(seed).choice(candidates, size=n_picks, replace=False)
+        return rows.astype(np.int64), np.full(n_picks, np.nan)
     anchors = np.concatenate([labeled, pool[targeted]], axis=0, dtype=np.float32)
     if method == "zcore":
         return _zcore_picks(pool, candidates, anchors, scores, n_picks, candidate_factor)

@@ -263,7 +263,7 @@ def test_failure_kinds_and_ids_must_align_with_the_embeddings():
 
 def test_unknown_coverage_method_is_rejected():
     with pytest.raises(ValueError, match="coverage_method must be one of"):
-        planner.plan_batch(POOL, 2, coverage_method="random")
+        planner.plan_batch(POOL, 2, coverage_method="uniform")
 
 
 def test_zcore_without_scores_is_rejected():
@@ -274,3 +274,16 @@ def test_zcore_without_scores_is_rejected():
 def test_excluded_indices_outside_the_pool_are_rejected():
     with pytest.raises(ValueError, match="1 excluded indices lie outside the 320 pool rows"):
         planner.plan_batch(POOL, 2, excluded=np.array([0, 320]))
+
+
+def test_random_coverage_is_a_seeded_uniform_baseline_that_respects_exclusions():
+    excluded = np.zeros(len(POOL), dtype=bool)
+    excluded[::2] = True
+    plan = planner.plan_batch(POOL, 50, coverage_method="random", excluded=excluded, seed=3)
+    again = planner.plan_batch(POOL, 50, coverage_method="random", excluded=excluded, seed=3)
+    other = planner.plan_batch(POOL, 50, coverage_method="random", excluded=excluded, seed=4)
+    np.testing.assert_array_equal(plan.indices, again.indices)
+    assert set(plan.indices) != set(other.indices)
+    assert not excluded[plan.indices].any()
+    assert len(np.unique(plan.indices)) == 50
+    assert {r["score_kind"] for r in plan.to_records()} == {"random"}
