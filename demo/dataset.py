@@ -211,6 +211,13 @@ def _new_dataset(name: str) -> fo.Dataset:
     )
     dataset.default_classes = list(sc.CLASSES)
     dataset.classes = {"oracle": list(sc.CLASSES), "ground_truth": list(sc.CLASSES)}
+    # What annotators may draw in `ground_truth`; the schema gate checks every label against it.
+    # FiftyOne only accepts schema attributes that are declared on the field.
+    schema = ground_truth_schema()
+    for attribute in schema["attributes"]:
+        ftype = fo.BooleanField if attribute["type"] == "bool" else fo.StringField
+        dataset.add_sample_field(f"ground_truth.detections.{attribute['name']}", ftype)
+    dataset.set_label_schemas({"ground_truth": schema})
     # z is up in the ego frame; look at the road from behind and above the ego car.
     dataset.app_config.plugins["3d"] = {
         "defaultUp": [0, 0, 1],
@@ -218,6 +225,22 @@ def _new_dataset(name: str) -> fo.Dataset:
     }
     dataset.save()
     return dataset
+
+
+def ground_truth_schema() -> dict:
+    """FiftyOne label schema of the demo's annotation field (2D boxes and 3D cuboids)."""
+    text = {"type": "str", "component": "text"}
+    return {
+        "type": "detections",
+        "component": "dropdown",
+        "classes": list(sc.CLASSES),
+        "attributes": [
+            {"name": "occluded", "type": "bool", "component": "toggle"},
+            {"name": "truncated", "type": "bool", "component": "toggle"},
+            {"name": "annotator", **text},
+            {"name": "batch", **text},
+        ],
+    }
 
 
 def _delete_dataset(name: str) -> str | None:

@@ -369,6 +369,8 @@ def _as_rounds(ledger: Sequence[LedgerRound | Mapping]) -> list[LedgerRound]:
             rounds.append(entry)
         elif isinstance(entry, Mapping):
             try:
+                # Entries read back from dataset.info hold MongoDB dict types: plain copies.
+                entry = {k: dict(v) if isinstance(v, Mapping) else v for k, v in entry.items()}
                 rounds.append(LedgerRound(**entry))
             except TypeError as err:
                 raise ValueError(f"ledger entry {i} is not a ledger round: {err}") from None
