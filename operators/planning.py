@@ -1,0 +1,221 @@
+"""Operator for the plan step: pick the next batch to label (coverage + targeting).
+
+``plan_batch`` splits a budget between coverage of the unlabeled pool and targeting of the
+current model's failures (false negatives first), following the round schedule (cold start
+all coverage, then toward 30 % coverage / 70 % targeting) unless a fraction is given. It
+tags the picks ``batch:vN`` + ``source:*`` on every slice, records why each was picked,
+saves the view ``batch_vN`` and a plan record; a dry run only returns the plan. All the work
+and every check is in :mod:`..selection.batches`, before anything is written.
+"""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..selection import batches
+from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
+from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
+from ..selection.split_schedule import scheduled_coverage_fraction
+from ..training.constants import DEFAULT_GT_FIELD
+from .common import AnnoloopOperator, progress_reporter
+from .quality import _dropdown
+
+_METHOD_HELP = {
+    "kcenter": "k-center greedy over the embeddings (recommended)",
+    "zcore": (
+        "Highest ZCore scores with redundancy control "
+        f"(needs the '{batches.ZCORE_FIELD}' field)"
+    ),
+    "random": "Uniformly random (seeded): the baseline that follows the pool's frequencies",
+}
+
+
+class PlanBatch(AnnoloopOperator):
+    default_delegated = False  # seconds on small pools; choose "Schedule" for large ones
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="plan_batch",
+            label="annoloop: plan next batch",
+            description="Pick the next batch to label: pool coverage + neighbours of failures",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        dataset = ctx.dataset
+        if dataset is None:
+            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+            return types.Property(inputs)
+        ctx.target_view()  # offers the dataset / current view / selection choice
+        params = ctx.params
+
+        slice_name = None
+        if dataset.media_type == "group":
+            slices = list(dataset.group_slices)
+            slice_name = params.get("slice") if params.get("slice") in slices else None
+            slice_name = slice_name or dataset.default_group_slice
+            _dropdown(
+                inputs,
+                "slice",
+                slices,
+                slice_name,
+                "Embeddings of slice",
+                "The slice whose embeddings stand for the scene (a scene embedding is on all)",
+            )
+        fields = batches.embedding_fields(dataset, slice_name)
+        if not fields:
+            inputs.view(
+                "no_embeddings",
+                types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
+            )
+            return types.Property(inputs)
+        preferred = [DEFAULT_GROUP_FIELD, DEFAULT_EMBEDDINGS_FIELD]
+        default_field = next((f for f in preferred if f in fields), fields[0])
+        _dropdown(inputs, "embeddings_field", fields, default_field, "Embeddings")
+        inputs.int(
+            "budget",
+            default=100,
+            required=True,
+            label="Budget",
+            description="Scenes (grouped datasets) or samples to pick",
+        )
+
+        evaluations = batches.detection_evaluations(dataset)
+        eval_key = params.get("eval_key")
+        if eval_key not in evaluations:
+            eval_key = evaluations[-1] if evaluations else None
+        if eval_key is None:
+            inputs.view(
+                "no_evaluation",
+                types.Notice(label="No evaluation yet: the batch is all coverage (cold start)"),
+            )
+        else:
+            _dropdown(
+                inputs,
+                "eval_key",
+                evaluations,
+                eval_key,
+                "Failures from evaluation",
+                "Its false negatives, confusions and false positives are the targets",
+            )
+            config = dataset.get_evaluation_info(eval_key).config
+            inputs.bool(
+                "use_patches",
+                default=False,
+                label="Target failing objects",
+                description="Query with the failing objects' patch embeddings, not their samples'",
+            )
+            if params.get("use_patches"):
+                _dropdown(
+                    inputs,
+                    "patches_field",
+                    [config.gt_field, config.pred_field],
+                    config.gt_field,
+                    "Objects of",
+                    "Missed objects are in the ground truth, false positives in the predictions",
+                )
+
+        round_index = batches.default_round(dataset, eval_key is not None)
+        scheduled = scheduled_coverage_fraction(round_index)
+        inputs.bool(
+            "use_schedule",
+            default=True,
+            label="Follow the schedule",
+            description=(
+                f"Round {round_index}: {scheduled:.0%} coverage / {1 - scheduled:.0%} targeting "
+                "(cold start 100 %, then 65 %, then 30 %; all coverage without failures)"
+            ),
+        )
+        if params.get("use_schedule") is False:
+            inputs.float(
+                "coverage_fraction",
+                default=scheduled,
+                min=0.0,
+                max=1.0,
+                label="Coverage share",
+                view=types.SliderView(
+                    componentsProps={"slider": {"min": 0.0, "max": 1.0, "step": 0.05}}
+                ),
+            )
+        methods = types.RadioGroup()
+        for name in COVERAGE_METHODS:
+            methods.add_choice(name, label=name, description=_METHOD_HELP.get(name))
+        inputs.enum(
+            "coverage_method",
+            methods.values(),
+            default=DEFAULT_COVERAGE_METHOD,
+            label="Coverage method",
+            view=methods,
+        )
+        inputs.str(
+            "batch_name",
+            default=batches.next_batch_name(dataset),
+            label="Batch name",
+            description="Tag of the picks; must be new",
+        )
+        inputs.str(
+            "label_field",
+            default=DEFAULT_GT_FIELD,
+            label="Label field",
+            description="Samples labeled here are not in the pool",
+        )
+        inputs.int("seed", default=0, label="Seed", description="Same seed, same plan")
+        inputs.bool(
+            "dry_run",
+            default=False,
+            label="Dry run",
+            description="Return the plan without tagging or saving anything",
+        )
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Plan the next batch"))
+
+    def execute(self, ctx) -> dict:
+        if ctx.dataset is None:
+            raise ValueError("no dataset: open one or pass `dataset=`")
+        p = ctx.params
+        use_schedule = p.get("use_schedule")
+        if use_schedule is None:  # SDK call: a given fraction is explicit
+            use_schedule = p.get("coverage_fraction") is None
+        patches_field = p.get("patches_field") if p.get("use_patches", True) else None
+        result = batches.plan_batch(
+            ctx.target_view(),
+            p.get("budget"),
+            embeddings_field=p.get("embeddings_field"),
+            batch_name=p.get("batch_name") or None,
+            coverage_fraction=None if use_schedule else p.get("coverage_fraction"),
+            coverage_method=p.get("coverage_method") or DEFAULT_COVERAGE_METHOD,
+            eval_key=p.get("eval_key") or None,
+            pred_field=p.get("pred_field") or None,
+            patches_field=patches_field or None,
+            round_index=p.get("round_index"),
+            neighbors_per_failure=p.get("neighbors_per_failure"),
+            seed=p.get("seed", 0),
+            dry_run=bool(p.get("dry_run", False)),
+            slice_name=p.get("slice") or None,
+            label_field=p.get("label_field") or None,
+            progress=progress_reporter(ctx),
+        )
+        if not result["dry_run"] and not ctx.delegated:
+            ctx.trigger("reload_dataset")  # show the new tags and saved view in the App
+        return result
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.str("batch", label="Batch")
+        outputs.bool("dry_run", label="Dry run (nothing written)")
+        outputs.int("round", label="Round")
+        outputs.str("eval_key", label="Failures from")
+        outputs.float("coverage_fraction", label="Coverage share")
+        outputs.int("n_targeting", label="Targeting picks")
+        outputs.int("n_coverage", label="Coverage picks")
+        outputs.str("fallback_reason", label="Fallback")
+        outputs.str("view", label="Saved view")
+        outputs.obj("counts", label="Pool", view=types.JSONView())
+        outputs.list("picks", types.Object(), label="Picks", view=types.JSONView())
+        return types.Property(outputs)
+

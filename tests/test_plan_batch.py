@@ -1,0 +1,410 @@
+"""plan_batch through FiftyOne's executor, on small grouped datasets built here.
+
+Every dataset has 30 scenes with slices ``left``, ``right`` (images) and ``pcd`` (point
+clouds; no media is ever read). Scene embeddings live on ``left``: night scenes form a tight
+cluster far from the day scenes. Scenes 0-3 are the frozen test set (labeled on ``left``;
+scene 3 is tagged on ``left`` only), scene 4 the golden set (unlabeled in ``ground_truth``,
+tagged on ``pcd`` only), scene 5 is quarantined on its ``right`` sample only: exclusion is
+per scene, whichever slice carries the tag. Scenes 6-29 are the unlabeled pool.
+The fabricated model misses every object at night, so the evaluation's failures (run by
+the real :func:`annoloop.training.evaluate.evaluate_test_set`) are night scenes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+from fiftyone.operators.executor import ExecutionContext, ExecutionError
+
+from annoloop.selection.batches import PICK_FIELD, plan_record, plan_run_key
+from annoloop.training.constants import GOLDEN_SPLIT_TAG, QUARANTINE_TAG, TEST_SPLIT_TAG
+from annoloop.training.evaluate import evaluate_test_set
+from annoloop.training.views import test_set as frozen_test_set
+from fo_helpers import run_operator, unique_name, uri
+
+SLICES = ("left", "right", "pcd")
+NUM_SCENES = 30
+TEST_SCENES = (0, 1, 2, 3)
+GOLDEN_SCENE, QUARANTINED_SCENE = 4, 5
+POOL_SCENES = tuple(range(6, NUM_SCENES))
+NIGHT = {0, 1, 6, 7, 8, 9}
+BOXES = (("car", [0.1, 0.1, 0.3, 0.3]), ("pedestrian", [0.5, 0.5, 0.2, 0.3]))
+RUN_NOW = {"delegate": False, "embeddings_field": "embedding"}
+
+
+def scene_embedding(scene: int, rng: np.random.Generator) -> np.ndarray:
+    centre = np.array([6.0, 6.0, 0.0, 0.0]) if scene in NIGHT else np.zeros(4)
+    spread = 0.2 if scene in NIGHT else 1.0
+    return (centre + rng.normal(scale=spread, size=4)).astype(np.float32)
+
+
+def detections(pairs, confidence=None) -> fo.Detections:
+    return fo.Detections(
+        detections=[
+            fo.Detection(label=label, bounding_box=box, confidence=confidence)
+            for label, box in pairs
+        ]
+    )
+
+
+def build(evaluate: bool = True) -> fo.Dataset:
+    """The 30-scene dataset of the module docstring, its test set evaluated as ``eval``
+    (predictions: every object by day, none at night) when ``evaluate``."""
+    name = unique_name("plan")
+    dataset = fo.Dataset(name)
+    dataset.add_group_field("group", default="left")
+    rng = np.random.default_rng(0)
+    samples = []
+    for scene in range(NUM_SCENES):
+        group = fo.Group()
+        for slice_name in SLICES:
+            tags = []
+            if scene in TEST_SCENES and (scene != 3 or slice_name == "left"):
+                tags.append(TEST_SPLIT_TAG)
+            if scene == GOLDEN_SCENE and slice_name == "pcd":
+                tags.append(GOLDEN_SPLIT_TAG)
+            if scene == QUARANTINED_SCENE and slice_name == "right":
+                tags.append(QUARANTINE_TAG)
+            extension = "pcd" if slice_name == "pcd" else "jpg"
+            samples.append(
+                fo.Sample(
+                    filepath=f"/nonexistent/{name}/{scene:02d}_{slice_name}.{extension}",
+                    group=group.element(slice_name),
+                    scene=scene,
+                    time_of_day="night" if scene in NIGHT else "day",
+                    tags=tags,
+                )
+            )
+    dataset.add_samples(samples)
+    left = dataset.select_group_slices("left")
+    scenes, ids = left.values(["scene", "id"])
+    left.set_values(
+        "embedding", {i: scene_embedding(s, rng) for s, i in zip(scenes, ids)}, key_field="id"
+    )
+    label(dataset, TEST_SCENES)
+    if evaluate:
+        blind_at_night(dataset)
+    return dataset
+
+
+def label(dataset: fo.Dataset, scenes) -> None:
+    """Give the left samples of ``scenes`` ground truth (the annotator's work)."""
+    view = dataset.select_group_slices("left").match(fo.ViewField("scene").is_in(list(scenes)))
+    view.set_values("ground_truth", [detections(BOXES) for _ in range(len(view))])
+
+
+def blind_at_night(dataset: fo.Dataset) -> None:
+    """Evaluate a model that finds every object by day and none at night, as ``eval``."""
+    test = dataset.select_group_slices("left").match(fo.ViewField("scene").is_in(TEST_SCENES))
+    test.set_values(
+        "predictions", [detections([] if s in NIGHT else BOXES, 0.9) for s in test.values("scene")]
+    )
+    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+
+
+@pytest.fixture(scope="module")
+def evaluated_base():
+    ds = build()
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture(scope="module")
+def cold_base():
+    ds = build(evaluate=False)
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def dataset(evaluated_base):
+    """A fresh copy of the evaluated dataset (evaluation included)."""
+    ds = evaluated_base.clone(unique_name("plan"))
+    yield ds
+    ds.delete()
+
+
+@pytest.fixture
+def cold(cold_base):
+    """A fresh copy of the dataset before any evaluation (cold start)."""
+    ds = cold_base.clone(unique_name("plan-cold"))
+    yield ds
+    ds.delete()
+
+
+def plan(dataset, view=None, **params) -> dict:
+    return run_operator("plan_batch", {**RUN_NOW, **params}, dataset=dataset, view=view).result
+
+
+def scenes_of(dataset, group_ids) -> set[int]:
+    return set(dataset.select_groups(list(group_ids)).select_group_slices("left").values("scene"))
+
+
+def tagged_scenes(dataset, tag: str, slice_name: str = "left") -> set[int]:
+    return set(dataset.select_group_slices(slice_name).match_tags(tag).values("scene"))
+
+
+def snapshot(dataset) -> tuple:
+    """Everything a plan could write: tags per slice, the schema, saved views, runs."""
+    dataset.reload()
+    tags = {
+        s: sorted(dataset.select_group_slices(s).count_values("tags").items())
+        for s in dataset.group_slices
+    }
+    return (
+        tags,
+        sorted(dataset.get_field_schema(flat=True)),
+        dataset.list_saved_views(),
+        sorted(dataset.list_runs()),
+    )
+
+
+# --- behaviour ----------------------------------------------------------------------------
+
+
+def test_a_cold_start_batch_is_all_coverage_and_tags_every_slice_of_each_picked_scene(cold):
+    result = plan(cold, budget=5)
+    assert result["batch"] == "batch:v1" and result["round"] == 0 and result["unit"] == "group"
+    assert (result["n_coverage"], result["n_targeting"]) == (5, 0)
+    assert result["coverage_fraction"] == 1.0 and result["fallback_reason"] is None
+    picked = scenes_of(cold, result["ids"])
+    assert len(picked) == 5
+    for slice_name in SLICES:
+        assert tagged_scenes(cold, "batch:v1", slice_name) == picked
+        assert tagged_scenes(cold, "source:coverage", slice_name) == picked
+        records = cold.select_group_slices(slice_name).match_tags("batch:v1").values(PICK_FIELD)
+        assert [r.batch for r in records] == ["batch:v1"] * 5
+        assert {r.source for r in records} == {"coverage"}
+    assert scenes_of(cold, cold.load_saved_view("batch_v1").values("group.id")) == picked
+    record = plan_record(cold, "batch:v1")
+    assert record["plan"]["n_coverage"] == 5 and record["params"]["budget"] == 5
+    assert cold.get_run_info(plan_run_key("batch:v1")).config.method == "annoloop.plan"
+
+
+def test_frozen_golden_quarantined_and_batched_scenes_are_never_picked_from_any_view(dataset):
+    first = scenes_of(dataset, plan(dataset, budget=3)["ids"])
+    # The caller's view holds every scene; the budget is exactly what may be picked.
+    selectable = set(POOL_SCENES) - first
+    everything = plan(dataset, budget=len(selectable), coverage_fraction=0.3)
+    assert scenes_of(dataset, everything["ids"]) == selectable
+    assert everything["counts"]["excluded"] == {"frozen": 1, "quarantined": 1, "batched": 3}
+
+    # Now nothing is left to pick, whatever the view offers.
+    with pytest.raises(ExecutionError, match="exceeds the 0 selectable"):
+        plan(dataset, budget=1)
+
+
+def test_the_planner_refuses_forbidden_scenes_that_the_callers_view_offers(dataset):
+    forbidden = [*TEST_SCENES, GOLDEN_SCENE, QUARANTINED_SCENE]
+    view = dataset.match(fo.ViewField("scene").is_in([*forbidden, 17]))
+    result = plan(view=view, dataset=dataset, budget=1, dry_run=True)
+    assert scenes_of(dataset, result["ids"]) == {17}
+    with pytest.raises(ExecutionError, match=r"budget 2 exceeds the 1 selectable"):
+        plan(dataset, view=view, budget=2, dry_run=True)
+
+
+def test_the_default_schedule_moves_from_all_coverage_toward_30_70_and_batches_never_overlap(cold):
+    first = plan(cold, budget=4)
+    assert (first["round"], first["n_coverage"], first["n_targeting"]) == (0, 4, 0)
+    label(cold, scenes_of(cold, first["ids"]))
+    blind_at_night(cold)
+
+    second = plan(cold, budget=4)
+    assert second["eval_key"] == "eval" and second["round"] == 1
+    shares = (second["coverage_fraction"], second["n_coverage"], second["n_targeting"])
+    assert shares == (0.65, 3, 1)
+    third = plan(cold, budget=10)
+    assert third["batch"] == "batch:v3" and third["round"] == 2
+    assert (third["coverage_fraction"], third["n_coverage"], third["n_targeting"]) == (0.3, 3, 7)
+
+    batches = [scenes_of(cold, r["ids"]) for r in (first, second, third)]
+    assert sum(map(len, batches)) == len(set().union(*batches)) == 18
+    targeted = [p["id"] for p in second["picks"] + third["picks"] if p["source"] == "targeting"]
+    night_pool = NIGHT & set(POOL_SCENES)
+    assert scenes_of(cold, targeted[:1]) <= night_pool
+    assert night_pool - batches[0] <= scenes_of(cold, targeted)
+
+
+def test_an_explicit_coverage_fraction_is_honoured(dataset):
+    half = plan(dataset, budget=6, coverage_fraction=0.5, dry_run=True)
+    assert (half["n_coverage"], half["n_targeting"], half["coverage_fraction"]) == (3, 3, 0.5)
+    targeting = plan(dataset, budget=4, coverage_fraction=0.0, dry_run=True)
+    assert targeting["sources"] == ["targeting"] * 4
+    assert scenes_of(dataset, targeting["ids"]) == NIGHT & set(POOL_SCENES)
+
+
+def test_coverage_fills_in_when_the_failures_neighbours_run_out_and_the_plan_says_so(dataset):
+    result = plan(dataset, budget=4, coverage_fraction=0.0, neighbors_per_failure=1, dry_run=True)
+    assert 1 <= result["n_targeting"] <= 2 and result["n_coverage"] == 4 - result["n_targeting"]
+    assert f"targeting filled {result['n_targeting']} of 4" in result["fallback_reason"]
+
+
+def test_the_same_seed_gives_the_same_plan(cold):
+    plans = [plan(cold, budget=6, dry_run=True, seed=seed) for seed in (3, 3)]
+    assert plans[0]["ids"] == plans[1]["ids"] and plans[0]["picks"] == plans[1]["picks"]
+
+
+def test_a_dry_run_returns_the_plan_with_its_reasons_and_writes_nothing(dataset):
+    before = snapshot(dataset)
+    result = plan(dataset, budget=5, coverage_fraction=0.4, dry_run=True)
+    assert snapshot(dataset) == before
+    assert result["dry_run"] and result["view"] is None and result["run_key"] is None
+    assert len(result["ids"]) == len(result["sources"]) == len(result["picks"]) == 5
+    assert result["counts"]["pool"] == 26 and result["counts"]["selectable"] == 24
+    target = next(p for p in result["picks"] if p["source"] == "targeting")
+    assert target["near_failure_kind"] == "fn" and target["score_kind"] == "failure_similarity"
+
+
+def test_targeting_serves_false_negatives_first_and_each_pick_records_why(dataset):
+    # Test scene 2 (day) now has a false positive only; the night scenes missed everything.
+    left = dataset.select_group_slices("left")
+    day_test = left.match(fo.ViewField("scene") == 2)
+    day_test.set_values("predictions", [detections([*BOXES, ("car", [0.7, 0.05, 0.2, 0.2])], 0.8)])
+    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    failing_night = left.match(fo.ViewField("scene").is_in([0, 1])).values("id")
+
+    result = plan(dataset, budget=2, coverage_fraction=0.0)
+    assert result["counts"]["failures"] == {
+        "fn": 4, "confusion": 0, "fp": 1, "samples": 3, "queries": 3,
+    }
+    assert [p["near_failure_kind"] for p in result["picks"]] == ["fn", "fn"]
+    assert {p["near_failure"] for p in result["picks"]} <= set(failing_night)
+    records = left.match_tags("batch:v1").values(PICK_FIELD)
+    assert {r.source for r in records} == {"targeting"}
+    assert all(r.near_failure in failing_night and r.eval_key == "eval" for r in records)
+    assert all(r.distance_to_failure >= 0 and 0 < r.score <= 1 for r in records)
+    assert tagged_scenes(dataset, "source:targeting", "pcd") <= NIGHT
+
+
+@pytest.mark.parametrize("classwise", [True, False])
+def test_a_prediction_of_another_class_over_a_missed_object_is_a_confusion(dataset, classwise):
+    left = dataset.select_group_slices("left")
+    swapped = [("truck", BOXES[0][1]), BOXES[1]]  # the car is called a truck by day
+    left.match(fo.ViewField("scene").is_in([2, 3])).set_values(
+        "predictions", [detections(swapped, 0.9) for _ in range(2)]
+    )
+    # classwise=True (the default) leaves the pair unlinked; classwise=False links it.
+    frozen_test_set(dataset, "left").evaluate_detections(
+        "predictions", gt_field="ground_truth", eval_key="eval", classwise=classwise
+    )
+    result = plan(dataset, budget=4, coverage_fraction=0.0, dry_run=True)
+    assert result["counts"]["failures"] == {
+        "fn": 4, "confusion": 2, "fp": 0, "samples": 4, "queries": 4,
+    }
+    kinds = [p["near_failure_kind"] for p in result["picks"]]
+    assert kinds[0] == "fn" and "confusion" in kinds
+
+
+def test_patch_embeddings_of_the_missed_objects_are_the_queries_when_asked(dataset):
+    # Put every missed object's patch embedding next to pool scene 20 (a day scene).
+    left = dataset.select_group_slices("left")
+    target = left.match(fo.ViewField("scene") == 20).first().embedding
+    test = left.match(fo.ViewField("scene").is_in(TEST_SCENES))
+    gt_ids = test.values("ground_truth.detections.id")
+    vectors = {i: target + 0.01 for row in gt_ids for i in row}
+    left.set_label_values("ground_truth.detections.embedding", vectors, dynamic=True)
+    result = plan(
+        dataset, budget=1, coverage_fraction=0.0, patches_field="ground_truth", dry_run=True
+    )
+    assert scenes_of(dataset, result["ids"]) == {20}
+    assert result["picks"][0]["near_failure"] in vectors
+    assert result["counts"]["failures"]["queries"] == 4
+
+
+def test_an_evaluation_without_failures_falls_back_to_coverage_and_says_so(dataset):
+    test = frozen_test_set(dataset, "left")
+    test.set_values("predictions", [detections(BOXES, 0.9) for _ in range(len(test))])
+    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    result = plan(dataset, budget=4)
+    assert result["round"] == 1 and result["n_coverage"] == 4 and result["n_targeting"] == 0
+    assert "evaluation 'eval' has no false negatives" in result["fallback_reason"]
+    assert "all 4 picks are coverage" in result["fallback_reason"]
+    assert plan_record(dataset, "batch:v1")["fallback_reason"] == result["fallback_reason"]
+
+
+def test_zcore_coverage_starts_from_the_best_scored_scene(cold):
+    left = cold.select_group_slices("left")
+    scenes, ids = left.values(["scene", "id"])
+    left.set_values("zcore", {i: float(s == 11) for s, i in zip(scenes, ids)}, key_field="id")
+    result = plan(cold, budget=3, coverage_method="zcore", dry_run=True)
+    assert scenes_of(cold, result["ids"][:1]) == {11}
+    assert result["picks"][0]["score_kind"] == "zcore_score"
+
+
+def test_flat_datasets_pick_samples():
+    flat = fo.Dataset(unique_name("plan-flat"))
+    rng = np.random.default_rng(1)
+    flat.add_samples(
+        [
+            fo.Sample(filepath=f"/nonexistent/{i}.jpg", embedding=rng.normal(size=3), tags=tags)
+            for i, tags in enumerate([[TEST_SPLIT_TAG]] * 2 + [[]] * 8)
+        ]
+    )
+    try:
+        result = plan(flat, budget=8, seed=1)
+        assert result["unit"] == "sample" and len(result["ids"]) == 8
+        assert set(result["ids"]) == set(flat.match_tags(TEST_SPLIT_TAG, bool=False).values("id"))
+        assert set(flat.match_tags("batch:v1").values("id")) == set(result["ids"])
+    finally:
+        flat.delete()
+
+
+def test_the_form_offers_stored_embeddings_evaluations_and_explains_the_schedule(dataset):
+    import fiftyone.operators as foo
+
+    operator = foo.OperatorRegistry().get_operator(uri("plan_batch"))
+    form = operator.resolve_input(
+        ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
+    ).to_json()["type"]["properties"]
+    assert form["embeddings_field"]["default"] == "embedding" and form["slice"]["default"] == "left"
+    assert form["eval_key"]["default"] == "eval" and form["batch_name"]["default"] == "batch:v1"
+    assert "Round 1: 65% coverage" in form["use_schedule"]["view"]["description"]
+    assert form["delegate"]["default"] is False
+
+
+# --- bad input: a clear error, nothing tagged or saved --------------------------------------
+
+
+def remove_embeddings(dataset, scenes) -> None:
+    view = dataset.select_group_slices("left").match(fo.ViewField("scene").is_in(scenes))
+    view.set_values("embedding", [None] * len(view))
+
+
+@pytest.mark.parametrize(
+    ("params", "prepare", "message"),
+    [
+        ({"budget": 0}, None, "budget must be a positive"),
+        ({"budget": -3}, None, "budget must be a positive"),
+        ({"budget": 25}, None, "budget 25 exceeds the 24 selectable"),
+        ({"budget": 3, "embeddings_field": None}, None, "embeddings_field is required"),
+        ({"budget": 3, "embeddings_field": "clip"}, None, "'clip' does not exist"),
+        (
+            {"budget": 3},
+            lambda ds: remove_embeddings(ds, [7, 8]),
+            "2 of 26 pool groups have no 'embedding'",
+        ),
+        ({"budget": 3, "eval_key": "nope"}, None, "evaluation 'nope' does not exist"),
+        ({"budget": 3, "batch_name": "batch:v1"}, lambda ds: plan(ds, budget=2), "already exists"),
+    ],
+    ids=[
+        "zero-budget",
+        "negative-budget",
+        "budget-above-pool",
+        "no-embeddings-field",
+        "missing-embeddings-field",
+        "embeddings-missing-on-part-of-the-pool",
+        "unknown-eval-key",
+        "existing-batch-name",
+    ],
+)
+def test_bad_input_fails_clearly_and_leaves_nothing_tagged_or_saved(
+    dataset, params, prepare, message
+):
+    if prepare is not None:
+        prepare(dataset)
+    before = snapshot(dataset)
+    with pytest.raises(ExecutionError, match=message):
+        plan(dataset, **params)
+    assert snapshot(dataset) == before
