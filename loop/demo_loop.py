@@ -8,6 +8,9 @@ copies of one prepared dataset (same frozen test set, golden set and embeddings)
   coverage/targeting of the previous round's test-set failures);
 * ``random``: uniformly random scenes (the planner's ``random`` coverage method).
 
+The detector starts from the model YAML (random weights: no checkpoint can be downloaded
+here) and each round fine-tunes the previous round's weights on all labels so far.
+
 Each round: plan a batch → the simulated annotator labels it (and re-labels the golden set) →
 schema gate → golden-set check → train YOLO on the gate-passing labels → predict on the frozen
 test set → evaluate (the round goes in the ledger).
@@ -15,6 +18,7 @@ test set → evaluate (the round goes in the ledger).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -29,9 +33,10 @@ class LoopConfig:
     name: str = "annoloop-demo"
     scenes: int = 200
     rounds: int = 3
-    budget: int = 24
-    epochs: int = 12
-    imgsz: int = 256
+    budget: int = 30
+    epochs: int = 10
+    imgsz: int = 224
+    train_batch: int = 8
     seed: int = 51
     test_fraction: float = 0.2
     golden_scenes: int = 10
@@ -110,6 +115,7 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log=print) -> Strat
     from ..training.constants import GOLDEN_SPLIT_TAG
 
     run = StrategyRun(strategy, dataset.name)
+    weights = None  # each round fine-tunes the previous round's model
     for round_index in range(config.rounds):
         log(f"  [{strategy}] round {round_index + 1}/{config.rounds}")
         plan_params = dict(
@@ -129,7 +135,11 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log=print) -> Strat
             run_operator("simulate_annotation", dataset, view=to_label, batch=batch, seed=round_index)
         with _Timer(run.seconds, "schema gate", log):
             gate = run_operator(
-                "validate_labels", dataset, label_field="ground_truth", batch_tag=batch
+                "validate_labels",
+                dataset,
+                label_field="ground_truth",
+                batch_tag=batch,
+                allow_empty=True,  # the annotator writes an empty list where a camera sees nothing
             )
         with _Timer(run.seconds, "golden check", log):
             golden = run_operator("check_golden", dataset, candidate_field="ground_truth")
@@ -142,9 +152,14 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log=print) -> Strat
                 slice="left",
                 epochs=config.epochs,
                 imgsz=config.imgsz,
+                batch=config.train_batch,
+                checkpoint=weights,
                 seed=config.seed,
                 overwrite=True,
             )
+        # Continue from the last epoch: `best.pt` can be an early epoch while val mAP is ~0.
+        last = os.path.join(os.path.dirname(trained["weights"]), "last.pt")
+        weights = last if os.path.isfile(last) else trained["weights"]
         with _Timer(run.seconds, "predict test set", log):
             run_operator("apply_detector", dataset, run_name=run_name, conf=0.05)
         with _Timer(run.seconds, "evaluate", log):

@@ -31,7 +31,7 @@ import fiftyone as fo
 
 from ..training.constants import GOLDEN_SPLIT_TAG, TEST_SPLIT_TAG
 from ..training.views import root_dataset
-from .gate import detections_field
+from .gate import detections_field, run_config
 from .splits import label_fingerprint, select_splits
 
 __all__ = [
@@ -130,10 +130,7 @@ def split_defaults(dataset: fo.Dataset) -> dict:
 
 def frozen_record(dataset: fo.Dataset) -> dict | None:
     """The recorded parameters and counts of the frozen splits, or None."""
-    if not dataset.has_run(FROZEN_RUN_KEY):
-        return None
-    config = dataset.get_run_info(FROZEN_RUN_KEY).config.serialize()
-    return {k: v for k, v in config.items() if k not in ("cls", "type", "method")}
+    return run_config(dataset, FROZEN_RUN_KEY)
 
 
 def _scene_components(scenes: list, links: list) -> dict:
@@ -157,10 +154,14 @@ def _scene_components(scenes: list, links: list) -> dict:
 
 def _check_fraction_or_count(name: str, value) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a fraction in [0, 1) or a number of scenes; got {value!r}")
+        raise ValueError(
+            f"{name} must be a fraction in [0, 1) or a number of scenes; got {value!r}"
+        )
     if isinstance(value, float) and value >= 1:
         if value != int(value):
-            raise ValueError(f"{name} must be a fraction in [0, 1) or a whole number of scenes; got {value}")
+            raise ValueError(
+                f"{name} must be a fraction in [0, 1) or a whole number of scenes; got {value}"
+            )
         return int(value)
     return value
 
@@ -209,7 +210,8 @@ def create_splits(
         groups) are split together. Default from :func:`split_defaults`.
     duplicate_field : str, optional
         Field holding the ``scene_field`` value of the scene a sample nearly duplicates;
-        linked scenes land in the same split, stratified as the original.
+        linked scenes land in the same split, stratified as the original. Default from
+        :func:`split_defaults`; ``""`` for none.
     source_field : str, optional
         Detections field whose labels the golden set trusts (copied to ``golden_field``).
     golden_field : str, default "golden"
@@ -242,7 +244,9 @@ def create_splits(
     dataset = root_dataset(dataset)
     defaults = split_defaults(dataset)
     scene_field = scene_field or defaults["scene_field"]
-    duplicate_field = duplicate_field if duplicate_field is not None else defaults["duplicate_field"]
+    if duplicate_field is None:
+        duplicate_field = defaults["duplicate_field"]
+    duplicate_field = duplicate_field or None  # "" turns the near-duplicate links off
     strata_fields = list(defaults["strata_fields"] if strata_fields is None else strata_fields)
     source_field = source_field or defaults["source_field"]
     test_fields = list(test_fields) if test_fields else [source_field]
@@ -267,7 +271,9 @@ def create_splits(
     if not isinstance(golden_field, str) or not golden_field.isidentifier():
         raise ValueError(f"golden_field must be a plain field name; got {golden_field!r}")
     if golden_field == source_field or golden_field in test_fields or golden_field in _RESERVED:
-        raise ValueError(f"golden_field {golden_field!r} must be a new field, not a source or test field")
+        raise ValueError(
+            f"golden_field {golden_field!r} must be a new field, not a source or test field"
+        )
 
     existing = _existing_splits(dataset)
     previous = frozen_record(dataset)
@@ -305,7 +311,9 @@ def create_splits(
         raise ValueError(f"dataset '{dataset.name}' has no samples")
     no_scene = sum(r[2] is None for r in rows)
     if no_scene:
-        raise ValueError(f"{no_scene} samples have no {scene_path!r} value; every sample needs a scene")
+        raise ValueError(
+            f"{no_scene} samples have no {scene_path!r} value; every sample needs a scene"
+        )
 
     scene_strata: dict = {}
     scene_link: dict = {}
@@ -317,7 +325,8 @@ def create_splits(
     if mixed:
         raise ValueError(
             f"{len(mixed)} scenes have different {strata_fields} values on different samples "
-            f"(e.g. {mixed[0]!r}: {sorted(scene_strata[mixed[0]])}); strata must be scene attributes"
+            f"(e.g. {mixed[0]!r}: {sorted(scene_strata[mixed[0]])}); "
+            "strata must be scene attributes"
         )
     scenes = sorted(scene_strata, key=str)
     component = _scene_components(scenes, [scene_link.get(s) for s in scenes])
@@ -358,8 +367,9 @@ def create_splits(
         empty = [sid for sid, lab in zip(got_ids, labels) if lab is None]
         if empty:
             raise ValueError(
-                f"{len(empty)} of {len(ids)} golden samples{on_slice(name)} have no {source_field!r} "
-                f"labels (e.g. {empty[0]}); label them or choose another source_field"
+                f"{len(empty)} of {len(ids)} golden samples{on_slice(name)} have no "
+                f"{source_field!r} labels (e.g. {empty[0]}); label them or choose another "
+                "source_field"
             )
         golden_labels[name] = {sid: lab.copy() for sid, lab in zip(got_ids, labels)}
 
@@ -494,7 +504,9 @@ class FrozenReport:
         for split, per in self.changed.items():
             for f, ids in per.items():
                 if ids:
-                    lines.append(f"  {split}: {len(ids)} samples with changed {f!r} labels: {_ids(ids)}")
+                    lines.append(
+                        f"  {split}: {len(ids)} samples with changed {f!r} labels: {_ids(ids)}"
+                    )
         for what, table in (("joined", self.added), ("left", self.removed)):
             for split, ids in table.items():
                 if ids:

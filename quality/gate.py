@@ -32,6 +32,7 @@ import datetime
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import fiftyone as fo
 import numpy as np
@@ -39,7 +40,7 @@ from fiftyone import ViewField as F
 
 from ..training.constants import QUARANTINE_TAG
 from ..training.views import root_dataset, tagged_groups
-from .schema_rules import BUILTIN_ATTRIBUTES, load_schema, validate_labels
+from .schema_rules import load_schema, validate_labels
 
 __all__ = [
     "DEFAULT_VIOLATIONS_FIELD",
@@ -52,6 +53,7 @@ __all__ = [
     "gate_run_key",
     "read_detections",
     "resolve_schema",
+    "run_config",
     "slice_views",
 ]
 
@@ -65,7 +67,11 @@ GATE_RUN_KEY_PREFIX = "annoloop_gate_"
 MEDIA_3D = ("point-cloud", "3d")
 _CHECKED_MEDIA = ("image", *MEDIA_3D)
 _GEOMETRY_KEYS = ("bounding_box", "location", "dimensions", "rotation")
+# Stored label keys that are not attributes to check ("mask" is binary image data).
+_RAW_SKIP = frozenset({"_id", "_cls", "label", "tags", "attributes", "mask", *_GEOMETRY_KEYS})
 _RECORD_KEYS = ("field", "rule", "label", "label_id", "detail")
+_RECORD_CLS = "DynamicEmbeddedDocument"
+_RUN_KEYS = ("cls", "type", "method")  # FiftyOne's own keys in a serialised run config
 
 Progress = Callable[[float, str], None]
 
@@ -131,7 +137,9 @@ def slice_views(samples, slices: Sequence[str] | None = None) -> dict:
     else:
         chosen = [s for s in present if media[s] in _CHECKED_MEDIA]
         if not chosen:
-            raise ValueError(f"the collection has no image or point-cloud slice (slices: {present})")
+            raise ValueError(
+                f"the collection has no image or point-cloud slice (slices: {present})"
+            )
 
     def flat(name):
         if samples.media_type == "group":
@@ -174,18 +182,18 @@ class LabelRows:
         Whether the sample's field holds a ``Detections`` (possibly empty) rather than None.
     sample : ndarray of int64, shape (n,)
         Row -> index into ``sample_ids``; rows follow each sample's label-list order.
-    label_id, label : ndarray of object, shape (n,)
-        Label id and class (as stored, ``None`` possible).
+    label_id, label, tags : ndarray of object, shape (n,)
+        Label id, class and tag list (as stored; ``None`` possible).
     geometry : ndarray of float64, shape (n, 4) or (n, 9)
         ``[x, y, w, h]``, or ``location + dimensions + rotation`` for 3D; NaN where a value
         is missing or malformed (a missing rotation counts as zero).
     kind : ndarray of object, shape (n,)
         ``"detection"`` (has a box), ``"cuboid"`` (has a location or dimensions but no box),
-        or the expected kind when neither is present.
+        or the expected kind when neither or both are present.
     attributes : dict[str, ndarray of object]
-        Other label attributes that were read, ``None`` where absent.
+        Other label attributes, ``None`` where a label lacks one.
     extra : dict[str, list]
-        Other per-sample paths read in the same call.
+        Other per-sample values read in the same call, by the caller's names.
     """
 
     sample_ids: list
@@ -193,21 +201,11 @@ class LabelRows:
     sample: np.ndarray
     label_id: np.ndarray
     label: np.ndarray
+    tags: np.ndarray
     geometry: np.ndarray
     kind: np.ndarray
     attributes: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
-
-    @property
-    def counts(self) -> np.ndarray:
-        """Labels per sample."""
-        return np.bincount(self.sample, minlength=len(self.sample_ids))
-
-
-def _flatten(per_sample: list, n: int) -> np.ndarray:
-    """Concatenate per-sample lists (``None`` = no labels) into an object array of ``n``."""
-    rows = (v for lst in per_sample if lst for v in lst)
-    return np.fromiter(rows, dtype=object, count=n)
 
 
 def _matrix(column: np.ndarray, width: int, fill: float = np.nan) -> np.ndarray:
@@ -228,9 +226,9 @@ def _matrix(column: np.ndarray, width: int, fill: float = np.nan) -> np.ndarray:
     return out
 
 
-def label_attribute_names(view, field_name: str) -> list[str]:
-    """Every label attribute present in the data of ``field_name`` (declared or not)."""
-    return sorted(view.schema(f"{field_name}.detections", dynamic_only=False))
+def _non_empty_list(column: np.ndarray) -> np.ndarray:
+    # FiftyOne stores a cuboid's unused ``bounding_box`` as [], so "has a box" means non-empty.
+    return np.fromiter((isinstance(v, list) and len(v) > 0 for v in column), bool, len(column))
 
 
 def read_detections(
@@ -238,10 +236,14 @@ def read_detections(
     field_name: str,
     is_3d: bool,
     *,
-    attributes: Iterable[str] = (),
-    extra_paths: Iterable[str] = (),
+    attributes: Iterable[str] | None = None,
+    extra: Mapping | None = None,
 ) -> LabelRows:
     """Read a ``Detections`` field of a flat view into :class:`LabelRows`, in one call.
+
+    The labels come back as stored (one ``values()`` of the label list as an expression),
+    which skips FiftyOne's per-value conversion and shows every attribute a label carries,
+    declared in the dataset's schema or not.
 
     Parameters
     ----------
@@ -250,52 +252,57 @@ def read_detections(
         A ``Detections`` field.
     is_3d : bool
         Read cuboids (location, dimensions, rotation) instead of 2D boxes as the geometry.
-        The other representation is still probed so a wrong label type can be reported.
-    attributes : iterable of str
-        Label attributes to read besides id, label, tags and geometry.
-    extra_paths : iterable of str
-        Per-sample paths to read in the same ``values()`` call (e.g. ``"tags"``).
+        The other representation is still looked at, so a wrong label type shows.
+    attributes : iterable of str, optional
+        Label attributes to return; default every attribute present on some label.
+    extra : dict, optional
+        ``{name: path or expression}`` of per-sample values to read in the same
+        ``values()`` call (e.g. ``{"tags": "tags"}``); returned under ``extra[name]``.
     """
-    base = f"{field_name}.detections"
-    attributes = [a for a in dict.fromkeys(attributes) if a not in ("id", "label", *_GEOMETRY_KEYS)]
-    extra_paths = list(dict.fromkeys(extra_paths))
-    label_paths = ["id", "label", *_GEOMETRY_KEYS, *attributes]
-    values = view.values(["id", *extra_paths, *(f"{base}.{p}" for p in label_paths)])
-    sample_ids = values[0]
-    extra = dict(zip(extra_paths, values[1 : 1 + len(extra_paths)]))
-    per_label = dict(zip(label_paths, values[1 + len(extra_paths) :]))
+    extra = dict(extra or {})
+    values = view.values(["id", *extra.values(), F(f"{field_name}.detections")])
+    sample_ids, per_sample = values[0], values[-1]
+    extra = dict(zip(extra, values[1:-1]))
+    n_samples = len(sample_ids)
+    present = np.fromiter((v is not None for v in per_sample), bool, n_samples)
+    counts = np.fromiter((len(v) if v else 0 for v in per_sample), np.int64, n_samples)
+    docs = list(chain.from_iterable(labels for labels in per_sample if labels))
+    n = len(docs)
+    keys = set(chain.from_iterable(docs))  # every key of every label
 
-    ids_per_sample = per_label["id"]
-    present = np.fromiter((v is not None for v in ids_per_sample), bool, len(sample_ids))
-    counts = np.fromiter((len(v) if v else 0 for v in ids_per_sample), np.int64, len(sample_ids))
-    n = int(counts.sum())
-    cols = {p: _flatten(v, n) for p, v in per_label.items()}
+    def column(key: str) -> np.ndarray:
+        out = np.empty(n, dtype=object)
+        if key in keys:  # an absent key stays None without a pass over the labels
+            out[:] = [d.get(key) for d in docs]
+        return out
 
-    has_box = np.not_equal(cols["bounding_box"], None)
-    has_3d = np.not_equal(cols["location"], None) | np.not_equal(cols["dimensions"], None)
-    expected = "cuboid" if is_3d else "detection"
-    kind = np.full(n, expected, dtype=object)
+    if attributes is None:
+        attributes = sorted(keys - _RAW_SKIP)
+    has_box = _non_empty_list(column("bounding_box"))
+    has_3d = _non_empty_list(column("location")) | _non_empty_list(column("dimensions"))
+    kind = np.full(n, "cuboid" if is_3d else "detection", dtype=object)
     kind[has_box & ~has_3d] = "detection"
     kind[has_3d & ~has_box] = "cuboid"
     if is_3d:
         geometry = np.hstack(
             [
-                _matrix(cols["location"], 3),
-                _matrix(cols["dimensions"], 3),
-                _matrix(cols["rotation"], 3, fill=0.0),
+                _matrix(column("location"), 3),
+                _matrix(column("dimensions"), 3),
+                _matrix(column("rotation"), 3, fill=0.0),
             ]
         )
     else:
-        geometry = _matrix(cols["bounding_box"], 4)
+        geometry = _matrix(column("bounding_box"), 4)
     return LabelRows(
         sample_ids=list(sample_ids),
         present=present,
-        sample=np.repeat(np.arange(len(sample_ids)), counts),
-        label_id=cols["id"],
-        label=cols["label"],
+        sample=np.repeat(np.arange(n_samples), counts),
+        label_id=np.array([str(d.get("_id")) for d in docs], dtype=object),
+        label=column("label"),
+        tags=column("tags"),
         geometry=geometry,
         kind=kind,
-        attributes={a: cols[a] for a in attributes},
+        attributes={a: column(a) for a in attributes},
         extra=extra,
     )
 
@@ -306,6 +313,20 @@ def read_detections(
 def gate_run_key(label_field: str) -> str:
     """FiftyOne run key of the gate's summary for ``label_field``."""
     return GATE_RUN_KEY_PREFIX + label_field.replace(".", "__")
+
+
+def run_config(dataset: fo.Dataset, run_key: str) -> dict | None:
+    """The config of a FiftyOne run as plain JSON (no run bookkeeping keys), or None."""
+    if not dataset.has_run(run_key):
+        return None
+    config = dataset.get_run_info(run_key).config.serialize()
+    # A JSON round trip turns the OrderedDicts FiftyOne deserialises into plain dicts.
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in _RUN_KEYS}))
+
+
+def gate_record(dataset: fo.Dataset, label_field: str) -> dict | None:
+    """The stored summary of the last gate run on ``label_field`` (as returned), or None."""
+    return run_config(dataset, gate_run_key(label_field))
 
 
 def resolve_schema(dataset: fo.Dataset, label_field: str, schema=None) -> dict:
@@ -351,8 +372,8 @@ def _records_key(records) -> tuple:
     return tuple(tuple(r.get(k) for k in _RECORD_KEYS) for r in records)
 
 
-def _as_dict(record) -> dict:
-    return {k: record[k] if k in record else None for k in _RECORD_KEYS}
+def _as_dict(record: dict) -> dict:
+    return {k: record.get(k) for k in _RECORD_KEYS}
 
 
 @dataclass
@@ -361,7 +382,7 @@ class _SlicePlan:
 
     view: object
     records: dict  # sample id -> list of record dicts (all fields) or None, changed only
-    label_tags: dict  # sample id -> new per-label tag lists, changed only
+    label_tags: list  # {"sample_id", "label_id", "value": new tags} of labels that change
     to_tag: list
     to_untag: list
     summary: dict
@@ -375,6 +396,7 @@ def _plan_slice(
     spec: dict,
     violations_field: str,
     batch: tuple | None,
+    allow_empty: bool,
     box_tolerance: float,
 ) -> _SlicePlan:
     """Read one flat slice, validate it and work out its writes (writes nothing).
@@ -384,28 +406,25 @@ def _plan_slice(
     """
     schema = load_schema(spec, label_type="cuboids" if is_3d else "detections")
     dataset = root_dataset(view)
-    present_attrs = label_attribute_names(view, label_field)
-    attributes = sorted(
-        {a for a in present_attrs if a not in BUILTIN_ATTRIBUTES}
-        | {a for a in schema.attributes if a in present_attrs or schema.attributes[a].required}
-    )
-    attributes = [a for a in attributes if a not in ("id", "tags", *_GEOMETRY_KEYS)]
-    extra = ["tags", f"{label_field}.detections.tags"]
+    extra = {"tags": "tags"}
     if dataset.get_field(violations_field) is not None:
-        extra.append(violations_field)
+        extra["records"] = F(violations_field)  # stored dicts: no per-record conversion
     if batch is not None and batch[0] == "groups":
-        extra.append(f"{dataset.group_field}.id")
-    rows = read_detections(view, label_field, is_3d, attributes=attributes, extra_paths=extra)
+        extra["group"] = f"{dataset.group_field}.id"
+    rows = read_detections(view, label_field, is_3d, extra=extra)
 
     n_samples = len(rows.sample_ids)
     expected = None
     if batch is not None:
         kind, key = batch
         if kind == "groups":
-            member = (g in key for g in rows.extra[f"{dataset.group_field}.id"])
+            member = (g in key for g in rows.extra["group"])
         else:
             member = (key in (t or []) for t in rows.extra["tags"])
-        expected = np.flatnonzero(np.fromiter(member, bool, n_samples))
+        member = np.fromiter(member, bool, n_samples)
+        if allow_empty:  # an empty label list is an answer; only unlabeled samples count
+            member &= ~rows.present
+        expected = np.flatnonzero(member)
     report = validate_labels(
         schema,
         rows.sample,
@@ -430,13 +449,13 @@ def _plan_slice(
             {
                 "field": label_field,
                 "rule": rule,
-                "label": label if isinstance(label, str) else (None if label is None else repr(label)),
+                "label": label if isinstance(label, str) or label is None else repr(label),
                 "label_id": rows.label_id[row] if row >= 0 else None,
                 "detail": detail,
             }
         )
 
-    old_all = rows.extra.get(violations_field) or [None] * n_samples
+    old_all = rows.extra.get("records") or [None] * n_samples
     sample_tags = rows.extra["tags"]
     records, to_tag, to_untag = {}, [], []
     quarantined = 0
@@ -457,25 +476,16 @@ def _plan_slice(
 
     bad = np.zeros(len(rows.label_id), bool)
     bad[report.bad_rows()] = True
-    label_tags = {}
-    old_tags = rows.extra[f"{label_field}.detections.tags"]
-    start = 0
-    for i, sid in enumerate(rows.sample_ids):
-        tags_i = old_tags[i] or []
-        stop = start + len(tags_i)
-        now = [list(t or []) for t in tags_i]
-        changed = False
-        for j, t in enumerate(now):
-            want = bool(bad[start + j])
-            if want != (QUARANTINE_TAG in t):
-                changed = True
-                if want:
-                    t.append(QUARANTINE_TAG)
-                else:
-                    t[:] = [x for x in t if x != QUARANTINE_TAG]
-        if changed:
-            label_tags[sid] = now
-        start = stop
+    has_tag = np.fromiter((QUARANTINE_TAG in (t or []) for t in rows.tags), bool, len(bad))
+    label_tags = [
+        {
+            "sample_id": rows.sample_ids[rows.sample[r]],
+            "label_id": rows.label_id[r],
+            "value": [x for x in (rows.tags[r] or []) if x != QUARANTINE_TAG]
+            + ([QUARANTINE_TAG] if bad[r] else []),
+        }
+        for r in np.flatnonzero(bad != has_tag).tolist()
+    ]
 
     summary = report.summary()
     summary["n_samples"] = n_samples
@@ -483,20 +493,37 @@ def _plan_slice(
     return _SlicePlan(view, records, label_tags, to_tag, to_untag, summary, quarantined)
 
 
+def _declare_violations_field(dataset: fo.Dataset, violations_field: str) -> None:
+    """Declare the records field and its keys (so the App can filter on them) once."""
+    if dataset.get_field(violations_field) is None:
+        dataset.add_sample_field(
+            violations_field,
+            fo.ListField,
+            subfield=fo.EmbeddedDocumentField,
+            embedded_doc_type=fo.DynamicEmbeddedDocument,
+        )
+    for key in _RECORD_KEYS:
+        if dataset.get_field(f"{violations_field}.{key}") is None:
+            dataset.add_sample_field(f"{violations_field}.{key}", fo.StringField)
+
+
 def _write_plan(plan: _SlicePlan, label_field: str, violations_field: str) -> None:
     """One bulk write per kind of change; samples whose state is unchanged are not touched."""
     if plan.records:
+        # Records go in as stored documents: the field and its keys are declared, and
+        # building a document object per record would cost more than the write itself.
         plan.view.set_values(
             violations_field,
             {
-                sid: None if recs is None else [fo.DynamicEmbeddedDocument(**r) for r in recs]
+                sid: None if recs is None else [{"_cls": _RECORD_CLS, **r} for r in recs]
                 for sid, recs in plan.records.items()
             },
             key_field="id",
-            dynamic=True,
+            expand_schema=False,
+            validate=False,
         )
     if plan.label_tags:
-        plan.view.set_values(f"{label_field}.detections.tags", plan.label_tags, key_field="id")
+        plan.view.set_label_values(f"{label_field}.detections.tags", plan.label_tags)
     if plan.to_tag:
         plan.view.select(plan.to_tag).tag_samples(QUARANTINE_TAG)
     if plan.to_untag:
@@ -527,7 +554,9 @@ def _merge_summaries(summaries: Iterable[dict]) -> dict:
 
 def _check_violations_field(dataset: fo.Dataset, violations_field: str, label_field: str) -> None:
     if not isinstance(violations_field, str) or not violations_field or "." in violations_field:
-        raise ValueError(f"violations_field must be a top-level field name; got {violations_field!r}")
+        raise ValueError(
+            f"violations_field must be a top-level field name; got {violations_field!r}"
+        )
     if violations_field == label_field:
         raise ValueError("violations_field must differ from the label field")
     existing = dataset.get_field(violations_field)
@@ -552,6 +581,7 @@ def gate_label_field(
     schema=None,
     slices: Sequence[str] | None = None,
     batch_tag: str | None = None,
+    allow_empty: bool = False,
     violations_field: str = DEFAULT_VIOLATIONS_FIELD,
     box_tolerance: float = 1e-3,
     progress: Progress | None = None,
@@ -572,6 +602,9 @@ def gate_label_field(
     batch_tag : str, optional
         Samples of groups where any sample has this tag are expected to be labeled; those
         without a label are reported as ``empty_sample``.
+    allow_empty : bool, default False
+        Accept an empty label list (``Detections()``: "nothing to label here") in a batch;
+        only samples whose field is unset (None) are then ``empty_sample``.
     violations_field : str, default "qa_violations"
         Sample field of the violation records.
     box_tolerance : float, default 1e-3
@@ -613,16 +646,19 @@ def gate_label_field(
             batch = ("tag", batch_tag)
             found = bool(dataset.match_tags(batch_tag).count())
         if not found:
-            raise ValueError(f"no sample of dataset '{dataset.name}' has the batch tag {batch_tag!r}")
+            raise ValueError(
+                f"no sample of dataset '{dataset.name}' has the batch tag {batch_tag!r}"
+            )
 
     plans = {}
     for i, (name, (view, is_3d)) in enumerate(views.items()):
         report(0.8 * i / len(views), f"checking {name or 'samples'}")
         plans[name] = _plan_slice(
-            view, is_3d, label_field, spec, violations_field, batch, box_tolerance
+            view, is_3d, label_field, spec, violations_field, batch, allow_empty, box_tolerance
         )
 
     report(0.8, "writing quarantine tags and records")
+    _declare_violations_field(dataset, violations_field)
     for plan in plans.values():
         _write_plan(plan, label_field, violations_field)
 
@@ -632,6 +668,7 @@ def gate_label_field(
         "checked_at": _now(),
         "violations_field": violations_field,
         "batch_tag": batch_tag or None,
+        "allow_empty": bool(allow_empty),
         "total": _merge_summaries(p.summary for p in plans.values()),
         "per_slice": {str(name): p.summary for name, p in plans.items()},
         "quarantined": sum(p.quarantined for p in plans.values()),

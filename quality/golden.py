@@ -15,9 +15,9 @@ batch again replaces its entry in place, so the baseline (the first batch) stays
 :func:`.drift.detect_drift` runs over each slice's history after every check.
 
 Batches come from a label attribute (``batch``, written by the simulated annotator), a sample
-tag with a prefix (``batch:<name>``), or one name for the whole golden set. Golden samples
-without a candidate label belong to no batch by attribute; they join the batch when there is
-exactly one, and are reported as unassigned otherwise.
+tag with a prefix (``batch:<name>``), or one name for the whole golden set. A golden sample
+without a candidate label has no batch attribute: it takes the batch of the other slices of
+its group, or the only batch there is, and is reported as unassigned otherwise.
 """
 
 from __future__ import annotations
@@ -53,7 +53,9 @@ GOLDEN_RUN_KEY_PREFIX = "annoloop_golden_"
 BATCH_BY = ("attribute", "tag", "name")
 DEFAULT_BATCH_ATTRIBUTE = "batch"
 DEFAULT_BATCH_TAG_PREFIX = "batch:"
-_SUMMARY_KEYS = ("n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou")
+_SUMMARY_KEYS = (
+    "n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou"
+)
 
 Progress = Callable[[float, str], None]
 
@@ -87,6 +89,20 @@ def _is_str(values: np.ndarray) -> np.ndarray:
     return np.fromiter((isinstance(v, str) for v in values), bool, len(values))
 
 
+def _as_float(value) -> float:
+    """A confidence as float; NaN (no confidence) for None or anything non-numeric."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
+    return np.nan
+
+
+def _inherited(group_batches: set | None, found: list):
+    """The batch of a sample with none: its group's only batch, else the only batch."""
+    if group_batches and len(group_batches) == 1:
+        return next(iter(group_batches))
+    return found[0] if len(found) == 1 else None
+
+
 def _sample_batches(rows, batch_by: str, batch_attribute: str, tag_prefix: str, name: str | None):
     """Batch name per sample of a slice (None = unassigned); raises on mixed samples."""
     n = len(rows.sample_ids)
@@ -112,13 +128,23 @@ def _sample_batches(rows, batch_by: str, batch_attribute: str, tag_prefix: str, 
         if len(found) > 1:
             raise ValueError(
                 f"golden sample {rows.sample_ids[i]} holds labels of several batches "
-                f"{sorted(map(str, found))} (attribute {batch_attribute!r}); re-annotate it in one batch"
+                f"{sorted(map(str, found))} (attribute {batch_attribute!r}); "
+                "re-annotate it in one batch"
             )
         out[i] = next(iter(found)) if found else None
     return out
 
 
-def _check_params(dataset, candidate_field, golden_field, iou, batch_by, batch_attribute, batch_tag_prefix, batch_name):
+def _check_params(
+    dataset,
+    candidate_field,
+    golden_field,
+    iou,
+    batch_by,
+    batch_attribute,
+    batch_tag_prefix,
+    batch_name,
+):
     if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0.0 < float(iou) <= 1.0:
         raise ValueError(f"iou must be a number in (0, 1]; got {iou!r}")
     detections_field(dataset, candidate_field, "candidate field")
@@ -227,12 +253,21 @@ def check_golden(
     recorded_field = record["params"]["golden_field"] if record else None
     golden_field = golden_field or recorded_field or DEFAULT_GOLDEN_FIELD
     _check_params(
-        dataset, candidate_field, golden_field, iou, batch_by, batch_attribute, batch_tag_prefix, batch_name
+        dataset,
+        candidate_field,
+        golden_field,
+        iou,
+        batch_by,
+        batch_attribute,
+        batch_tag_prefix,
+        batch_name,
     )
     iou = float(iou)
     golden_set = _golden_samples(dataset)
     if golden_set is None:
-        raise ValueError(f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})")
+        raise ValueError(
+            f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})"
+        )
     frozen = check_frozen(dataset, splits=["golden"], strict=golden_field == recorded_field)
 
     key = golden_run_key(candidate_field)
@@ -258,15 +293,18 @@ def check_golden(
         bad = ~(_valid_geometry(gt.geometry) & _is_str(gt.label))
         if bad.any():
             raise ValueError(
-                f"{int(bad.sum())} golden labels{on_slice(name)} have no class or malformed geometry "
-                f"(e.g. label {gt.label_id[bad][0]}); fix the golden set"
+                f"{int(bad.sum())} golden labels{on_slice(name)} have no class or malformed "
+                f"geometry (e.g. label {gt.label_id[bad][0]}); fix the golden set"
             )
+        extra = {"tags": "tags"} if batch_by == "tag" else {}
+        if dataset.media_type == "group":
+            extra["group"] = f"{dataset.group_field}.id"
         cand = read_detections(
             view,
             candidate_field,
             is_3d,
             attributes=["confidence"] + ([batch_attribute] if batch_by == "attribute" else []),
-            extra_paths=["tags"] if batch_by == "tag" else [],
+            extra=extra,
         )
         if cand.sample_ids != gt.sample_ids:  # same view, same order; guard anyway
             raise RuntimeError("golden and candidate reads returned different samples")
@@ -274,6 +312,13 @@ def check_golden(
         read[name] = (gt, cand, batches)
 
     found = sorted({str(b) for _, _, batches in read.values() for b in batches if b is not None})
+    # A sample without a batch of its own (e.g. nothing labelled on that camera) takes its
+    # group's batch, or the only batch there is.
+    group_batch: dict = {}
+    for _, cand, batches in read.values():
+        for g, b in zip(cand.extra.get("group", ()), batches):
+            if b is not None:
+                group_batch.setdefault(g, set()).add(str(b))
     if not found:
         raise ValueError(
             f"no batch found on the golden samples: no {candidate_field!r} label has a "
@@ -286,14 +331,16 @@ def check_golden(
     checked_at = _now()
     for k, (name, (gt, cand, batches)) in enumerate(read.items()):
         report(0.1 + 0.7 * k / len(read), f"scoring {name or 'samples'}")
-        batches = [str(b) if b is not None else (found[0] if len(found) == 1 else None) for b in batches]
+        groups = cand.extra.get("group") or [None] * len(batches)
+        batches = [
+            str(b) if b is not None else _inherited(group_batch.get(g), found)
+            for b, g in zip(batches, groups)
+        ]
         unassigned += sum(b is None for b in batches)
         batch_of_sample = np.array(batches, dtype=object)
         ok_pred = _valid_geometry(cand.geometry) & _is_str(cand.label)
         sample_key = np.asarray(gt.sample_ids, dtype=object)
-        conf = np.array(
-            [np.nan if c is None else float(c) for c in cand.attributes["confidence"].tolist()]
-        )
+        conf = np.array([_as_float(c) for c in cand.attributes["confidence"].tolist()])
         for batch in sorted({b for b in batches if b is not None}):
             in_batch = batch_of_sample == batch
             g = in_batch[gt.sample]

@@ -32,9 +32,10 @@ def test_every_operator_in_the_manifest_is_registered():
     assert listed <= registered, f"not registered: {sorted(listed - registered)}"
 
 
-def test_every_registered_annoloop_operator_is_in_the_manifest():
+def test_every_registered_annoloop_operator_and_panel_is_in_the_manifest():
+    # Panels are operators to FiftyOne's registry.
     registered = {op.name for op in foo.list_operators(enabled=True) if op.plugin_name == PLUGIN}
-    assert registered == set(manifest()["operators"])
+    assert registered == set(manifest()["operators"]) | set(manifest()["panels"] or [])
 
 
 def test_load_demo_dataset_runs_through_the_executor():

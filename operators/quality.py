@@ -1,0 +1,342 @@
+"""Operators for label quality: frozen splits, the schema gate and golden-set QA.
+
+``create_splits`` freezes a test set and a golden set (tags, saved views, golden labels,
+fingerprints). ``validate_labels`` checks a label field against its label schema and
+quarantines violations by tag. ``check_golden`` scores a batch of annotations against the
+golden labels and raises drift alarms. The work is in :mod:`..quality` (``frozen``,
+``gate``, ``golden``); each operator validates its parameters there before anything is
+written, so a bad call fails with a clear message and leaves the dataset as it was.
+"""
+
+from __future__ import annotations
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..training.constants import DEFAULT_GT_FIELD
+from .common import AnnoloopOperator, progress_reporter
+
+
+def _require_dataset(ctx):
+    if ctx.dataset is None:
+        raise ValueError("no dataset: open one or pass `dataset=`")
+    return ctx.dataset
+
+
+def _no_dataset(inputs: types.Object) -> types.Property:
+    inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+    return types.Property(inputs)
+
+
+def _dropdown(
+    inputs: types.Object, name: str, choices, default, label: str, description: str = ""
+) -> None:
+    """A string parameter shown as a dropdown (a str, so ``execute`` explains bad values)."""
+    view = types.DropdownView()
+    for choice in choices:
+        view.add_choice(choice, label=choice)
+    inputs.str(name, default=default, label=label, description=description, view=view)
+
+
+def _detections_fields(dataset) -> list[str]:
+    return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
+
+
+def _slices_param(params) -> list[str] | None:
+    """``slices`` as a list (a comma-separated str is accepted); None for "all"."""
+    slices = params.get("slices") or []
+    if isinstance(slices, str):
+        slices = [s.strip() for s in slices.split(",") if s.strip()]
+    return list(slices) or None
+
+
+class CreateSplits(AnnoloopOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="create_splits",
+            label="annoloop: create frozen splits",
+            description="Freeze a test set and a golden set by scene, stratified and seeded",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..quality.frozen import DEFAULT_GOLDEN_FIELD, split_defaults
+
+        inputs = types.Object()
+        if ctx.dataset is None:
+            return _no_dataset(inputs)
+        defaults = split_defaults(ctx.dataset)
+        inputs.float(
+            "test",
+            default=0.1,
+            min=0.0,
+            label="Test set",
+            description="Share of the scenes in [0, 1), or a number of scenes",
+        )
+        inputs.float(
+            "golden",
+            default=0.02,
+            min=0.0,
+            label="Golden set",
+            description="Share of the scenes in [0, 1), or a number of scenes",
+        )
+        inputs.int("seed", default=0, label="Seed", description="Same seed, same splits")
+        inputs.list(
+            "strata_fields",
+            types.String(),
+            default=defaults["strata_fields"],
+            label="Stratify by",
+            description="Scene attributes every split should cover in proportion",
+        )
+        inputs.str(
+            "scene_field",
+            default=defaults["scene_field"],
+            required=False,
+            label="Scene field",
+            description="Samples sharing it are split together (default: the group)",
+        )
+        inputs.str(
+            "duplicate_field",
+            default=defaults["duplicate_field"],
+            required=False,
+            label="Near-duplicate field",
+            description="Scene a sample nearly duplicates; linked scenes stay together",
+        )
+        fields = _detections_fields(ctx.dataset)
+        if fields:
+            _dropdown(
+                inputs,
+                "source_field",
+                fields,
+                defaults["source_field"] if defaults["source_field"] in fields else fields[0],
+                "Golden labels from",
+                "Trusted labels copied into the golden field",
+            )
+        inputs.str("golden_field", default=DEFAULT_GOLDEN_FIELD, label="Golden field")
+        inputs.list(
+            "test_fields",
+            types.String(),
+            required=False,
+            label="Frozen test fields",
+            description="Label fields of the test set to fingerprint (default: the source field)",
+        )
+        inputs.int("min_stratum_groups", default=3, min=1, label="Smallest stratum with a pick")
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Overwrite",
+            description="Re-draw existing splits (changes which samples are frozen)",
+        )
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Create frozen test and golden splits"))
+
+    def execute(self, ctx) -> dict:
+        from ..quality.frozen import DEFAULT_GOLDEN_FIELD, create_splits
+
+        params = ctx.params
+        return create_splits(
+            _require_dataset(ctx),
+            test=params.get("test", 0.1),
+            golden=params.get("golden", 0.02),
+            seed=params.get("seed", 0),
+            strata_fields=params.get("strata_fields"),
+            scene_field=params.get("scene_field") or None,
+            duplicate_field=params.get("duplicate_field"),
+            source_field=params.get("source_field") or None,
+            golden_field=params.get("golden_field") or DEFAULT_GOLDEN_FIELD,
+            test_fields=params.get("test_fields") or None,
+            min_stratum_groups=params.get("min_stratum_groups", 3),
+            overwrite=bool(params.get("overwrite", False)),
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.obj("counts", label="Scenes and samples per split", view=types.JSONView())
+        outputs.obj("strata", label="Strata", view=types.JSONView())
+        outputs.obj("fingerprints", label="Label fingerprints", view=types.JSONView())
+        return types.Property(outputs)
+
+
+class ValidateLabels(AnnoloopOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="validate_labels",
+            label="annoloop: validate labels (schema gate)",
+            description="Check labels against the label schema; quarantine violations by tag",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..quality.gate import DEFAULT_VIOLATIONS_FIELD
+
+        inputs = types.Object()
+        if ctx.dataset is None:
+            return _no_dataset(inputs)
+        fields = _detections_fields(ctx.dataset)
+        if not fields:
+            inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
+            return types.Property(inputs)
+        default = DEFAULT_GT_FIELD if DEFAULT_GT_FIELD in fields else fields[0]
+        _dropdown(inputs, "label_field", fields, default, "Label field")
+        field = ctx.params.get("label_field") or default
+        if field not in ctx.dataset.label_schemas:
+            inputs.view(
+                "no_schema",
+                types.Notice(
+                    label=f"'{field}' has no label schema on this dataset: paste one below "
+                    "or set it with dataset.set_label_schemas()"
+                ),
+            )
+        # The App sends JSON text; SDK callers may pass the schema as a dict.
+        schema_input = inputs.obj if isinstance(ctx.params.get("schema"), dict) else inputs.str
+        schema_input(
+            "schema",
+            required=False,
+            label="Schema (JSON)",
+            description="Optional; default: the dataset's label schema of the field",
+        )
+        inputs.list(
+            "slices",
+            types.String(),
+            required=False,
+            label="Slices",
+            description="Grouped datasets: slices to check (default: all image and 3D slices)",
+        )
+        inputs.str(
+            "batch_tag",
+            required=False,
+            label="Batch tag",
+            description="Samples (groups) with this tag must have labels: empty ones are flagged",
+        )
+        inputs.bool(
+            "allow_empty",
+            default=False,
+            label="Accept empty label lists",
+            description="In a batch, only flag samples with no label field at all",
+        )
+        inputs.str("violations_field", default=DEFAULT_VIOLATIONS_FIELD, label="Violations field")
+        inputs.float("box_tolerance", default=1e-3, min=0.0, label="Box bounds tolerance")
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Validate labels against the schema"))
+
+    def execute(self, ctx) -> dict:
+        from ..quality.gate import DEFAULT_VIOLATIONS_FIELD, gate_label_field
+
+        _require_dataset(ctx)
+        params = ctx.params
+        return gate_label_field(
+            ctx.view,
+            params.get("label_field") or DEFAULT_GT_FIELD,
+            schema=params.get("schema") or None,
+            slices=_slices_param(params),
+            batch_tag=params.get("batch_tag") or None,
+            allow_empty=bool(params.get("allow_empty", False)),
+            violations_field=params.get("violations_field") or DEFAULT_VIOLATIONS_FIELD,
+            box_tolerance=params.get("box_tolerance", 1e-3),
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.int("quarantined", label="Samples with violations")
+        outputs.int("newly_tagged", label="Newly quarantined samples")
+        outputs.int("released", label="Released samples")
+        outputs.obj("total", label="Violations by rule and class", view=types.JSONView())
+        return types.Property(outputs)
+
+
+class CheckGolden(AnnoloopOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="check_golden",
+            label="annoloop: check golden set (QA + drift)",
+            description="Score annotations against the golden labels per batch; alarm on drift",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..quality.golden import BATCH_BY, DEFAULT_BATCH_ATTRIBUTE, DEFAULT_BATCH_TAG_PREFIX
+
+        inputs = types.Object()
+        if ctx.dataset is None:
+            return _no_dataset(inputs)
+        fields = _detections_fields(ctx.dataset)
+        if not fields:
+            inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
+            return types.Property(inputs)
+        _dropdown(
+            inputs,
+            "candidate_field",
+            fields,
+            DEFAULT_GT_FIELD if DEFAULT_GT_FIELD in fields else fields[0],
+            "Labels to score",
+            "Annotator or autolabeler output",
+        )
+        inputs.str(
+            "golden_field",
+            required=False,
+            label="Golden field",
+            description="Default: the field create_splits filled",
+        )
+        inputs.float("iou", default=0.5, label="IoU threshold", description="In (0, 1]")
+        _dropdown(inputs, "batch_by", BATCH_BY, "attribute", "Batches from")
+        batch_by = ctx.params.get("batch_by", "attribute")
+        if batch_by == "attribute":
+            inputs.str(
+                "batch_attribute", default=DEFAULT_BATCH_ATTRIBUTE, label="Batch label attribute"
+            )
+        elif batch_by == "tag":
+            inputs.str(
+                "batch_tag_prefix", default=DEFAULT_BATCH_TAG_PREFIX, label="Batch tag prefix"
+            )
+        else:
+            inputs.str("batch_name", required=True, label="Batch name")
+        inputs.list("slices", types.String(), required=False, label="Slices")
+        inputs.str(
+            "baseline_batch",
+            required=False,
+            label="Baseline batch",
+            description="Drift is measured against it (default: the first checked batch)",
+        )
+        inputs.bool("reset_history", default=False, label="Start a new history")
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(
+            inputs, view=types.View(label="Check annotations against the golden set")
+        )
+
+    def execute(self, ctx) -> dict:
+        from ..quality.golden import DEFAULT_BATCH_ATTRIBUTE, DEFAULT_BATCH_TAG_PREFIX, check_golden
+
+        params = ctx.params
+        return check_golden(
+            _require_dataset(ctx),
+            params.get("candidate_field") or DEFAULT_GT_FIELD,
+            golden_field=params.get("golden_field") or None,
+            iou=params.get("iou", 0.5),
+            batch_by=params.get("batch_by") or "attribute",
+            batch_attribute=params.get("batch_attribute") or DEFAULT_BATCH_ATTRIBUTE,
+            batch_tag_prefix=params.get("batch_tag_prefix") or DEFAULT_BATCH_TAG_PREFIX,
+            batch_name=params.get("batch_name") or None,
+            slices=_slices_param(params),
+            baseline_batch=params.get("baseline_batch") or None,
+            reset_history=bool(params.get("reset_history", False)),
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.list("batches", types.String(), label="Batches checked")
+        outputs.obj("new_alarms", label="Alarms of these batches", view=types.JSONView())
+        outputs.obj("per_batch", label="Metrics per batch and slice", view=types.JSONView())
+        return types.Property(outputs)
