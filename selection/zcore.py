@@ -31,7 +31,13 @@ N = 100k, 512-d. Here, per sample:
   subsample of the rows; only the few rows within the bound are kept (a guess that turns out
   to enclose too few rows is replaced by the exact radius), and the exact ``redund_nn``
   nearest, ties to the lowest row, are picked from them with a partial selection;
-* the redundancy step is vectorised over draws, and scores accumulate with ``bincount``.
+* the redundancy step is vectorised over draws, in padded batches small enough to stay in
+  the CPU cache (256 KiB per array; at 8 MiB the same step took ~2.4x longer), and scores
+  accumulate with ``bincount``;
+* small pools (up to ``2048 + 6 * redund_nn`` rows) skip the candidate search: whole
+  batches of draws are scored by brute force over every row, which costs less than the
+  per-draw bookkeeping there (3.7x faster at 500 rows, ~1.3x at 8,000 rows with
+  ``redund_nn=1000``).
 
 Scores equal the reference loop's for the same draws up to float summation order (see
 ``zcore_reference.py`` and the tests).
@@ -81,10 +87,15 @@ _SLACK_STREAMING = 2.0
 _SUBSAMPLE_MAX_ROWS = 65536
 #: Elements per temporary (samples x subsample rows) distance matrix.
 _SUBSAMPLE_BATCH = 1 << 22
-#: Redundancy step: draws handled together, draws per padded batch, elements per padded array.
+#: Redundancy step: draws handled together, draws per padded batch, elements per padded array
+#: (small enough for the arrays to stay in the CPU cache).
 _PENALTY_GROUP = 256
 _PENALTY_BATCH = 64
-_PENALTY_ELEMENTS = 1 << 21
+_PENALTY_ELEMENTS = 1 << 16
+#: Pools of up to ``_BRUTE_ROWS + _BRUTE_ROWS_PER_NN * redund_nn`` rows skip the candidate
+#: search: vectorised over draws, brute force is cheaper than per-draw bookkeeping there.
+_BRUTE_ROWS = 2048
+_BRUTE_ROWS_PER_NN = 6
 #: Elements per (samples x rows) distance matrix on the torch path.
 _TORCH_BATCH = 1 << 26
 
@@ -498,10 +509,14 @@ class _NumpyEngine:
         )
         # Streaming needs the subsample's coordinates before the sweep.
         self.subsample = None if self.columns is not None else _transpose(x[:: self.stride])
+        # Small pools: every row is a candidate, and whole batches of draws are vectorised.
+        self.brute = self.columns is not None and n_rows <= _BRUTE_ROWS + _BRUTE_ROWS_PER_NN * k_nn
 
     def partial_scores(self, dims: np.ndarray, points: np.ndarray) -> np.ndarray:
         """Coverage credits minus redundancy penalties of one block of draws, shape (N,)."""
         points = points.astype(self.x.dtype)
+        if self.brute:
+            return self._brute_force(dims, points)
         # Relative slack covering rounding in the triangle-inequality bounds.
         slack = 1.0 + 16 * (dims.shape[1] + 1) * float(np.finfo(self.x.dtype).eps)
         if self.columns is not None:
@@ -532,6 +547,25 @@ class _NumpyEngine:
             penalise()
         partial = np.bincount(covers, minlength=len(self.x)).astype(np.float64)
         partial -= np.bincount(np.concatenate(hits), np.concatenate(weights), minlength=len(self.x))
+        return partial
+
+    def _brute_force(self, dims: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """:meth:`partial_scores` by brute force over all rows, a batch of draws at a time."""
+        cols, n_rows = self.columns, self.columns.shape[1]
+        partial = np.zeros(n_rows)
+        step = max(1, _PENALTY_ELEMENTS // n_rows)
+        for s in range(0, len(dims), step):
+            d, p = dims[s : s + step], points[s : s + step]
+            coords = np.stack([cols[d[:, j]] for j in range(d.shape[1])])  # (dim, draw, row)
+            # The operations of _l1_distances, in its order: the same distances.
+            dist = np.abs(coords[0] - p[:, 0, None])
+            for j in range(1, d.shape[1]):
+                dist += np.abs(coords[j] - p[:, j, None])
+            covers = dist.argmin(axis=1)  # first minimum: lowest row on ties
+            partial += np.bincount(covers, minlength=n_rows)
+            if self.k_nn:
+                _, rows, weight = _nearest_penalties(coords, covers, self.k_nn, self.redund_exp)
+                partial -= np.bincount(rows, weight, minlength=n_rows)
         return partial
 
     def _search_in_memory(
@@ -662,10 +696,8 @@ def _redundancy_penalties(
 
     Draw ``i``'s candidates ``rows[i]`` (increasing; subspace coordinates ``coords[i]`` of
     shape (sample_dim, len)) must include ``covers[i]`` and every row within its
-    ``k_nn``-th nearest distance. Each draw's penalties sum to 1: an exact duplicate of the
-    cover row (distance 0; the lowest such row) takes all of it, otherwise the ``k_nn``
-    nearest rows (ties to the lowest rows) share it in proportion to ``d ** -redund_exp``.
-    Draws of similar length are padded into one array, so the work is vectorised.
+    ``k_nn``-th nearest distance. Draws of similar length are padded into one array (small
+    enough to stay in cache), so the work is vectorised; see :func:`_nearest_penalties`.
     """
     if k_nn == 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
@@ -687,44 +719,76 @@ def _redundancy_penalties(
         start = stop
         width = int(lengths[batch[-1]])
         first = coords[batch[0]]
-        padded = np.full((first.shape[0], len(batch), width), np.inf, dtype=first.dtype)
+        padded = np.empty((first.shape[0], len(batch), width), dtype=first.dtype)
         at = np.empty(len(batch), dtype=np.int64)
         for i, draw in enumerate(batch):
             padded[:, i, : lengths[draw]] = coords[draw]
-            at[i] = np.searchsorted(rows[draw], covers[draw])
+            padded[:, i, lengths[draw] :] = np.inf  # padding stays at distance inf
+            at[i] = rows[draw].searchsorted(covers[draw])
+        draw_index, position, weight = _nearest_penalties(padded, at, k_nn, redund_exp)
         flat_rows = np.concatenate([rows[draw] for draw in batch])
         starts = np.cumsum(lengths[batch]) - lengths[batch]
-        line = np.arange(len(batch))
-        centre = padded[:, line, at]
-        dist = np.abs(padded[0] - centre[0][:, None])  # padding stays inf
-        for j in range(1, len(padded)):
-            dist += np.abs(padded[j] - centre[j][:, None])
-        dist[line, at] = np.inf  # the cover row is not its own neighbour
-        nearest = dist.min(axis=1)
-        dup = np.flatnonzero(nearest == 0)  # an exact duplicate takes the whole penalty
-        hits.append(flat_rows[starts[dup] + np.argmax(dist[dup] == 0, axis=1)])
-        weights.append(np.ones(len(dup)))
-        rest = np.flatnonzero(nearest > 0)
-        if len(rest) == 0:
-            continue
-        dist, starts, nearest = dist[rest], starts[rest], nearest[rest]
-        pick = np.argpartition(dist, k_nn - 1, axis=1)[:, :k_nn]
-        picked = dist.ravel()[pick + width * np.arange(len(rest))[:, None]]
-        kth = picked.max(axis=1, keepdims=True)
-        # More than k_nn rows within the k-th distance: exact ties straddle the cut.
-        straddle = np.count_nonzero(dist <= kth, axis=1) > k_nn
-        for i in np.flatnonzero(straddle):
-            # Keep the lowest rows among the tied, as a stable sort would.
-            below = np.flatnonzero(dist[i] < kth[i])
-            tied = np.flatnonzero(dist[i] == kth[i])[: k_nn - len(below)]
-            pick[i] = np.concatenate([below, tied])
-            picked[i] = dist[i, pick[i]]
-        # (nearest / d) ** e is d ** -e rescaled: same once normalised, but cannot overflow.
-        weight = _int_power(nearest[:, None].astype(np.float64) / picked, redund_exp)
-        weight /= weight.sum(axis=1, keepdims=True)
-        hits.append(flat_rows[starts[:, None] + pick].ravel())
-        weights.append(weight.ravel())
+        hits.append(flat_rows[starts[draw_index] + position])
+        weights.append(weight)
     return np.concatenate(hits), np.concatenate(weights)
+
+
+def _nearest_penalties(
+    coords: np.ndarray, at: np.ndarray, k_nn: int, redund_exp: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Redundancy penalties of a batch of draws, each over its own list of rows.
+
+    Parameters
+    ----------
+    coords : ndarray of shape (sample_dim, n_draws, width)
+        Coordinates of each draw's rows in its subspace, increasing row order (``inf`` pads
+        rows that do not exist); they must include every row within the ``k_nn``-th nearest
+        distance of the draw's cover row.
+    at : ndarray of shape (n_draws,)
+        Position of each draw's cover row.
+
+    Returns
+    -------
+    draw_index, position, weight : ndarrays of equal length
+        Draw, position of the penalised row and its penalty. Each draw's penalties sum to 1:
+        an exact duplicate of the cover row (distance 0; the lowest such row) takes all of
+        it, otherwise the ``k_nn`` nearest rows (ties to the lowest rows) share it in
+        proportion to ``d ** -redund_exp``.
+    """
+    line = np.arange(coords.shape[1])
+    centre = coords[:, line, at, None]
+    dist = np.subtract(coords[0], centre[0])
+    np.abs(dist, out=dist)
+    scratch = np.empty_like(dist)
+    for j in range(1, len(coords)):
+        np.subtract(coords[j], centre[j], out=scratch)
+        np.abs(scratch, out=scratch)
+        dist += scratch
+    dist[line, at] = np.inf  # the cover row is not its own neighbour
+    nearest = dist.min(axis=1)
+    dup = np.flatnonzero(nearest == 0)  # an exact duplicate takes the whole penalty
+    found = [(dup, np.argmax(dist[dup] == 0, axis=1), np.ones(len(dup)))]
+    if len(dup) == len(line):
+        return found[0]
+    if len(dup):
+        line = np.flatnonzero(nearest > 0)
+        dist, nearest = dist[line], nearest[line]
+    pick = np.argpartition(dist, k_nn - 1, axis=1)[:, :k_nn]
+    picked = np.take_along_axis(dist, pick, axis=1)
+    kth = picked.max(axis=1, keepdims=True)
+    # More than k_nn rows within the k-th distance: exact ties straddle the cut.
+    straddle = np.count_nonzero(dist <= kth, axis=1) > k_nn
+    for i in np.flatnonzero(straddle):
+        # Keep the lowest rows among the tied, as a stable sort would.
+        below = np.flatnonzero(dist[i] < kth[i])
+        tied = np.flatnonzero(dist[i] == kth[i])[: k_nn - len(below)]
+        pick[i] = np.concatenate([below, tied])
+        picked[i] = dist[i, pick[i]]
+    # (nearest / d) ** e is d ** -e rescaled: same once normalised, but cannot overflow.
+    weight = _int_power(nearest[:, None].astype(np.float64) / picked, redund_exp)
+    weight /= weight.sum(axis=1, keepdims=True)
+    found.append((np.repeat(line, k_nn), pick.ravel(), weight.ravel()))
+    return tuple(np.concatenate(parts) for parts in zip(*found))
 
 
 def _int_power(base: np.ndarray, exponent: int) -> np.ndarray:

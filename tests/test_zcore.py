@@ -78,6 +78,22 @@ def test_zcore_full_pipeline_matches_reference_scores():
     )
 
 
+# Pools above zcore._BRUTE_ROWS + _BRUTE_ROWS_PER_NN * redund_nn rows (2048 + 6k) search
+# candidates per draw instead of taking every row; these exercise that search in memory.
+
+
+def test_zcore_matches_reference_when_candidates_are_searched_per_draw():
+    params = zcore.ZCoreParams(n_sample=800, redund_nn=10, seed=22)
+    _assert_matches_reference(_pool(2600, 6, seed=22), params)
+
+
+def test_zcore_candidate_search_survives_a_misleading_subsample_and_duplicates():
+    x = _pool(2700, 4, seed=23)
+    x[::2] *= 1e-3  # the strided subsample (every 2nd row here) sees one tight cluster only
+    x[1001:1201:2] = x[1:201:2]  # exact duplicates among the other rows
+    _assert_matches_reference(x, zcore.ZCoreParams(n_sample=600, redund_nn=90, seed=24))
+
+
 # Behaviour of the scores.
 
 
