@@ -89,6 +89,13 @@ class TrainDetector(AnnoloopOperator):
             description="Training size in pixels (default: the slice's largest image side)",
         )
         inputs.int("batch", default=16, min=1, label="Batch size")
+        inputs.float(
+            "warmup_epochs",
+            default=3.0,
+            min=0.0,
+            label="Warm-up epochs",
+            description="Learning-rate warm-up; 1 is enough when fine-tuning an earlier run",
+        )
         inputs.float("val_fraction", default=0.2, min=0.01, max=0.99, label="Validation share")
         inputs.int("seed", default=0, label="Seed")
         inputs.bool("overwrite", default=False, label="Overwrite a run of the same name")
@@ -124,6 +131,7 @@ class TrainDetector(AnnoloopOperator):
                 epochs=params["epochs"],
                 imgsz=params["imgsz"],
                 batch=params["batch"],
+                warmup_epochs=params["warmup_epochs"],
                 seed=params["seed"],
                 progress=lambda fraction, label: report(0.05 + 0.95 * fraction, label),
             )
@@ -479,6 +487,7 @@ def _train_params(params: dict, dataset: fo.Dataset) -> dict:
         "checkpoint": params.get("checkpoint") or None,
         **{k: int(v) for k, v in values.items()},
         "val_fraction": val_fraction,
+        "warmup_epochs": float(params.get("warmup_epochs", 3.0)),
         "seed": int(params.get("seed", 0)),
         "output_dir": output_dir,
     }
