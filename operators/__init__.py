@@ -2,7 +2,23 @@
 
 from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
+from .planning import PlanBatch
 from .quality import CheckGolden, CreateSplits, ValidateLabels
 from .training import ApplyDetector, EvaluateModel, TrainDetector
+from .zcore import ComputeZCore
 
-OPERATORS = (LoadDemoDataset, SimulateAnnotation, TrainDetector, ApplyDetector, EvaluateModel, ComputeEmbeddings, ComputeVisualization, CreateSplits, ValidateLabels, CheckGolden)
+# In the order of the loop: demo, curate, split, plan, gate, golden, train, evaluate.
+OPERATORS = (
+    LoadDemoDataset,
+    SimulateAnnotation,
+    ComputeEmbeddings,
+    ComputeZCore,
+    ComputeVisualization,
+    CreateSplits,
+    PlanBatch,
+    ValidateLabels,
+    CheckGolden,
+    TrainDetector,
+    ApplyDetector,
+    EvaluateModel,
+)
