@@ -202,6 +202,8 @@ def run_demo_loop(config: LoopConfig, log=print) -> dict:
     """Prepare the demo, then run every strategy on its own copy; return everything measured."""
     import fiftyone as fo
 
+    from ..training.constants import BASELINE_LEDGER_INFO_KEY, LEDGER_INFO_KEY
+
     started = time.perf_counter()
     dataset, prep_seconds = prepare(config, log)
     copies = {"annoloop": dataset}
@@ -213,6 +215,11 @@ def run_demo_loop(config: LoopConfig, log=print) -> dict:
     for strategy in STRATEGIES:
         log(f"Strategy '{strategy}' on '{copies[strategy].name}'")
         runs[strategy] = run_strategy(copies[strategy], strategy, config, log)
+    # The Annotation loop panel draws the random strategy's ledger as the baseline.
+    copies["random"].reload()
+    dataset.reload()
+    dataset.info[BASELINE_LEDGER_INFO_KEY] = copies["random"].info.get(LEDGER_INFO_KEY, [])
+    dataset.save()
     return {
         "config": asdict(config),
         "prepare_seconds": prep_seconds,

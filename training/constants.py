@@ -20,6 +20,8 @@ DEFAULT_EVAL_KEY = "eval"
 
 #: ``dataset.info`` key holding the ledger of rounds (a JSON list, oldest round first).
 LEDGER_INFO_KEY = "annoloop_ledger"
+#: ``dataset.info`` key of a random-selection baseline's ledger (same form), shown beside it.
+BASELINE_LEDGER_INFO_KEY = "annoloop_ledger_random"
 #: FiftyOne custom-run ``method`` and key prefix of training run records.
 TRAIN_RUN_METHOD = "annoloop.train"
 TRAIN_RUN_KEY_PREFIX = "annoloop_train_"

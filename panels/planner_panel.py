@@ -1,0 +1,454 @@
+"""The Batch planner panel: choose a budget and a coverage / targeting split, preview, create.
+
+"Preview" runs the planner as a dry run (:func:`..selection.batches.plan_batch` with
+``dry_run=True``: nothing is written) and shows the counts per share and why, the picks
+(thumbnails and a table), and where they fall in the embeddings plot of the latest
+visualization. "Create batch" opens the ``plan_batch`` operator's form with the same
+settings, where the batch can be created now or scheduled on a delegated worker. Clicking
+a pick in the table, its thumbnail or its point loads its samples as the App's view.
+
+The pool is the whole dataset (the planner excludes frozen, quarantined and batched scenes
+itself), so a view opened from a panel never shrinks the next plan by accident.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..selection import batches
+from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
+from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
+from ..selection.split_schedule import scheduled_coverage_fraction
+from ..training.constants import DEFAULT_GT_FIELD
+from . import state as st
+from .loop_panel import INLINE, SHRINK, dropdown, flex, format_rate
+
+PANEL_NAME = "batch_planner"
+PANEL_LABEL = "Batch planner"
+
+DEFAULT_BUDGET = 20
+_THUMBNAILS = 6
+PREVIEW = "preview_section"
+
+_NO_EVALUATION = "(none: all coverage)"
+_POINT_COLORS = {"pool": "#B0B0B0", "coverage": "#4C9AFF", "targeting": "#FF6D04"}
+
+
+class BatchPlannerPanel(foo.Panel):
+    @property
+    def config(self) -> foo.PanelConfig:
+        return foo.PanelConfig(
+            name=PANEL_NAME,
+            label=PANEL_LABEL,
+            icon="tune",
+            help_markdown=(
+                "Plan the next batch to label: a budget split between coverage of the pool "
+                "and targeting of the model's failures. Preview is a dry run; Create batch "
+                "opens the plan_batch form (run now or schedule)."
+            ),
+        )
+
+    # --- events ---------------------------------------------------------------------------
+
+    def on_load(self, ctx) -> None:
+        self._reset(ctx)
+
+    def on_change_dataset(self, ctx) -> None:
+        self._reset(ctx)
+
+    def set_option(self, ctx) -> None:
+        """Store a changed control under its own name; the preview no longer matches it."""
+        path = ctx.params.get("path")
+        if path:
+            # Controls sit in stacks, so the App reports nested paths ("controls.budget").
+            ctx.panel.state.set({path.rsplit(".", 1)[-1]: ctx.params.get("value"), "preview": None})
+
+    def preview(self, ctx) -> None:
+        s = ctx.panel.state
+        try:
+            result = batches.plan_batch(ctx.dataset, dry_run=True, **self._plan_args(s))
+        except ValueError as err:
+            ctx.panel.state.preview = None
+            ctx.panel.state.error = str(err)
+            return
+        units = result["ids"]
+        picks = {p["id"]: p["source"] for p in result["picks"]}
+        layout = st.embedding_points(ctx.dataset, s.embeddings_field, keep=units)
+        ctx.panel.state.set(
+            {
+                "error": None,
+                "preview": st.preview_summary(result, scheduled=bool(s.use_schedule)),
+                "pick_ids": units,
+                "has_layout": layout is not None,
+            }
+        )
+        thumbs = _thumbnails(ctx.dataset, units[:_THUMBNAILS])
+        ctx.panel.data.set(
+            {
+                # Data lives at each view's path: section, stack, name.
+                f"{PREVIEW}.row.side.table": [_pick_row(p) for p in result["picks"]],
+                f"{PREVIEW}.row.plot": _layout_traces(layout, picks) if layout else [],
+                **{f"{PREVIEW}.thumbnails.{name}": url for name, url in thumbs.items()},
+            }
+        )
+
+    def create_batch(self, ctx) -> None:
+        args = self._plan_args(ctx.panel.state)
+        params = {
+            "budget": args["budget"],
+            "embeddings_field": args["embeddings_field"],
+            "coverage_method": args["coverage_method"],
+            "use_schedule": args["coverage_fraction"] is None,
+            "dry_run": False,
+        }
+        if args["coverage_fraction"] is not None:
+            params["coverage_fraction"] = args["coverage_fraction"]
+        if args["eval_key"]:
+            params["eval_key"] = args["eval_key"]
+        if args["slice_name"]:
+            params["slice"] = args["slice_name"]
+        ctx.prompt(st.OPERATOR_URI_PREFIX + "plan_batch", params=params, on_success=self.on_created)
+
+    def on_created(self, ctx) -> None:
+        self._reset(ctx)
+        ctx.ops.notify("plan_batch ran or was scheduled: see the Annotation loop panel")
+
+    def open_pick_row(self, ctx) -> None:
+        self._open_pick(ctx, ctx.params.get("row"))
+
+    def open_pick(self, ctx) -> None:
+        self._open_pick(ctx, ctx.params.get("index"))
+
+    def _open_pick(self, ctx, index) -> None:
+        ids = ctx.panel.state.pick_ids or []
+        if isinstance(index, int) and 0 <= index < len(ids):
+            ctx.ops.set_view(st.units_view(ctx.dataset, [ids[index]]))
+
+    def open_point(self, ctx) -> None:
+        unit = ctx.params.get("id")
+        if unit:
+            ctx.ops.set_view(st.units_view(ctx.dataset, [unit]))
+
+    def open_picks(self, ctx) -> None:
+        ids = ctx.panel.state.pick_ids or []
+        if ids:
+            ctx.ops.set_view(st.units_view(ctx.dataset, ids))
+
+    # --- state ----------------------------------------------------------------------------
+
+    def _reset(self, ctx) -> None:
+        dataset = ctx.dataset
+        if dataset is None:
+            ctx.panel.state.dataset = None
+            return
+        dataset.reload()
+        grouped = dataset.media_type == "group"
+        slice_name = dataset.default_group_slice if grouped else None
+        fields = batches.embedding_fields(dataset, slice_name)
+        reference = dataset.select_group_slices(slice_name) if grouped else dataset
+        # The operator's preference (scene embeddings first), among fields set everywhere.
+        ranked = sorted(
+            fields, key=lambda f: (f != DEFAULT_GROUP_FIELD, f != DEFAULT_EMBEDDINGS_FIELD)
+        )
+        complete = [f for f in ranked if reference.count(f) == len(reference)]
+        evaluations = batches.detection_evaluations(dataset)
+        round_index = batches.default_round(dataset, bool(evaluations))
+        scheduled = scheduled_coverage_fraction(round_index)
+        ctx.panel.state.set(
+            {
+                "dataset": dataset.name,
+                "slice_name": slice_name,
+                "fields": fields,
+                "embeddings_field": (complete or ranked or [None])[0],
+                "evaluations": evaluations,
+                "eval_key": evaluations[-1] if evaluations else _NO_EVALUATION,
+                "round": round_index,
+                "scheduled_fraction": scheduled,
+                "budget": _last_budget(dataset),
+                "use_schedule": True,
+                "coverage_fraction": scheduled,
+                "coverage_method": DEFAULT_COVERAGE_METHOD,
+                "next_batch": batches.next_batch_name(dataset),
+                "preview": None,
+                "error": None,
+                "pick_ids": [],
+            }
+        )
+
+    @staticmethod
+    def _plan_args(s) -> dict:
+        eval_key = s.eval_key if s.eval_key and s.eval_key != _NO_EVALUATION else None
+        return {
+            "budget": int(s.budget or 0),
+            "embeddings_field": s.embeddings_field,
+            "coverage_fraction": None if s.use_schedule else float(s.coverage_fraction),
+            "coverage_method": s.coverage_method or DEFAULT_COVERAGE_METHOD,
+            "eval_key": eval_key,
+            "slice_name": s.slice_name,
+            "label_field": DEFAULT_GT_FIELD,
+        }
+
+    # --- layout ---------------------------------------------------------------------------
+
+    def render(self, ctx) -> types.Property:
+        panel = types.Object()
+        s = ctx.panel.state
+        if not s.dataset:
+            panel.md("Open a dataset to plan a batch.", name="empty")
+            return types.Property(panel, view=types.GridView(orientation="vertical"))
+        panel.md(
+            f"**{s.dataset}** · next batch **{s.next_batch}**, round {s.round}: the schedule "
+            f"says {s.scheduled_fraction:.0%} coverage, {1 - s.scheduled_fraction:.0%} targeting.",
+            name="summary_line",
+        )
+        if not s.fields:
+            panel.view(
+                "no_embeddings",
+                types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
+            )
+            return types.Property(panel, view=_root_view())
+
+        self._render_controls(panel, s)
+        if s.error:
+            panel.view("error", types.Error(label="Cannot plan this batch", description=s.error))
+        if s.preview:
+            self._render_preview(panel, s)
+        return types.Property(panel, view=_root_view())
+
+    def _render_controls(self, panel, s) -> None:
+        controls = panel.grid("controls", gap=2)
+        controls.int(
+            "budget",
+            default=s.budget,
+            min=1,
+            label="Budget",
+            description=f"{'Scenes' if s.slice_name else 'Samples'} to label",
+            on_change=self.set_option,
+            view=types.FieldView(componentsProps={"item": {"sx": {"width": "180px"}}}),
+        )
+        dropdown(
+            controls,
+            "embeddings_field",
+            s.fields,
+            s.embeddings_field,
+            "Embeddings",
+            self.set_option,
+        )
+        dropdown(
+            controls,
+            "eval_key",
+            [*s.evaluations, _NO_EVALUATION],
+            s.eval_key,
+            "Failures from",
+            self.set_option,
+        )
+        dropdown(
+            controls,
+            "coverage_method",
+            list(COVERAGE_METHODS),
+            s.coverage_method,
+            "Coverage method",
+            self.set_option,
+        )
+        shares = panel.grid("shares", gap=2, align_y="center")
+        shares.bool(
+            "use_schedule",
+            default=s.use_schedule,
+            label="Follow the round schedule",
+            view=types.SwitchView(componentsProps=INLINE),
+            on_change=self.set_option,
+        )
+        if not s.use_schedule:
+            shares.float(
+                "coverage_fraction",
+                default=s.coverage_fraction,
+                min=0.0,
+                max=1.0,
+                label=f"Coverage share ({float(s.coverage_fraction):.0%}; targeting gets the rest)",
+                view=types.SliderView(
+                    componentsProps={"slider": {"min": 0, "max": 1, "step": 0.05}, **flex(320)}
+                ),
+                on_change=self.set_option,
+            )
+        actions = panel.grid("actions", gap=1)
+        actions.btn(
+            "preview_btn",
+            label="Preview (dry run)",
+            icon="visibility",
+            variant="contained",
+            on_click=self.preview,
+            componentsProps=INLINE,
+        )
+        actions.btn(
+            "create_btn",
+            label="Create batch…",
+            icon="playlist_add",
+            variant="outlined",
+            on_click=self.create_batch,
+            componentsProps=INLINE,
+        )
+
+    def _render_preview(self, panel, s) -> None:
+        p = s.preview
+        section = panel.v_stack(
+            PREVIEW, label=f"Preview of {p['batch']}", gap=2, componentsProps=SHRINK
+        )
+        section.md(
+            f"**{p['n_coverage']}** coverage + **{p['n_targeting']}** targeting {p['unit']}s from "
+            f"a pool of {p['pool']} (excluded: {_excluded(p['excluded'])}). Nothing was "
+            "written.\n\n"
+            + "\n".join(f"- {r}" for r in p["reasons"]),
+            name="summary",
+        )
+        thumbs = section.grid("thumbnails", gap=1)
+        for i in range(min(_THUMBNAILS, len(s.pick_ids or []))):
+            thumbs.view(
+                f"thumb_{i}",
+                types.ImageView(
+                    height="64px",
+                    alt_text=f"pick {i + 1}",
+                    operator=self.open_pick,
+                    params={"index": i},
+                    componentsProps=INLINE,
+                ),
+            )
+        row = section.grid("row", gap=3)
+        if s.has_layout:
+            row.plot(
+                "plot",
+                layout=_layout_layout(),
+                config={"displayModeBar": False, "responsive": True},
+                on_click=self.open_point,
+                componentsProps=flex(420),
+            )
+        else:
+            row.md(
+                "Run **compute_visualization** to see where the picks fall in the embeddings.",
+                name="no_layout",
+                componentsProps=flex(420),
+            )
+        side = row.v_stack("side", gap=1, componentsProps={**flex(420), **SHRINK})
+        table = types.TableView(on_click_row=self.open_pick_row)
+        for key, label in (
+            ("rank", "#"),
+            ("source", "Share"),
+            ("why", "Why"),
+            ("distance", "Distance to failure"),
+            ("score", "Score"),
+            ("id", "Id"),
+        ):
+            table.add_column(key, label=label)
+        side.list("table", types.Object(), view=table)
+        side.btn(
+            "open_picks",
+            label="Open all picks",
+            icon="open_in_new",
+            variant="outlined",
+            on_click=self.open_picks,
+            componentsProps=INLINE,
+        )
+
+
+def _root_view() -> types.GridView:
+    return types.GridView(orientation="vertical", gap=2, pad=2, componentsProps=SHRINK)
+
+
+def _last_budget(dataset) -> int:
+    """The budget of the latest planned batch, else :data:`DEFAULT_BUDGET`."""
+    planned = st.planned_batches(dataset)
+    if not planned:
+        return DEFAULT_BUDGET
+    return batches.plan_record(dataset, planned[-1])["plan"]["budget"]
+
+
+def _excluded(counts: dict) -> str:
+    parts = [f"{n} {what}" for what, n in counts.items() if n]
+    return ", ".join(parts) if parts else "none"
+
+
+_WHY = {
+    "fn": "near a missed object",
+    "confusion": "near a class confusion",
+    "fp": "near a false positive",
+    "kcenter_distance": "far from all labeled (k-center)",
+    "zcore_score": "high ZCore score",
+    "random": "drawn at random",
+}
+
+
+def _pick_row(pick: dict) -> dict:
+    if pick["source"] == "targeting":
+        why = _WHY.get(pick.get("near_failure_kind"), "near a failure")
+    else:
+        why = _WHY.get(pick.get("score_kind"), pick.get("score_kind") or "coverage")
+    return {
+        "rank": pick["rank"] + 1,
+        "source": pick["source"],
+        "why": why,
+        "distance": format_rate(pick.get("distance_to_failure")),
+        "score": format_rate(pick.get("score")),
+        "id": pick["id"],
+    }
+
+
+def _thumbnails(dataset, units: list) -> dict:
+    """``thumb_<i>``: App media URL of an image of the i-th unit (its first image slice)."""
+    if dataset.media_type == "group":
+        images = [name for name, media in dataset.group_media_types.items() if media == "image"]
+        if not images:
+            return {}
+        view = dataset.select_groups(units).select_group_slices(images[0])
+        unit_path = f"{dataset.group_field}.id"
+    elif dataset.media_type == "image":
+        view, unit_path = dataset.select(units), "id"
+    else:
+        return {}
+    path_of = dict(zip(*view.values([unit_path, "filepath"])))
+    return {
+        f"thumb_{i}": f"/media?filepath={quote(path_of[u])}"
+        for i, u in enumerate(units)
+        if u in path_of
+    }
+
+
+def _layout_traces(layout: dict, picks: dict) -> list[dict]:
+    """Pool points in grey, then the coverage and the targeting picks on top."""
+    traces = []
+    for share in ("pool", "coverage", "targeting"):
+        rows = [
+            i for i, u in enumerate(layout["unit"]) if picks.get(u, "pool") == share
+        ]
+        traces.append(
+            {
+                "type": "scattergl" if share == "pool" else "scatter",
+                "mode": "markers",
+                "name": share if share != "pool" else "pool",
+                "x": [layout["x"][i] for i in rows],
+                "y": [layout["y"][i] for i in rows],
+                "ids": [layout["unit"][i] for i in rows],
+                "marker": {
+                    "color": _POINT_COLORS[share],
+                    "size": 5 if share == "pool" else 11,
+                    "opacity": 0.5 if share == "pool" else 0.95,
+                    "line": {"width": 0 if share == "pool" else 1, "color": "#FFFFFF"},
+                },
+                "hovertemplate": "%{id}<extra>" + share + "</extra>",
+            }
+        )
+    return traces
+
+
+def _layout_layout() -> dict:
+    return {
+        "height": 360,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "xaxis": {"visible": False},
+        "yaxis": {"visible": False},
+        "showlegend": True,
+        "legend": {"orientation": "h", "y": 1.06, "x": 0},
+        "paper_bgcolor": "rgba(0,0,0,0)",
+        "plot_bgcolor": "rgba(0,0,0,0)",
+    }
