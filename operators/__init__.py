@@ -1,5 +1,6 @@
 """annoloop's FiftyOne operators: thin adapters from a form or SDK call to the core."""
 
+from .autolabel import Autolabel, ReviewAutolabels
 from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
 from .planning import PlanBatch
@@ -7,7 +8,7 @@ from .quality import CheckGolden, CreateSplits, ValidateLabels
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore
 
-# In the order of the loop: demo, curate, split, plan, gate, golden, train, evaluate.
+# In the order of the loop: demo, curate, split, plan, gate, golden, train, evaluate, autolabel.
 OPERATORS = (
     LoadDemoDataset,
     SimulateAnnotation,
@@ -21,4 +22,6 @@ OPERATORS = (
     TrainDetector,
     ApplyDetector,
     EvaluateModel,
+    Autolabel,
+    ReviewAutolabels,
 )

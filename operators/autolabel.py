@@ -1,0 +1,335 @@
+"""Operators for autolabeling: a foundation model proposes boxes, a person decides.
+
+``autolabel`` runs a zero-shot detector (OWLv2, OWL-ViT, Grounding DINO, YOLO-World) or a
+detector trained by ``train_detector`` over the target's images on one camera slice and
+writes candidate boxes, with confidence and provenance, to their own field. It is
+delegated by default (a GPU worker: ``fiftyone delegated launch``), resumable and
+idempotent; it runs immediately too, for small targets. With a golden set it can score the
+run against the golden labels, per class. ``review_autolabels`` accepts the confident,
+schema-passing candidates into the label field, or discards them, for selected samples or
+in bulk. The work is in :mod:`..training.autolabel`; both operators validate their
+parameters there before anything is written.
+
+Targets: the current view, the selected samples (their whole scenes on grouped datasets),
+or every sample (scene) carrying a batch tag.
+"""
+
+from __future__ import annotations
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..training import runs
+from ..training.constants import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
+from ..training.views import frozen_slice, tagged_groups
+from .common import AnnoloopOperator, progress_reporter
+from .training import _check_slice, _choice_input, _field_input, _require_dataset, _slice_input
+
+DEFAULT_MODEL = "owlv2"
+TARGET_VIEW = "view"
+TARGET_SELECTED = "selected"
+TARGET_TAG = "tag"
+_TARGETS = {
+    TARGET_VIEW: "The current view",
+    TARGET_SELECTED: "The selected samples (their scenes, on grouped datasets)",
+    TARGET_TAG: "Samples (scenes) with a batch tag",
+}
+
+
+def target_samples(ctx, dataset: fo.Dataset):
+    """The samples an autolabel / review call acts on (see the module docstring)."""
+    target = ctx.params.get("target") or TARGET_VIEW
+    grouped = dataset.media_type == "group"
+    if target == TARGET_VIEW:
+        return ctx.view
+    if target == TARGET_SELECTED:
+        ids = list(ctx.selected or [])
+        if not ids:
+            raise ValueError("no samples are selected: select some in the App, or target the view")
+        if not grouped:
+            return dataset.select(ids)
+        groups = {
+            g
+            for name in dataset.group_slices
+            for g in dataset.select_group_slices(name).select(ids).values(f"{dataset.group_field}.id")
+        }
+        return dataset.select_groups(sorted(groups))
+    if target == TARGET_TAG:
+        tag = (ctx.params.get("batch_tag") or "").strip()
+        if not tag:
+            raise ValueError("target 'tag' needs a batch_tag")
+        view = dataset.select_groups(tagged_groups(dataset, [tag])) if grouped else dataset.match_tags(tag)
+        if not len(view):
+            raise ValueError(f"no sample of dataset '{dataset.name}' has the tag {tag!r}")
+        return view
+    raise ValueError(f"target must be one of {sorted(_TARGETS)}; got {target!r}")
+
+
+def parse_pairs(values, what: str) -> dict | None:
+    """``{key: value}`` from a dict, or from ``"key = value"`` strings (the App's form).
+
+    A string without ``=`` maps to itself; ``"key ="`` maps to None. Values stay strings.
+    """
+    if values is None or isinstance(values, dict):
+        return values
+    if isinstance(values, str):
+        values = [values]
+    pairs = {}
+    for item in values:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"{what} entries must be 'text = value' strings; got {item!r}")
+        key, _, value = item.rpartition("=") if "=" in item else (item, "", item)
+        pairs[key.strip()] = value.strip() or None
+    return pairs
+
+
+def _thresholds(values) -> dict | None:
+    pairs = parse_pairs(values, "class_thresholds")
+    if pairs is None:
+        return None
+    out = {}
+    for cls, value in pairs.items():
+        try:
+            out[cls] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"class_thresholds[{cls!r}] must be a number; got {value!r}") from None
+    return out
+
+
+def _target_input(ctx, inputs: types.Object) -> None:
+    choices = types.RadioGroup()
+    for value, label in _TARGETS.items():
+        if value != TARGET_SELECTED or ctx.selected:
+            choices.add_choice(value, label=label)
+    inputs.enum(
+        "target",
+        choices.values(),
+        default=TARGET_SELECTED if ctx.selected else TARGET_VIEW,
+        label="Samples",
+        view=choices,
+    )
+    if ctx.params.get("target") == TARGET_TAG:
+        inputs.str("batch_tag", required=True, label="Batch tag", description="e.g. batch:003")
+
+
+def _has_golden(dataset: fo.Dataset, slice_name: str | None) -> bool:
+    try:
+        return bool(frozen_slice(dataset, slice_name, [GOLDEN_SPLIT_TAG]).count())
+    except ValueError:
+        return False
+
+
+class Autolabel(AnnoloopOperator):
+    default_delegated = True
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="autolabel",
+            label="annoloop: autolabel with a foundation model",
+            description="Zero-shot boxes (OWLv2, OWL-ViT, Grounding DINO, YOLO-World or a "
+            "trained detector) into a candidate field, for review",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..training.autolabel.base import MODELS
+        from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD, field_classes
+        from ..training.autolabel.yolo_world import DEFAULT_TEXT_ENCODER
+
+        inputs = types.Object()
+        dataset = ctx.dataset
+        if dataset is None:
+            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+            return types.Property(inputs)
+        _target_input(ctx, inputs)
+        slice_name = _slice_input(inputs, dataset, ctx.params.get("slice"))
+        model = ctx.params.get("model") if ctx.params.get("model") in MODELS else DEFAULT_MODEL
+        _choice_input(inputs, "model", list(MODELS), DEFAULT_MODEL, "Model", MODELS[model].description)
+        if model == "trained":
+            names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
+            if names:
+                _choice_input(inputs, "checkpoint", names, names[-1], "Training run")
+            else:
+                inputs.view("no_run", types.Warning(label="No completed training run: train a detector first"))
+        else:
+            inputs.str(
+                "checkpoint",
+                default=MODELS[model].default_checkpoint,
+                label="Checkpoint",
+                description="Hub id already in the Hugging Face cache, or a local directory "
+                "(.pt for YOLO-World); nothing is downloaded",
+            )
+        if model == "yolo_world":
+            inputs.str(
+                "text_encoder",
+                default=DEFAULT_TEXT_ENCODER,
+                label="Text encoder",
+                description="CLIP text model (hub id in the cache, or a directory)",
+            )
+        _field_input(inputs, dataset, "label_field", DEFAULT_GT_FIELD, "Labels the classes come from")
+        label_field = ctx.params.get("label_field") or DEFAULT_GT_FIELD
+        inputs.list(
+            "classes",
+            types.String(),
+            default=field_classes(dataset, label_field),
+            label="Classes",
+            description="Default: the label field's schema classes",
+        )
+        inputs.list(
+            "prompts",
+            types.String(),
+            required=False,
+            label="Prompts",
+            description="Optional free text mapped to a class, 'a person on a bike = cyclist'; "
+            "'traffic cone =' is a distractor (dropped, counted). Default: the class names",
+        )
+        inputs.float("min_confidence", default=0.3, label="Minimum confidence", description="In [0, 1]")
+        inputs.list(
+            "class_thresholds",
+            types.String(),
+            required=False,
+            label="Per-class thresholds",
+            description="Optional, 'class = confidence'",
+        )
+        inputs.str("output_field", default=DEFAULT_OUTPUT_FIELD, label="Output field")
+        inputs.int("batch_size", default=8, min=1, label="Batch size", description="Images per forward pass")
+        inputs.int(
+            "chunk_size",
+            default=128,
+            min=1,
+            label="Write every",
+            description="Samples per database write: the most a stopped worker has to redo",
+        )
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Overwrite",
+            description="Relabel samples that already have auto-labels (default: skip them)",
+        )
+        if _has_golden(dataset, slice_name):
+            inputs.bool(
+                "score_golden",
+                default=False,
+                label="Score against the golden set",
+                description="Also label the golden samples and report precision / recall per class",
+            )
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Autolabel with a foundation model"))
+
+    def execute(self, ctx) -> dict:
+        from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD, autolabel
+
+        dataset = _require_dataset(ctx)
+        p = ctx.params
+        model = p.get("model") or DEFAULT_MODEL
+        options = {"text_encoder": p["text_encoder"]} if model == "yolo_world" and p.get("text_encoder") else {}
+        return autolabel(
+            target_samples(ctx, dataset),
+            model=model,
+            checkpoint=p.get("checkpoint") or None,
+            classes=p.get("classes"),
+            prompts=parse_pairs(p.get("prompts") or None, "prompts"),
+            label_field=p.get("label_field") or DEFAULT_GT_FIELD,
+            min_confidence=p.get("min_confidence", 0.3),
+            class_thresholds=_thresholds(p.get("class_thresholds") or None),
+            slice_name=_check_slice(dataset, p.get("slice")),
+            output_field=p.get("output_field") or DEFAULT_OUTPUT_FIELD,
+            batch_size=p.get("batch_size", 8),
+            chunk_size=p.get("chunk_size", 128),
+            device=p.get("device") or None,
+            overwrite=p.get("overwrite", False),
+            score_golden=p.get("score_golden", False),
+            model_options=options,
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.str("run_id", label="Run")
+        outputs.str("status", label="Status")
+        outputs.int("n_labeled", label="Images labeled now")
+        outputs.int("n_skipped", label="Images already labeled (skipped)")
+        outputs.int("n_detections", label="Boxes written by the run")
+        outputs.obj("per_class", label="Boxes per class", view=types.JSONView())
+        outputs.obj("off_schema", label="Off-schema boxes dropped", view=types.JSONView())
+        outputs.float("images_per_second", label="Images per second")
+        outputs.obj("golden", label="Golden-set scores", view=types.JSONView())
+        return types.Property(outputs)
+
+
+class ReviewAutolabels(AnnoloopOperator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="review_autolabels",
+            label="annoloop: review auto-labels",
+            description="Accept confident, schema-passing auto-labels into the label field, or discard them",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..training.autolabel.review import ACTIONS
+        from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD, autolabel_runs
+
+        inputs = types.Object()
+        dataset = ctx.dataset
+        if dataset is None:
+            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+            return types.Property(inputs)
+        choices = types.RadioGroup()
+        choices.add_choice("accept", label="Accept", description="Copy the good ones into the label field")
+        choices.add_choice("discard", label="Discard", description="Keep them out (and undo an accept)")
+        inputs.enum("action", list(ACTIONS), default="accept", label="Decision", view=choices)
+        _target_input(ctx, inputs)
+        _slice_input(inputs, dataset, ctx.params.get("slice"))
+        _field_input(inputs, dataset, "autolabel_field", DEFAULT_OUTPUT_FIELD, "Auto-labels")
+        field = ctx.params.get("autolabel_field") or DEFAULT_OUTPUT_FIELD
+        latest = autolabel_runs(dataset, field)
+        inputs.str(
+            "label_field",
+            default=(latest[-1]["label_field"] if latest else None) or DEFAULT_GT_FIELD,
+            label="Label field",
+            description="Accepted labels go here, tagged 'autolabel'",
+        )
+        inputs.float("min_confidence", default=0.5, label="Confidence bar", description="In [0, 1]")
+        inputs.float(
+            "duplicate_iou",
+            default=0.7,
+            label="Duplicate IoU",
+            description="In (0, 1]: a box overlapping a label of its class this much is not copied",
+        )
+        inputs.str("schema", required=False, label="Schema (JSON)", description="Default: the label field's")
+        self.add_execution_mode(ctx, inputs)
+        return types.Property(inputs, view=types.View(label="Review auto-labels"))
+
+    def execute(self, ctx) -> dict:
+        from ..training.autolabel.review import review_autolabels
+        from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD
+
+        dataset = _require_dataset(ctx)
+        p = ctx.params
+        return review_autolabels(
+            target_samples(ctx, dataset),
+            action=p.get("action") or "accept",
+            autolabel_field=p.get("autolabel_field") or DEFAULT_OUTPUT_FIELD,
+            label_field=p.get("label_field") or None,
+            min_confidence=p.get("min_confidence", 0.5),
+            slice_name=_check_slice(dataset, p.get("slice")),
+            schema=p.get("schema") or None,
+            duplicate_iou=p.get("duplicate_iou", 0.7),
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        outputs = types.Object()
+        outputs.int("n_samples", label="Samples decided")
+        outputs.int("n_accepted", label="Labels accepted")
+        outputs.obj("rejected", label="Not accepted, by reason", view=types.JSONView())
+        outputs.int("n_removed", label="Labels taken back out")
+        return types.Property(outputs)
