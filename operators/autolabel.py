@@ -23,8 +23,8 @@ import fiftyone.operators.types as types
 from ..training import runs
 from ..training.constants import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ..training.views import frozen_slice, tagged_groups
-from .common import AnnoloopOperator, progress_reporter
-from .training import _check_slice, _choice_input, _field_input, _require_dataset, _slice_input
+from .common import AnnoloopOperator, progress_reporter, require_dataset
+from .training import _check_slice, _choice_input, _field_input, _slice_input
 
 DEFAULT_MODEL = "owlv2"
 TARGET_VIEW = "view"
@@ -223,7 +223,7 @@ class Autolabel(AnnoloopOperator):
     def execute(self, ctx) -> dict:
         from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD, autolabel
 
-        dataset = _require_dataset(ctx)
+        dataset = require_dataset(ctx)
         p = ctx.params
         model = p.get("model") or DEFAULT_MODEL
         options = {"text_encoder": p["text_encoder"]} if model == "yolo_world" and p.get("text_encoder") else {}
@@ -312,7 +312,7 @@ class ReviewAutolabels(AnnoloopOperator):
         from ..training.autolabel.review import review_autolabels
         from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD
 
-        dataset = _require_dataset(ctx)
+        dataset = require_dataset(ctx)
         p = ctx.params
         return review_autolabels(
             target_samples(ctx, dataset),

@@ -42,6 +42,19 @@ class AnnoloopOperator(foo.Operator):
         )
 
 
+def require_dataset(ctx):
+    """The context's dataset, or a clear error for SDK calls made without one."""
+    if ctx.dataset is None:
+        raise ValueError("no dataset: open one or pass `dataset=`")
+    return ctx.dataset
+
+
+def no_dataset_form(inputs: types.Object) -> types.Property:
+    """The form shown when the App has no dataset open."""
+    inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
+    return types.Property(inputs)
+
+
 def progress_reporter(ctx) -> Callable[[float, str], None]:
     """A ``progress(fraction, label)`` callback that reports through the operator context."""
 

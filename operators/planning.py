@@ -18,7 +18,7 @@ from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
 from ..selection.split_schedule import scheduled_coverage_fraction
 from ..training.constants import DEFAULT_GT_FIELD
-from .common import AnnoloopOperator, progress_reporter
+from .common import AnnoloopOperator, progress_reporter, require_dataset
 from .quality import _dropdown
 
 _METHOD_HELP = {
@@ -175,8 +175,7 @@ class PlanBatch(AnnoloopOperator):
         return types.Property(inputs, view=types.View(label="Plan the next batch"))
 
     def execute(self, ctx) -> dict:
-        if ctx.dataset is None:
-            raise ValueError("no dataset: open one or pass `dataset=`")
+        require_dataset(ctx)
         p = ctx.params
         use_schedule = p.get("use_schedule")
         if use_schedule is None:  # SDK call: a given fraction is explicit

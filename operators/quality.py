@@ -15,18 +15,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..training.constants import DEFAULT_GT_FIELD
-from .common import AnnoloopOperator, progress_reporter
-
-
-def _require_dataset(ctx):
-    if ctx.dataset is None:
-        raise ValueError("no dataset: open one or pass `dataset=`")
-    return ctx.dataset
-
-
-def _no_dataset(inputs: types.Object) -> types.Property:
-    inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-    return types.Property(inputs)
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 
 
 def _dropdown(
@@ -68,7 +57,7 @@ class CreateSplits(AnnoloopOperator):
 
         inputs = types.Object()
         if ctx.dataset is None:
-            return _no_dataset(inputs)
+            return no_dataset_form(inputs)
         defaults = split_defaults(ctx.dataset)
         inputs.float(
             "test",
@@ -139,7 +128,7 @@ class CreateSplits(AnnoloopOperator):
 
         params = ctx.params
         return create_splits(
-            _require_dataset(ctx),
+            require_dataset(ctx),
             test=params.get("test", 0.1),
             golden=params.get("golden", 0.02),
             seed=params.get("seed", 0),
@@ -179,7 +168,7 @@ class ValidateLabels(AnnoloopOperator):
 
         inputs = types.Object()
         if ctx.dataset is None:
-            return _no_dataset(inputs)
+            return no_dataset_form(inputs)
         fields = _detections_fields(ctx.dataset)
         if not fields:
             inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
@@ -230,7 +219,7 @@ class ValidateLabels(AnnoloopOperator):
     def execute(self, ctx) -> dict:
         from ..quality.gate import DEFAULT_VIOLATIONS_FIELD, gate_label_field
 
-        _require_dataset(ctx)
+        require_dataset(ctx)
         params = ctx.params
         return gate_label_field(
             ctx.view,
@@ -270,7 +259,7 @@ class CheckGolden(AnnoloopOperator):
 
         inputs = types.Object()
         if ctx.dataset is None:
-            return _no_dataset(inputs)
+            return no_dataset_form(inputs)
         fields = _detections_fields(ctx.dataset)
         if not fields:
             inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
@@ -320,7 +309,7 @@ class CheckGolden(AnnoloopOperator):
 
         params = ctx.params
         return check_golden(
-            _require_dataset(ctx),
+            require_dataset(ctx),
             params.get("candidate_field") or DEFAULT_GT_FIELD,
             golden_field=params.get("golden_field") or None,
             iou=params.get("iou", 0.5),

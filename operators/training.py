@@ -23,7 +23,7 @@ import fiftyone.operators.types as types
 from ..training import runs
 from ..training.constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
 from ..training.views import camera_slice, camera_slices
-from .common import AnnoloopOperator, progress_reporter
+from .common import AnnoloopOperator, progress_reporter, require_dataset
 
 DEFAULT_MODEL = "yolov8n"
 TARGET_TEST = "test"
@@ -106,7 +106,7 @@ class TrainDetector(AnnoloopOperator):
         from ..training.export import export_yolo
         from ..training.yolo import resolve_model_source, train_yolo
 
-        dataset = _require_dataset(ctx)
+        dataset = require_dataset(ctx)
         params = _train_params(ctx.params, dataset)
         # A missing checkpoint or an unknown model fails here, before anything is written.
         resolve_model_source(params["model"], params["checkpoint"])
@@ -223,7 +223,7 @@ class ApplyDetector(AnnoloopOperator):
         from ..training.views import test_set
         from ..training.yolo import predict_detections
 
-        dataset = _require_dataset(ctx)
+        dataset = require_dataset(ctx)
         p = ctx.params
         run = runs.get_run(dataset, p["run_name"]) if p.get("run_name") else None
         if run is not None and run.status != runs.STATUS_COMPLETED:
@@ -326,7 +326,7 @@ class EvaluateModel(AnnoloopOperator):
         from ..training.evaluate import evaluate_test_set
         from ..training.ledger import plateau_signal, record_round
 
-        dataset = _require_dataset(ctx)
+        dataset = require_dataset(ctx)
         p = ctx.params
         pred_field = p.get("pred_field") or DEFAULT_PRED_FIELD
         run_name = p.get("run_name")
@@ -371,12 +371,6 @@ class EvaluateModel(AnnoloopOperator):
         outputs.obj("per_class_recall", label="Recall per class")
         outputs.obj("plateau", label="Plateau signal")
         return types.Property(outputs)
-
-
-def _require_dataset(ctx) -> fo.Dataset:
-    if ctx.dataset is None:
-        raise ValueError("no dataset: open one or pass `dataset=`")
-    return ctx.dataset
 
 
 def _check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
