@@ -23,7 +23,7 @@ import fiftyone.operators.types as types
 from ..training import runs
 from ..training.constants import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ..training.views import frozen_slice, tagged_groups
-from .common import AnnoloopOperator, progress_reporter, require_dataset
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .training import _check_slice, _choice_input, _field_input, _slice_input
 
 DEFAULT_MODEL = "owlv2"
@@ -143,8 +143,7 @@ class Autolabel(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         _target_input(ctx, inputs)
         slice_name = _slice_input(inputs, dataset, ctx.params.get("slice"))
         model = ctx.params.get("model") if ctx.params.get("model") in MODELS else DEFAULT_MODEL
@@ -280,8 +279,7 @@ class ReviewAutolabels(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         choices = types.RadioGroup()
         choices.add_choice("accept", label="Accept", description="Copy the good ones into the label field")
         choices.add_choice("discard", label="Discard", description="Keep them out (and undo an accept)")

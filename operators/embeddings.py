@@ -23,7 +23,7 @@ import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD, IMAGE, POINT_CLOUD
-from .common import AnnoloopOperator, progress_reporter
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
 MODEL_KINDS = {
     "baseline": "Baseline (colour + gradient histograms; no weights, offline)",
@@ -95,8 +95,7 @@ class ComputeEmbeddings(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         _target(ctx)  # offers the dataset / current view / selection choice
         slices = _embeddable_slices(dataset)
         if slices:
@@ -243,8 +242,7 @@ class ComputeVisualization(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         _target(ctx)
         slices = _embeddable_slices(dataset)
         slice_name = None

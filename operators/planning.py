@@ -18,7 +18,7 @@ from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
 from ..selection.split_schedule import scheduled_coverage_fraction
 from ..training.constants import DEFAULT_GT_FIELD
-from .common import AnnoloopOperator, progress_reporter, require_dataset
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .quality import _dropdown
 
 _METHOD_HELP = {
@@ -49,8 +49,7 @@ class PlanBatch(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         ctx.target_view()  # offers the dataset / current view / selection choice
         params = ctx.params
 

@@ -23,7 +23,7 @@ import fiftyone.operators.types as types
 from ..training import runs
 from ..training.constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
 from ..training.views import camera_slice, camera_slices
-from .common import AnnoloopOperator, progress_reporter, require_dataset
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 
 DEFAULT_MODEL = "yolov8n"
 TARGET_TEST = "test"
@@ -56,8 +56,7 @@ class TrainDetector(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         slice_name = _slice_input(inputs, dataset, ctx.params.get("slice"))
         _field_input(inputs, dataset, "label_field", DEFAULT_GT_FIELD, "Training labels")
         inputs.str(
@@ -189,8 +188,7 @@ class ApplyDetector(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         completed = runs.list_runs(dataset, status=runs.STATUS_COMPLETED)
         names = [r.name for r in completed]
         if names:
@@ -290,8 +288,7 @@ class EvaluateModel(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         _field_input(inputs, dataset, "pred_field", DEFAULT_PRED_FIELD, "Predictions")
         _field_input(inputs, dataset, "gt_field", DEFAULT_GT_FIELD, "Ground truth")
         pred_field = ctx.params.get("pred_field") or DEFAULT_PRED_FIELD

@@ -19,7 +19,7 @@ import fiftyone.operators.types as types
 from ..selection.batches import ZCORE_FIELD
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.zcore import ZCoreParams
-from .common import AnnoloopOperator, progress_reporter
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
 #: The four ZCore hyperparameters (defaults: :class:`ZCoreParams`'s, the paper's):
 #: (minimum, label, one-line explanation).
@@ -88,8 +88,7 @@ class ComputeZCore(AnnoloopOperator):
         inputs = types.Object()
         dataset = ctx.dataset
         if dataset is None:
-            inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
-            return types.Property(inputs)
+            return no_dataset_form(inputs)
         ctx.target_view()  # offers the dataset / current view / selection choice
         fields = vector_fields(dataset)
         if not fields:
