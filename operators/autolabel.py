@@ -17,7 +17,6 @@ or every sample (scene) carrying a batch tag.
 from __future__ import annotations
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..training import runs
@@ -123,17 +122,12 @@ def _has_golden(dataset: fo.Dataset, slice_name: str | None) -> bool:
 class Autolabel(AnnoloopOperator):
     default_delegated = True
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="autolabel",
-            label="annoloop: autolabel with a foundation model",
-            description="Zero-shot boxes (OWLv2, OWL-ViT, Grounding DINO, YOLO-World or a "
-            "trained detector) into a candidate field, for review",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "autolabel"
+    operator_label = "annoloop: autolabel with a foundation model"
+    operator_description = (
+        "Zero-shot boxes (OWLv2, OWL-ViT, Grounding DINO, YOLO-World or a "
+        "trained detector) into a candidate field, for review"
+    )
 
     def resolve_input(self, ctx) -> types.Property:
         from ..training.autolabel.base import MODELS
@@ -261,16 +255,9 @@ class Autolabel(AnnoloopOperator):
 
 
 class ReviewAutolabels(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="review_autolabels",
-            label="annoloop: review auto-labels",
-            description="Accept confident, schema-passing auto-labels into the label field, or discard them",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "review_autolabels"
+    operator_label = "annoloop: review auto-labels"
+    operator_description = "Accept confident, schema-passing auto-labels into the label field, or discard them"
 
     def resolve_input(self, ctx) -> types.Property:
         from ..training.autolabel.review import ACTIONS

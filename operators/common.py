@@ -19,6 +19,21 @@ class AnnoloopOperator(foo.Operator):
     """
 
     default_delegated: bool = False
+    operator_name: str
+    operator_label: str
+    operator_description: str
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        # Every annoloop operator builds its form from the dataset and can run either way.
+        return foo.OperatorConfig(
+            name=self.operator_name,
+            label=self.operator_label,
+            description=self.operator_description,
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
 
     def resolve_delegation(self, ctx) -> bool | None:
         choice = ctx.params.get(DELEGATE_PARAM)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from .common import AnnoloopOperator, progress_reporter
@@ -11,17 +10,9 @@ DEFAULT_DEMO_NAME = "annoloop-demo"
 
 
 class LoadDemoDataset(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="load_demo_dataset",
-            label="annoloop: load demo dataset",
-            description="Generate a grouped camera + LiDAR driving dataset offline",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            execute_as_generator=False,
-        )
+    operator_name = "load_demo_dataset"
+    operator_label = "annoloop: load demo dataset"
+    operator_description = "Generate a grouped camera + LiDAR driving dataset offline"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -82,16 +73,9 @@ class LoadDemoDataset(AnnoloopOperator):
 
 
 class SimulateAnnotation(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="simulate_annotation",
-            label="annoloop: simulate annotation",
-            description="Label the current view from the demo oracle with a noisy, drifting annotator",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "simulate_annotation"
+    operator_label = "annoloop: simulate annotation"
+    operator_description = "Label the current view from the demo oracle with a noisy, drifting annotator"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()

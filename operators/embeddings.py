@@ -18,7 +18,6 @@ import importlib.util
 import re
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
@@ -80,16 +79,9 @@ def model_spec(kind: str, path: str | None) -> str:
 class ComputeEmbeddings(AnnoloopOperator):
     default_delegated = True
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_embeddings",
-            label="annoloop: compute embeddings",
-            description="Embed camera images, point clouds, objects and scenes for curation",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "compute_embeddings"
+    operator_label = "annoloop: compute embeddings"
+    operator_description = "Embed camera images, point clouds, objects and scenes for curation"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -227,16 +219,9 @@ def default_brain_key(
 class ComputeVisualization(AnnoloopOperator):
     default_delegated = False  # PCA is instant; choose "Schedule" for t-SNE / UMAP on big pools
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_visualization",
-            label="annoloop: visualize embeddings",
-            description="2D layout of stored embeddings for the App's Embeddings panel",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "compute_visualization"
+    operator_label = "annoloop: visualize embeddings"
+    operator_description = "2D layout of stored embeddings for the App's Embeddings panel"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()

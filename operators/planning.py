@@ -10,7 +10,6 @@ and every check is in :mod:`..selection.batches`, before anything is written.
 
 from __future__ import annotations
 
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..selection import batches
@@ -34,16 +33,9 @@ _METHOD_HELP = {
 class PlanBatch(AnnoloopOperator):
     default_delegated = False  # seconds on small pools; choose "Schedule" for large ones
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="plan_batch",
-            label="annoloop: plan next batch",
-            description="Pick the next batch to label: pool coverage + neighbours of failures",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "plan_batch"
+    operator_label = "annoloop: plan next batch"
+    operator_description = "Pick the next batch to label: pool coverage + neighbours of failures"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()

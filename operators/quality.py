@@ -11,7 +11,6 @@ written, so a bad call fails with a clear message and leaves the dataset as it w
 from __future__ import annotations
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..training.constants import DEFAULT_GT_FIELD
@@ -41,16 +40,9 @@ def _slices_param(params) -> list[str] | None:
 
 
 class CreateSplits(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="create_splits",
-            label="annoloop: create frozen splits",
-            description="Freeze a test set and a golden set by scene, stratified and seeded",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "create_splits"
+    operator_label = "annoloop: create frozen splits"
+    operator_description = "Freeze a test set and a golden set by scene, stratified and seeded"
 
     def resolve_input(self, ctx) -> types.Property:
         from ..quality.frozen import DEFAULT_GOLDEN_FIELD, split_defaults
@@ -152,16 +144,9 @@ class CreateSplits(AnnoloopOperator):
 
 
 class ValidateLabels(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="validate_labels",
-            label="annoloop: validate labels (schema gate)",
-            description="Check labels against the label schema; quarantine violations by tag",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "validate_labels"
+    operator_label = "annoloop: validate labels (schema gate)"
+    operator_description = "Check labels against the label schema; quarantine violations by tag"
 
     def resolve_input(self, ctx) -> types.Property:
         from ..quality.gate import DEFAULT_VIOLATIONS_FIELD
@@ -243,16 +228,9 @@ class ValidateLabels(AnnoloopOperator):
 
 
 class CheckGolden(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="check_golden",
-            label="annoloop: check golden set (QA + drift)",
-            description="Score annotations against the golden labels per batch; alarm on drift",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "check_golden"
+    operator_label = "annoloop: check golden set (QA + drift)"
+    operator_description = "Score annotations against the golden labels per batch; alarm on drift"
 
     def resolve_input(self, ctx) -> types.Property:
         from ..quality.golden import BATCH_BY, DEFAULT_BATCH_ATTRIBUTE, DEFAULT_BATCH_TAG_PREFIX

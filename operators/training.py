@@ -17,7 +17,6 @@ import math
 import os
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..training import runs
@@ -39,16 +38,9 @@ _TARGETS = {
 class TrainDetector(AnnoloopOperator):
     default_delegated = True
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="train_detector",
-            label="annoloop: train detector",
-            description="Fine-tune a YOLO detector on the labeled, gate-passing, non-frozen samples",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "train_detector"
+    operator_label = "annoloop: train detector"
+    operator_description = "Fine-tune a YOLO detector on the labeled, gate-passing, non-frozen samples"
 
     def resolve_input(self, ctx) -> types.Property:
         from ..training.yolo import MODEL_CHOICES
@@ -173,16 +165,9 @@ class TrainDetector(AnnoloopOperator):
 
 
 class ApplyDetector(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="apply_detector",
-            label="annoloop: apply detector",
-            description="Predict boxes with a trained run's weights into a Detections field",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "apply_detector"
+    operator_label = "annoloop: apply detector"
+    operator_description = "Predict boxes with a trained run's weights into a Detections field"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -273,16 +258,9 @@ class ApplyDetector(AnnoloopOperator):
 
 
 class EvaluateModel(AnnoloopOperator):
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="evaluate_model",
-            label="annoloop: evaluate model",
-            description="Evaluate predictions on the frozen test set and record the round",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "evaluate_model"
+    operator_label = "annoloop: evaluate model"
+    operator_description = "Evaluate predictions on the frozen test set and record the round"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import fiftyone as fo
-import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..selection.batches import ZCORE_FIELD
@@ -73,16 +72,9 @@ def next_step(score_field: str) -> str:
 class ComputeZCore(AnnoloopOperator):
     default_delegated = True
 
-    @property
-    def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="compute_zcore",
-            label="annoloop: compute ZCore scores",
-            description="Zero-shot coreset scores: high = covers a sparse region, low = redundant",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-        )
+    operator_name = "compute_zcore"
+    operator_label = "annoloop: compute ZCore scores"
+    operator_description = "Zero-shot coreset scores: high = covers a sparse region, low = redundant"
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
