@@ -26,11 +26,10 @@ golden batch, the quarantine count) into the matching units, or None when none m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import fiftyone as fo
 import numpy as np
-from bson import ObjectId
 from fiftyone import ViewField as F
 
 from ..quality.gate import GATE_RUN_METHOD
@@ -49,7 +48,7 @@ from ..training.constants import (
     TEST_SPLIT_TAG,
 )
 from ..training.ledger import ledger_from_json, load_ledger, plateau_signal
-from ..training.views import root_dataset
+from ..training.views import root_dataset, units_view
 
 __all__ = [
     "BASELINE_LEDGER_INFO_KEY",
@@ -130,19 +129,6 @@ def _quarantined_units(dataset: fo.Dataset) -> set[str]:
     return _tagged_units(dataset, [QUARANTINE_TAG]) | _units_where(
         dataset, lambda view: view.match_labels(tags=QUARANTINE_TAG)
     )
-
-
-def units_view(dataset: fo.Dataset, unit_ids: Sequence[str]):
-    """The scenes (grouped) or samples (flat) ``unit_ids`` as a view for the App.
-
-    Scenes are matched on the group id rather than with ``select_groups``: the App
-    re-applies a view's stages to one flat slice to count and filter, where
-    ``SelectGroups`` fails (FiftyOne 1.22: "unsupported operand type(s) for +").
-    """
-    ids = list(unit_ids)
-    if _grouped(dataset):
-        return dataset.match(F(f"{dataset.group_field}._id").is_in([ObjectId(u) for u in ids]))
-    return dataset.select(ids)
 
 
 def _view_or_none(dataset: fo.Dataset, units: set[str]):

@@ -70,7 +70,7 @@ from fiftyone import ViewField as F
 
 from ..quality.iou import box_iou_2d
 from ..training.constants import DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS, QUARANTINE_TAG
-from ..training.views import root_dataset
+from ..training.views import root_dataset, units_view
 from . import planner
 from .targeting import DEFAULT_KIND_WEIGHTS
 
@@ -896,24 +896,18 @@ def _view_name(batch_name: str) -> str:
     return re.sub(r"\W", "_", batch_name)
 
 
-def _picked_view(dataset, grouped: bool, units: Sequence[str]):
-    if grouped:
-        return dataset.select_groups(units, ordered=True)
-    return dataset.select(units, ordered=True)
-
-
 def _write(dataset, grouped: bool, batch_name: str, plan, picks: list, evaluation, result) -> None:
     """Tags, pick records and the saved view, each as bulk calls per slice."""
     for source in sorted(set(plan.source)):
         units = [p["id"] for p in picks if p["source"] == source]
-        for view in _slice_views(_picked_view(dataset, grouped, units)):
+        for view in _slice_views(units_view(dataset, units)):
             view.tag_samples([batch_name, SOURCE_TAG_PREFIX + source])
 
     _declare_pick_field(dataset)
     by_unit = {p["id"]: p for p in picks}
     eval_key = evaluation.key if evaluation else None
     unit_path = f"{dataset.group_field}.id" if grouped else "id"
-    picked = _picked_view(dataset, grouped, list(by_unit))
+    picked = units_view(dataset, list(by_unit))
     for view in _slice_views(picked):
         sample_ids, units = view.values(["id", unit_path])
         docs = {}
@@ -929,7 +923,7 @@ def _write(dataset, grouped: bool, batch_name: str, plan, picks: list, evaluatio
 
     dataset.save_view(
         _view_name(batch_name),
-        picked,
+        picked.sort_by(f"{PICK_FIELD}.rank"),  # pick order
         description=(
             f"{batch_name}: {result['n_targeting']} targeting + {result['n_coverage']} coverage "
             f"{result['unit']}s, round {plan.round}, planned by annoloop"

@@ -4,7 +4,8 @@ The test starts the App's server on a free loopback port over the loop dataset o
 :mod:`test_panels` (scheduling allowed: the conftest sets
 ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``), opens it in Debian's ``chromium`` with the
 panel as the only space, and checks that the panel, its ledger and its batch are on the
-page; then it clicks a ledger row and checks that the App's view became that batch. A
+page; then it clicks a ledger row and checks that the App's view became that batch, and
+opens the batch's saved view in the App's grid. A
 screenshot goes to ``$ANNOLOOP_ARTIFACTS_DIR`` (default ``<repo>/artifacts/``).
 
 Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: JSON
@@ -297,6 +298,15 @@ def test_the_annotation_loop_panel_shows_the_ledger_and_opens_a_batch_in_the_app
             assert time.monotonic() < deadline, "the App's view did not change to batch:v2"
             time.sleep(0.5)
         assert set(session.view.distinct("group.id")) == set(built["second"]["ids"])
+
+        # The batch's saved view pages in the App's grid (a select_groups view fails there).
+        grid = fo.Panel(type="Samples", pinned=True)
+        session.spaces = fo.Space(children=[grid], active_child=grid.component_id)
+        session.view = dataset.load_saved_view("batch_v2")
+        browser.wait_for_text("batch_v2")  # the saved-view selector: the view has arrived
+        time.sleep(5)  # let the grid page it, or fail to
+        text = browser.wait_for_text(f"{len(built['second']['ids'])} groups with slice")
+        assert "GraphQL API Error" not in text
     finally:
         browser.close()
         browser_log.close()

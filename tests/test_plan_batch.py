@@ -183,6 +183,16 @@ def test_a_cold_start_batch_is_all_coverage_and_tags_every_slice_of_each_picked_
     assert cold.get_run_info(plan_run_key("batch:v1")).config.method == "annoloop.plan"
 
 
+def test_the_saved_batch_view_lists_the_picks_of_every_slice_in_pick_order(cold):
+    result = plan(cold, budget=4)
+    saved = cold.load_saved_view(result["view"])
+    # That the App's grid can page it is checked in test_browser.
+    for slice_name in SLICES:
+        flat = saved.select_group_slices(slice_name)
+        assert flat.values("group.id") == result["ids"]
+        assert flat.values(f"{PICK_FIELD}.rank") == sorted(flat.values(f"{PICK_FIELD}.rank"))
+
+
 def test_frozen_golden_quarantined_and_batched_scenes_are_never_picked_from_any_view(dataset):
     first = scenes_of(dataset, plan(dataset, budget=3)["ids"])
     # The caller's view holds every scene; the budget is exactly what may be picked.

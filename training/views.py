@@ -11,9 +11,10 @@ slice: the sample carries ``qa:quarantine``, or one of its labels in the label f
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import fiftyone as fo
+from bson import ObjectId
 from fiftyone import ViewField as F
 
 from .constants import FROZEN_SPLIT_TAGS, QUARANTINE_TAG, TEST_SPLIT_TAG
@@ -75,6 +76,19 @@ def camera_slice(samples: fo.core.collections.SampleCollection, slice_name: str 
     if samples.media_type == "group":
         return samples.select_group_slices(slice_name)
     return samples.match(F(f"{dataset.group_field}.name") == slice_name)
+
+
+def units_view(dataset: fo.Dataset, unit_ids: Sequence[str]):
+    """The scenes (grouped) or samples (flat) ``unit_ids`` as a view the App can show.
+
+    Scenes are matched on the group id rather than with ``select_groups``: the App
+    re-applies a view's stages to one flat slice to page and count its grid, where
+    ``SelectGroups`` fails (FiftyOne 1.22: "unsupported operand type(s) for +").
+    """
+    ids = list(unit_ids)
+    if dataset.media_type == "group":
+        return dataset.match(F(f"{dataset.group_field}._id").is_in([ObjectId(u) for u in ids]))
+    return dataset.select(ids)
 
 
 def tagged_groups(dataset: fo.Dataset, tags: Iterable[str]) -> list[str]:
