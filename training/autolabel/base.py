@@ -23,9 +23,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -73,9 +74,8 @@ class Box:
     text: str
 
 
-@runtime_checkable
-class ZeroShotDetector(Protocol):
-    """What every autolabel model provides.
+class ZeroShotDetector(ABC):
+    """What every autolabel model provides; a runner implements :meth:`_detect`.
 
     Attributes
     ----------
@@ -101,7 +101,15 @@ class ZeroShotDetector(Protocol):
         min_confidence : float
             In [0, 1].
         """
-        ...
+        prompts = check_prompts(prompts)
+        min_confidence = check_confidence(min_confidence)
+        if not len(images):
+            return []
+        return self._detect([as_pil(image) for image in images], prompts, min_confidence)
+
+    @abstractmethod
+    def _detect(self, images: list, prompts: list[str], min_confidence: float) -> list[list[Box]]:
+        """:meth:`detect` on checked input: a non-empty list of PIL RGB images."""
 
 
 @dataclass(frozen=True)

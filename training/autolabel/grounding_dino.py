@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Box, as_pil, boxes_from_centers, check_confidence, check_prompts, hf_checkpoint
+from .base import Box, ZeroShotDetector, boxes_from_centers, hf_checkpoint
 
 
 def resolve_checkpoint(checkpoint: str, dataset=None) -> str:
@@ -31,7 +31,7 @@ def caption(prompts: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
     return ". ".join(parts) + ".", spans
 
 
-class GroundingDinoDetector:
+class GroundingDinoDetector(ZeroShotDetector):
     """A Grounding DINO checkpoint behind the :class:`.base.ZeroShotDetector` interface."""
 
     name = "grounding_dino"
@@ -88,20 +88,12 @@ class GroundingDinoDetector:
                 self._captions[key].append((members, text, token_prompt))
         return self._captions[key]
 
-    def detect(
-        self, images: Sequence, prompts: Sequence[str], min_confidence: float
-    ) -> list[list[Box]]:
-        """See :meth:`.base.ZeroShotDetector.detect`."""
+    def _detect(self, images: list, prompts: list[str], min_confidence: float) -> list[list[Box]]:
         import torch
 
-        prompts = check_prompts(prompts)
-        min_confidence = check_confidence(min_confidence)
-        if not len(images):
-            return []
-        pil = [as_pil(image) for image in images]
         centers, scores, best = [], [], []
         for members, text, token_prompt in self._groups(prompts):
-            inputs = self.processor(images=pil, text=[text] * len(pil), return_tensors="pt")
+            inputs = self.processor(images=images, text=[text] * len(images), return_tensors="pt")
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
             with torch.inference_mode():
@@ -118,7 +110,7 @@ class GroundingDinoDetector:
         centers, scores, best = (torch.cat(t, dim=1) for t in (centers, scores, best))
         return [
             boxes_from_centers(centers[i], scores[i], best[i], prompts, min_confidence, image.size)
-            for i, image in enumerate(pil)
+            for i, image in enumerate(images)
         ]
 
 

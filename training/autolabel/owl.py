@@ -9,9 +9,7 @@ Prompts longer than the text model's context (16 tokens) are truncated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from .base import Box, as_pil, boxes_from_centers, check_confidence, check_prompts, hf_checkpoint
+from .base import Box, ZeroShotDetector, boxes_from_centers, hf_checkpoint
 
 #: registry name -> (transformers model_type, model class, processor class)
 _VARIANTS = {
@@ -25,7 +23,7 @@ def resolve_checkpoint(checkpoint: str, dataset=None) -> str:
     return hf_checkpoint("OWL", checkpoint)
 
 
-class OwlDetector:
+class OwlDetector(ZeroShotDetector):
     """An OWLv2 / OWL-ViT checkpoint behind the :class:`.base.ZeroShotDetector` interface."""
 
     def __init__(self, name: str, checkpoint: str, *, device: str, half: bool) -> None:
@@ -53,19 +51,11 @@ class OwlDetector:
         )
         self.pads_to_square = name == "owlv2"
 
-    def detect(
-        self, images: Sequence, prompts: Sequence[str], min_confidence: float
-    ) -> list[list[Box]]:
-        """See :meth:`.base.ZeroShotDetector.detect`."""
+    def _detect(self, images: list, prompts: list[str], min_confidence: float) -> list[list[Box]]:
         import torch
 
-        prompts = check_prompts(prompts)
-        min_confidence = check_confidence(min_confidence)
-        if not len(images):
-            return []
-        pil = [as_pil(image) for image in images]
         inputs = self.processor(
-            text=[prompts] * len(pil), images=pil, return_tensors="pt", truncation=True
+            text=[prompts] * len(images), images=images, return_tensors="pt", truncation=True
         )
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
@@ -73,7 +63,7 @@ class OwlDetector:
             out = self.model(**inputs)
         scores, best = out.logits.float().sigmoid().max(dim=-1)  # (batch, patches)
         results = []
-        for i, image in enumerate(pil):
+        for i, image in enumerate(images):
             width, height = image.size
             side = max(width, height)
             scale = (side / width, side / height) if self.pads_to_square else (1.0, 1.0)

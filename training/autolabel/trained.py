@@ -12,10 +12,9 @@ from the prompts instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Box, as_pil, check_confidence, check_prompts, normalise
+from .base import Box, ZeroShotDetector, normalise
 
 
 def resolve_checkpoint(checkpoint: str | None, dataset=None) -> str:
@@ -49,7 +48,7 @@ def resolve_checkpoint(checkpoint: str | None, dataset=None) -> str:
     return record.weights
 
 
-class UltralyticsDetector:
+class UltralyticsDetector(ZeroShotDetector):
     """An Ultralytics detector behind the :class:`.base.ZeroShotDetector` interface.
 
     Parameters
@@ -83,14 +82,7 @@ class UltralyticsDetector:
         names = self.model.names
         return [index.get(normalise(names[c]), -1) for c in range(len(names))]
 
-    def detect(
-        self, images: Sequence, prompts: Sequence[str], min_confidence: float
-    ) -> list[list[Box]]:
-        """See :meth:`.base.ZeroShotDetector.detect`."""
-        prompts = check_prompts(prompts)
-        min_confidence = check_confidence(min_confidence)
-        if not len(images):
-            return []
+    def _detect(self, images: list, prompts: list[str], min_confidence: float) -> list[list[Box]]:
         prompt_of_class = self._prompt_of_class(prompts)
         import torch
 
@@ -98,7 +90,7 @@ class UltralyticsDetector:
         threads = torch.get_num_threads()
         try:
             results = self.model.predict(
-                [as_pil(image) for image in images],
+                images,
                 conf=min_confidence,
                 device=self.device,
                 quantize=16 if self.half else 32,
