@@ -31,6 +31,20 @@ def _detections_fields(dataset) -> list[str]:
     return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
 
 
+def _label_field_dropdown(
+    inputs: types.Object, dataset, name: str, label: str, description: str = ""
+) -> str | None:
+    """A dropdown of the dataset's Detections fields, ground truth by default; returns that
+    default, or None (the form then says so) when the dataset has no such field."""
+    fields = _detections_fields(dataset)
+    if not fields:
+        inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
+        return None
+    default = DEFAULT_GT_FIELD if DEFAULT_GT_FIELD in fields else fields[0]
+    _dropdown(inputs, name, fields, default, label, description)
+    return default
+
+
 def _slices_param(params) -> list[str] | None:
     """``slices`` as a list (a comma-separated str is accepted); None for "all"."""
     slices = params.get("slices") or []
@@ -154,12 +168,9 @@ class ValidateLabels(AnnoloopOperator):
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
-        fields = _detections_fields(ctx.dataset)
-        if not fields:
-            inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
+        default = _label_field_dropdown(inputs, ctx.dataset, "label_field", "Label field")
+        if default is None:
             return types.Property(inputs)
-        default = DEFAULT_GT_FIELD if DEFAULT_GT_FIELD in fields else fields[0]
-        _dropdown(inputs, "label_field", fields, default, "Label field")
         field = ctx.params.get("label_field") or default
         if field not in ctx.dataset.label_schemas:
             inputs.view(
@@ -238,18 +249,15 @@ class CheckGolden(AnnoloopOperator):
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
-        fields = _detections_fields(ctx.dataset)
-        if not fields:
-            inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
-            return types.Property(inputs)
-        _dropdown(
+        default = _label_field_dropdown(
             inputs,
+            ctx.dataset,
             "candidate_field",
-            fields,
-            DEFAULT_GT_FIELD if DEFAULT_GT_FIELD in fields else fields[0],
             "Labels to score",
             "Annotator or autolabeler output",
         )
+        if default is None:
+            return types.Property(inputs)
         inputs.str(
             "golden_field",
             required=False,
