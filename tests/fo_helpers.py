@@ -37,6 +37,21 @@ def run_operator(operator: str, params: dict, dataset=None, view=None, **kwargs)
     return foo.execute_operator(uri(operator), ctx=ctx, **kwargs)
 
 
+def queue_operator(operator: str, params: dict, dataset=None) -> str:
+    """Queue an annoloop operator as a delegated operation, as the App's "Schedule" does;
+    return the operation's id."""
+    queued = run_operator(operator, params, dataset=dataset, request_delegation=True)
+    return queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
+
+
+def run_on_worker(op_id):
+    """Start a real worker, let it run the queue until ``op_id`` ends; return its document."""
+    with delegated_worker() as (worker, log_path):
+        doc = wait_for_delegated(op_id, log_path=log_path)
+        assert worker.poll() is None, "the worker exited instead of serving the queue"
+    return doc
+
+
 @contextmanager
 def delegated_worker():
     """A real ``fiftyone delegated launch`` process, stopped by its pid on exit."""

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fiftyone.operators as foo
 from fiftyone import ViewField as F
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
@@ -31,7 +30,14 @@ from annoloop.training import runs
 from annoloop.training.autolabel.base import MODELS, ZeroShotDetector, load_detector
 from annoloop.training.autolabel.review import AUTOLABEL_TAG, review_autolabels
 from annoloop.training.autolabel.run import autolabel, autolabel_run, autolabel_runs
-from fo_helpers import delegated_worker, run_operator, unique_name, uri, wait_for_delegated
+from fo_helpers import (
+    delegated_worker,
+    queue_operator,
+    run_on_worker,
+    run_operator,
+    unique_name,
+    wait_for_delegated,
+)
 
 CLASSES = ["car", "cyclist", "pedestrian", "truck", "van"]
 SCHEMA = {"type": "detections", "component": "dropdown", "classes": CLASSES, "attributes": []}
@@ -368,20 +374,14 @@ def test_an_empty_target_is_refused(demo, owlvit):
 
 
 def queue(dataset, params) -> str:
-    queued = foo.execute_operator(
-        uri("autolabel"),
-        ctx={"dataset": dataset.name, "params": {"slice": "left", "delegate": True, **params}},
-        request_delegation=True,
+    return queue_operator(
+        "autolabel", {"slice": "left", "delegate": True, **params}, dataset=dataset.name
     )
-    return queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
 
 
 @pytest.mark.slow
 def test_autolabel_completes_on_a_delegated_worker(dataset, owlvit):
-    op_id = queue(dataset, owl_params(owlvit))
-    with delegated_worker() as (worker, log_path):
-        doc = wait_for_delegated(op_id, log_path=log_path)
-        assert worker.poll() is None, "the worker exited instead of serving the queue"
+    doc = run_on_worker(queue(dataset, owl_params(owlvit)))
     assert doc.run_state == ExecutionRunState.COMPLETED, doc.result
     dataset.reload()
     assert left(dataset).exists("autolabels").count() == NUM_SCENES

@@ -38,7 +38,7 @@ from annoloop.selection.embed import compute_embeddings
 from annoloop.training.constants import GOLDEN_SPLIT_TAG, QUARANTINE_TAG, TEST_SPLIT_TAG
 from annoloop.training.evaluate import evaluate_test_set
 from annoloop.training.ledger import append_round, ledger_to_json, save_ledger
-from fo_helpers import PLUGIN, unique_name, uri
+from fo_helpers import PLUGIN, queue_operator, unique_name, uri
 from test_plugin import manifest
 
 PANELS = {name: f"{PLUGIN}/{name}" for name in ("annotation_loop", "batch_planner")}
@@ -394,12 +394,7 @@ def test_scheduled_runs_lists_annoloop_operations_queued_for_the_dataset(loop):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     dataset = loop["dataset"]
-    queued = foo.execute_operator(
-        uri("check_golden"),
-        ctx={"dataset": dataset, "params": {"candidate_field": "ground_truth"}},
-        request_delegation=True,
-    )
-    op_id = queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
+    op_id = queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset)
     try:
         runs = st.scheduled_runs(dataset)
         assert [(r["operator"], r["state"]) for r in runs] == [("check_golden", "queued")]

@@ -6,20 +6,12 @@ import numpy as np
 import pytest
 
 from annoloop.selection import planner, split_schedule
-
-
-def _blobs(centres, per_blob, scale=0.05, seed=0):
-    """Rows scattered tightly around each centre; returns (rows, blob label per row)."""
-    rng = np.random.default_rng(seed)
-    centres = np.asarray(centres, dtype=np.float32)
-    rows = np.repeat(centres, per_blob, axis=0)
-    rows += rng.normal(scale=scale, size=rows.shape).astype(np.float32)
-    return rows, np.repeat(np.arange(len(centres)), per_blob)
+from array_helpers import blobs
 
 
 # Eight well-separated blobs of 40 rows; failures sit on blobs 0 (fn) and 1 (fp).
 CENTRES = [[10.0 * (i % 4), 10.0 * (i // 4)] for i in range(8)]
-POOL, BLOB = _blobs(CENTRES, per_blob=40)
+POOL, BLOB = blobs(CENTRES, per_blob=40)
 FAILURES = dict(
     failure_embeddings=np.asarray(CENTRES[:2], dtype=np.float32),
     failure_kinds=["fn", "fp"],
@@ -100,7 +92,7 @@ def test_targeting_picks_lie_on_the_failures_and_fn_outweighs_fp():
 
 
 def test_coverage_skips_clusters_that_are_already_labeled():
-    labeled, _ = _blobs(CENTRES[:6], per_blob=5, seed=1)  # fresh rows from blobs 0-5
+    labeled, _ = blobs(CENTRES[:6], per_blob=5, seed=1)  # fresh rows from blobs 0-5
     plan = planner.plan_batch(POOL, 2, labeled_embeddings=labeled)
     assert sorted(BLOB[plan.indices].tolist()) == [6, 7]
     assert (plan.score > 5.0).all()  # each pick was far from every labeled row
@@ -171,7 +163,7 @@ def test_zcore_coverage_takes_the_best_score_then_skips_its_near_duplicates():
 
 def test_zcore_coverage_skips_high_scores_that_are_already_labeled():
     scores, _ = _near_duplicate_top_scores()
-    labeled, _ = _blobs([CENTRES[3]], per_blob=3, seed=1)
+    labeled, _ = blobs([CENTRES[3]], per_blob=3, seed=1)
     plan = planner.plan_batch(
         POOL, 1, coverage_method="zcore", coverage_scores=scores, labeled_embeddings=labeled
     )

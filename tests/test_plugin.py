@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import fiftyone as fo
 import fiftyone.operators as foo
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
-from fo_helpers import PLUGIN, delegated_worker, run_operator, unique_name, uri, wait_for_delegated
+from fo_helpers import PLUGIN, queue_operator, run_on_worker, run_operator, unique_name, uri
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,15 +71,8 @@ def test_load_demo_dataset_keeps_an_existing_dataset_without_overwrite():
 @pytest.mark.slow
 def test_load_demo_dataset_completes_on_a_delegated_worker():
     name = unique_name("demo-delegated")
-    queued = foo.execute_operator(
-        uri("load_demo_dataset"),
-        ctx={"params": {"name": name, "num_scenes": 4, "seed": 9}},
-        request_delegation=True,
-    )
-    op_id = queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
-    with delegated_worker() as (worker, log_path):
-        doc = wait_for_delegated(op_id, log_path=log_path)
-        assert worker.poll() is None, "the worker exited instead of serving the queue"
+    op_id = queue_operator("load_demo_dataset", {"name": name, "num_scenes": 4, "seed": 9})
+    doc = run_on_worker(op_id)
     assert doc.run_state == ExecutionRunState.COMPLETED, doc.result
     dataset = fo.load_dataset(name)
     assert len(dataset.distinct("group.id")) == 4

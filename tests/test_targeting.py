@@ -4,15 +4,7 @@ import numpy as np
 import pytest
 
 from annoloop.selection import targeting
-
-
-def _blobs(centres, per_blob, scale=0.05, seed=0):
-    """Rows scattered tightly around each centre; returns (rows, blob label per row)."""
-    rng = np.random.default_rng(seed)
-    centres = np.asarray(centres, dtype=np.float32)
-    rows = np.repeat(centres, per_blob, axis=0)
-    rows += rng.normal(scale=scale, size=rows.shape).astype(np.float32)
-    return rows, np.repeat(np.arange(len(centres)), per_blob)
+from array_helpers import blobs
 
 
 def test_nearest_rows_match_brute_force_across_many_blocks():
@@ -60,7 +52,7 @@ def test_non_positive_kind_weight_is_rejected():
 
 
 def test_fn_failure_gets_three_picks_for_each_fp_pick():
-    pool, blob = _blobs([[0, 0], [10, 10]], per_blob=100)
+    pool, blob = blobs([[0, 0], [10, 10]], per_blob=100)
     queries = np.array([[0, 0], [10, 10]], dtype=np.float32)
     weights = targeting.failure_weights(["fn", "fp"])
     result = targeting.select_targets(pool, queries, weights, 40)
@@ -69,7 +61,7 @@ def test_fn_failure_gets_three_picks_for_each_fp_pick():
 
 
 def test_each_failure_takes_its_nearest_free_rows_in_order():
-    pool, _ = _blobs([[0, 0]], per_blob=200)
+    pool, _ = blobs([[0, 0]], per_blob=200)
     query = np.array([[0.01, -0.02]], dtype=np.float32)
     result = targeting.select_targets(pool, query, np.ones(1), 15)
     distances = np.linalg.norm(pool.astype(float) - query.astype(float), axis=1)
@@ -79,7 +71,7 @@ def test_each_failure_takes_its_nearest_free_rows_in_order():
 
 def test_near_duplicate_failures_cannot_crowd_out_the_others():
     centres = [[0, 0], [10, 0], [0, 10], [10, 10], [-10, 0], [0, -10]]
-    pool, blob = _blobs(centres, per_blob=50)
+    pool, blob = blobs(centres, per_blob=50)
     rng = np.random.default_rng(3)
     duplicates = np.zeros((70, 2), dtype=np.float32) + rng.normal(scale=1e-4, size=(70, 2))
     queries = np.concatenate([duplicates, np.asarray(centres[1:], dtype=np.float32)])
@@ -90,7 +82,7 @@ def test_near_duplicate_failures_cannot_crowd_out_the_others():
 
 def test_equal_weight_failures_each_get_a_pick_before_any_gets_a_second():
     centres = [[10.0 * i, 0] for i in range(8)]
-    pool, blob = _blobs(centres, per_blob=20)
+    pool, blob = blobs(centres, per_blob=20)
     queries = np.asarray(centres, dtype=np.float32)
     result = targeting.select_targets(pool, queries, np.ones(8), 12)
     assert sorted(blob[result.indices[:8]].tolist()) == list(range(8))
@@ -98,7 +90,7 @@ def test_equal_weight_failures_each_get_a_pick_before_any_gets_a_second():
 
 
 def test_share_comes_back_short_when_neighbour_lists_run_dry():
-    pool, _ = _blobs([[0, 0], [10, 10]], per_blob=30)
+    pool, _ = blobs([[0, 0], [10, 10]], per_blob=30)
     queries = np.array([[0, 0], [10, 10]], dtype=np.float32)
     result = targeting.select_targets(pool, queries, np.ones(2), 20, neighbors_per_query=3)
     assert len(result.indices) == 6
@@ -106,7 +98,7 @@ def test_share_comes_back_short_when_neighbour_lists_run_dry():
 
 
 def test_select_targets_never_picks_a_non_candidate_row():
-    pool, _ = _blobs([[0, 0]], per_blob=100)
+    pool, _ = blobs([[0, 0]], per_blob=100)
     candidates = np.arange(0, 100, 2)
     result = targeting.select_targets(
         pool, np.zeros((3, 2)), np.ones(3), 20, candidates=candidates
@@ -134,7 +126,7 @@ def test_candidates_outside_the_pool_are_rejected():
 
 def test_equal_weight_failures_are_served_in_the_callers_order():
     centres = [[10.0 * i, 0] for i in range(8)]
-    pool, blob = _blobs(centres, per_blob=20)
+    pool, blob = blobs(centres, per_blob=20)
     queries = np.asarray(centres[::-1], dtype=np.float32)  # most important failure first
     result = targeting.select_targets(pool, queries, np.ones(8), 3)
     assert blob[result.indices].tolist() == [7, 6, 5]
@@ -143,7 +135,7 @@ def test_equal_weight_failures_are_served_in_the_callers_order():
 
 def test_failures_the_schedule_cannot_reach_do_not_change_the_picks():
     centres = [[10.0 * i, 0] for i in range(6)]
-    pool, _ = _blobs(centres, per_blob=20)
+    pool, _ = blobs(centres, per_blob=20)
     fn = np.asarray(centres[:5], dtype=np.float32)
     fp = np.random.default_rng(4).uniform(-5, 55, size=(500, 2)).astype(np.float32)
     alone = targeting.select_targets(pool, fn, np.full(5, 3.0), 5)

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 import fiftyone as fo
-import fiftyone.operators as foo
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
 from annoloop.training import runs
@@ -27,7 +26,7 @@ from annoloop.training.constants import (
 )
 from annoloop.training.export import export_yolo
 from annoloop.training.views import frozen_media, real_paths
-from fo_helpers import delegated_worker, run_operator, unique_name, uri, wait_for_delegated
+from fo_helpers import queue_operator, run_on_worker, run_operator, unique_name
 
 SIZE = (96, 64)
 TINY_TRAINING = {"slice": "left", "epochs": 1, "imgsz": 64, "batch": 8, "delegate": False}
@@ -292,15 +291,8 @@ def test_a_training_that_fails_leaves_a_failed_run_not_a_finished_one(tiny, tmp_
 
 @pytest.mark.slow
 def test_train_detector_completes_on_a_delegated_worker(tiny):
-    queued = foo.execute_operator(
-        uri("train_detector"),
-        ctx={"dataset": tiny.name, "params": {**TINY_TRAINING, "run_name": "worker", "delegate": True}},
-        request_delegation=True,
-    )
-    op_id = queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
-    with delegated_worker() as (worker, log_path):
-        doc = wait_for_delegated(op_id, log_path=log_path)
-        assert worker.poll() is None, "the worker exited instead of serving the queue"
+    params = {**TINY_TRAINING, "run_name": "worker", "delegate": True}
+    doc = run_on_worker(queue_operator("train_detector", params, dataset=tiny.name))
     assert doc.run_state == ExecutionRunState.COMPLETED, doc.result
     tiny.reload()  # the worker wrote the record; this process's copy is stale
     record = runs.get_run(tiny, "worker")

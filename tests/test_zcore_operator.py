@@ -19,7 +19,7 @@ from annoloop.selection.scoring import (
     zcore_run_key,
 )
 from annoloop.selection.zcore import ZCoreParams, zcore_scores
-from fo_helpers import delegated_worker, run_operator, unique_name, uri, wait_for_delegated
+from fo_helpers import queue_operator, run_on_worker, run_operator, unique_name, uri
 
 NUM_SCENES = 12
 SLICES = ("left", "right", "pcd")
@@ -303,15 +303,7 @@ def test_the_form_offers_the_vector_fields_and_the_papers_defaults(embedded):
 @pytest.mark.slow
 def test_compute_zcore_completes_on_a_delegated_worker(pool):
     pool.persistent = True  # the worker is another process
-    queued = foo.execute_operator(
-        uri("compute_zcore"),
-        ctx={"dataset": pool, "params": {**SMALL, "delegate": True}},
-        request_delegation=True,
-    )
-    op_id = queued.result["id"] if isinstance(queued.result, dict) else queued.result.id
-    with delegated_worker() as (worker, log_path):
-        doc = wait_for_delegated(op_id, log_path=log_path)
-        assert worker.poll() is None, "the worker exited instead of serving the queue"
+    doc = run_on_worker(queue_operator("compute_zcore", {**SMALL, "delegate": True}, dataset=pool))
     assert doc.run_state == ExecutionRunState.COMPLETED, doc.result
     pool.reload()
     assert zcore_run(pool)["n"] == NUM_SCENES
