@@ -11,7 +11,8 @@ the caller can count such off-schema outputs instead of writing them.
 Adding a model is one small module with two functions, ``resolve_checkpoint(checkpoint,
 dataset)`` (cheap: finds the weights or raises a ``ValueError`` saying where it looked) and a
 loader ``load_<name>(checkpoint, *, device, half, **options)`` returning a
-:class:`ZeroShotDetector`, plus one :class:`ModelSpec` line in :data:`MODELS`. Modules are
+:class:`ZeroShotDetector` subclass (it implements ``_detect``; the base class checks the
+input), plus one :class:`ModelSpec` line in :data:`MODELS`. Modules are
 imported only when their model is used, so listing models costs nothing.
 
 Weights are never downloaded: a Hugging Face checkpoint is a local directory or a hub id
