@@ -38,30 +38,37 @@ def summarize_demo(dataset) -> None:
 def cmd_loop(args: argparse.Namespace) -> int:
     import fiftyone as fo
 
-    from .loop.demo_loop import LoopConfig, run_demo_loop
-    from .loop.report import ledger_table, timing_table, write_report
+    from .loop.demo_loop import config_from_arguments, run_demo_loop
+    from .loop.report import comparison_table, ledger_table, timing_table, write_report
 
-    config = LoopConfig(
+    out_dir = os.path.join(args.out, args.name)
+    os.makedirs(out_dir, exist_ok=True)
+    log_file = os.path.join(out_dir, "loop.log")
+    open(log_file, "w").close()
+    config = config_from_arguments(
+        args,
         name=args.name,
-        scenes=args.scenes,
-        rounds=args.rounds,
-        budget=args.budget,
-        epochs=args.epochs,
-        imgsz=args.imgsz,
         seed=args.seed,
+        strategies=tuple(args.strategies.split(",")),
+        log_file=log_file,
     )
-    result = run_demo_loop(config)
+    print(f"Training and FiftyOne output goes to {log_file}")
+    result = run_demo_loop(config, log=lambda line: print(line, flush=True))
     summarize_demo(fo.load_dataset(args.name))
     print("\nLedger (same label budget per strategy; test mAP on the frozen test set)\n")
     print(ledger_table(result))
+    print("\nComparison at equal labels (frozen test set; one seed)\n")
+    print(comparison_table(result))
     print("\nSeconds per stage\n")
     print(timing_table(result))
-    paths = write_report(result, os.path.join(args.out, args.name))
+    paths = write_report(result, out_dir)
     print("\nWrote " + ", ".join(paths))
+    others = [f"'{args.name}-{s}'" for s in config.strategies[1:]]
     print(
         "\nNext steps"
         f"\n  Open it in the App:   bash scripts/run.sh fiftyone app launch {args.name}"
-        f"\n  (the random baseline is the dataset '{args.name}-random')"
+        + (f"\n  (the other strategies are the datasets {', '.join(others)})" if others else "")
+        + "\n  Several seeds, every strategy: bash scripts/run.sh python benchmarks/bench_loop.py"
         "\n  Start a worker:       bash scripts/worker.sh   (runs scheduled annoloop operations)"
         f"\n  Database:             {fo.config.database_uri or 'embedded (FiftyOne default)'}"
     )
@@ -69,19 +76,20 @@ def cmd_loop(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .loop.demo_loop import LoopConfig as LoopDefaults
+    from .loop.demo_loop import DEFAULT_STRATEGIES, STRATEGY_PLANS, add_config_arguments
 
     parser = argparse.ArgumentParser(prog="annoloop", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     loop = sub.add_parser("loop", help="build the demo dataset and run the loop on it")
     loop.add_argument("--name", default="annoloop-demo", help="dataset name (replaced if it exists)")
-    loop.add_argument("--scenes", type=int, default=200, help="number of scenes (groups)")
     loop.add_argument("--seed", type=int, default=51)
-    loop.add_argument("--rounds", type=int, default=LoopDefaults.rounds, help="labeling rounds per strategy")
-    loop.add_argument("--budget", type=int, default=LoopDefaults.budget, help="scenes labeled per round")
-    loop.add_argument("--epochs", type=int, default=LoopDefaults.epochs, help="YOLO epochs per round")
-    loop.add_argument("--imgsz", type=int, default=LoopDefaults.imgsz, help="YOLO image size")
-    loop.add_argument("--out", default="runs", help="folder for the plots and result.json")
+    add_config_arguments(loop)
+    loop.add_argument(
+        "--strategies",
+        default=",".join(DEFAULT_STRATEGIES),
+        help=f"comma-separated, from: {', '.join(STRATEGY_PLANS)}",
+    )
+    loop.add_argument("--out", default="runs", help="folder for the plots, result.json and loop.log")
     loop.set_defaults(func=cmd_loop)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -7,6 +7,7 @@ decoding is excluded) in batches of ``--batch-size``:
 * a randomly initialised DINOv2-small-sized ViT (ViT-S/14 at 224 px: hidden 384, 12 layers,
   6 heads) through the Hugging Face runner; random weights cost what trained ones do;
 * the Ultralytics ``yolov8n.yaml`` backbone (random init), letterboxed to ``--imgsz``;
+* ``efficientnet_lite0`` (ImageNet-pretrained, 224 px; needs its pip packages);
 
 and point clouds per second of the ``fpfh-geometry`` descriptor on simulated sweeps.
 One warm-up batch runs before each timed model. Prints a markdown table.
@@ -26,7 +27,7 @@ import time
 
 import numpy as np
 
-MODELS = ("baseline", "dinov2-s", "yolo")
+MODELS = ("baseline", "dinov2-s", "yolo", "efficientnet_lite0")
 
 
 def demo_data(num_images: int, num_clouds: int, image_size: tuple[int, int], seed: int):
@@ -48,8 +49,8 @@ def demo_data(num_images: int, num_clouds: int, image_size: tuple[int, int], see
 def build(model: str, imgsz: int, workdir: str):
     from annoloop.selection.embeddings.models import load_image_model
 
-    if model == "baseline":
-        return load_image_model("baseline")
+    if model in ("baseline", "efficientnet_lite0"):  # built-in specs, nothing to build
+        return load_image_model(model)
     if model == "dinov2-s":
         from transformers import Dinov2Config, Dinov2Model
 

@@ -17,9 +17,14 @@ lowest validation recall after round 1 (the classes the failures point at), mean
 the seeds; for both coverage methods (``kcenter``, and ``zcore`` scores from
 ``selection.zcore`` when that module exists). The baseline is measured in the same run.
 
+With ``--model`` (a ``load_image_model`` spec such as ``efficientnet_lite0``), the planner and
+the failure queries work in that model's embedding of the digits as ``--image-size`` RGB
+images instead of in pixel space; the learner still reads the pixels.
+
 Usage::
 
     PYTHONPATH=/tmp/annoloop_pkg python benchmarks/bench_planner_digits.py [--seeds 10]
+    python -m benchmarks.bench_planner_digits --model efficientnet_lite0   # from the repo root
 """
 
 from __future__ import annotations
@@ -46,9 +51,12 @@ def _train(x: np.ndarray, y: np.ndarray) -> LogisticRegression:
     return LogisticRegression(max_iter=2000).fit(x, y)
 
 
-def _failures(model, x_val, y_val, x_lab, y_lab) -> dict:
-    """Validation errors as fn queries plus one confusion query per confused class pair."""
-    pred = model.predict(x_val)
+def _failures(pred, y_val, x_val, x_lab, y_lab) -> dict:
+    """Validation errors as fn queries plus one confusion query per confused class pair.
+
+    ``pred`` are the model's validation predictions; ``x_val`` and ``x_lab`` the embeddings
+    of the validation and labeled rows, where the queries live.
+    """
     wrong = np.flatnonzero(pred != y_val)
     embeddings = [x_val[i] for i in wrong]
     kinds = ["fn"] * len(wrong)
@@ -70,33 +78,40 @@ def _zcore_scores(pool: np.ndarray, seed: int, n_sample: int) -> np.ndarray:
     return zcore.zcore_scores(pool, zcore.ZCoreParams(n_sample=n_sample, seed=seed))
 
 
-def _run_seed(x, y, seed: int, method: str, args: argparse.Namespace) -> dict:
-    """Test accuracy and worst-3 recall after round 2 for each strategy, one seed."""
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=0.3, stratify=y, random_state=seed
+def _run_seed(x, y, z, seed: int, method: str, args: argparse.Namespace) -> dict:
+    """Test accuracy and worst-3 recall after round 2 for each strategy, one seed.
+
+    ``x`` is what the learner reads (pixels), ``z`` what the planner and the failure queries
+    work in (the same pixels, or an image model's embeddings of them).
+    """
+    rows_rest, rows_test = train_test_split(
+        np.arange(len(y)), test_size=0.3, stratify=y, random_state=seed
     )
-    x_pool, x_val, y_pool, y_val = train_test_split(
-        x_rest, y_rest, test_size=2 / 7, stratify=y_rest, random_state=seed
+    rows_pool, rows_val = train_test_split(
+        rows_rest, test_size=2 / 7, stratify=y[rows_rest], random_state=seed
     )
+    x_pool, x_val, x_test = x[rows_pool], x[rows_val], x[rows_test]
+    y_pool, y_val, y_test = y[rows_pool], y[rows_val], y[rows_test]
+    z_pool, z_val = z[rows_pool], z[rows_val]
     batch = round(args.batch_fraction * len(x_pool))
-    scores = _zcore_scores(x_pool, seed, args.zcore_samples) if method == "zcore" else None
+    scores = _zcore_scores(z_pool, seed, args.zcore_samples) if method == "zcore" else None
     common = dict(coverage_method=method, coverage_scores=scores, seed=seed)
 
-    first = planner.plan_batch(x_pool, batch, round_index=0, **common).indices
+    first = planner.plan_batch(z_pool, batch, round_index=0, **common).indices
     model = _train(x_pool[first], y_pool[first])
     val_recall = recall_score(y_val, model.predict(x_val), average=None, labels=range(10))
     worst = np.argsort(val_recall, kind="stable")[:3]
-    failures = _failures(model, x_val, y_val, x_pool[first], y_pool[first])
-    after_round_one = dict(labeled_embeddings=x_pool[first], excluded=first, **common)
+    failures = _failures(model.predict(x_val), y_val, z_val, z_pool[first], y_pool[first])
+    after_round_one = dict(labeled_embeddings=z_pool[first], excluded=first, **common)
 
     rng = np.random.default_rng(seed)
     second = {
         "random": rng.choice(np.setdiff1d(np.arange(len(x_pool)), first), batch, replace=False),
         "coverage only": planner.plan_batch(
-            x_pool, batch, coverage_fraction=1.0, **after_round_one
+            z_pool, batch, coverage_fraction=1.0, **after_round_one
         ).indices,
         "30/70 plan": planner.plan_batch(
-            x_pool, batch, round_index=2, **failures, **after_round_one
+            z_pool, batch, round_index=2, **failures, **after_round_one
         ).indices,
     }
     out = {"round 1 only": _evaluate(model, x_test, y_test, worst)}
@@ -125,15 +140,23 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="number of seeds (>= 5)")
     parser.add_argument("--batch-fraction", type=float, default=0.05, help="batch / pool size")
     parser.add_argument("--zcore-samples", type=int, default=50_000, help="ZCore n_sample")
+    parser.add_argument("--model", help="plan in this image model's embeddings, not pixels")
+    parser.add_argument("--image-size", type=int, default=64, help="digit image side for --model")
     args = parser.parse_args()
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
+    z, space = x, "pixels"
+    if args.model:
+        from benchmarks.bench_coverage_digits import embed_digits
+
+        z, name, seconds = embed_digits(args.model, args.image_size)
+        space = f"{name} embeddings ({z.shape[1]}-d, {seconds:.0f} s)"
     methods = ["kcenter"] + (["zcore"] if zcore is not None else [])
-    results = {m: [_run_seed(x, y, s, m, args) for s in range(args.seeds)] for m in methods}
+    results = {m: [_run_seed(x, y, z, s, m, args) for s in range(args.seeds)] for m in methods}
 
     first = results["kcenter"][0]
-    print(f"digits: {args.seeds} seeds, batch {first['batch']} rows per round "
+    print(f"digits, planning in {space}: {args.seeds} seeds, batch {first['batch']} rows per round "
           f"({args.batch_fraction:.0%} of the pool), failures per seed "
           f"{np.mean([r['n_failures'] for r in results['kcenter']]):.1f} (kcenter round 1)\n")
     if zcore is None:

@@ -2,13 +2,15 @@
 
 Builds the grouped demo dataset (``--scenes`` scenes, default 400; about 10 % at night),
 embeds its ``left`` camera images with :func:`annoloop.selection.embed.compute_embeddings`
-(the weight-free baseline model), then for each of ``--seeds`` seeds, on a fresh copy:
+(``--model``: the weight-free baseline by default, or any ``load_image_model`` spec such as
+``efficientnet_lite0``), then for each of ``--seeds`` seeds, on a fresh copy:
 
-1. freezes a test split: ``--test-fraction`` of the day scenes and of the night scenes,
-   tagged ``split:test`` on every slice, ground truth copied from the ``oracle``;
-2. fabricates a model that is blind at night: its predictions on the test set are the
+1. freezes a mining split (the frozen split whose failures targeting may use; the test
+   split's may not): ``--test-fraction`` of the day scenes and of the night scenes, tagged
+   ``split:mining`` on every slice, ground truth copied from the ``oracle``;
+2. fabricates a model that is blind at night: its predictions on the mining split are the
    oracle's boxes by day and nothing at night, evaluated with the real
-   :func:`annoloop.training.evaluate.evaluate_test_set` (so every failure is a false
+   :func:`annoloop.training.evaluate.evaluate_split` (so every failure is a false
    negative on a night scene);
 3. plans a ``--budget`` batch with :func:`annoloop.selection.batches.plan_batch`
    (dry run, ``--coverage-fraction`` coverage, the rest targeting) and, as the baseline, a
@@ -22,6 +24,7 @@ Usage (``annoloop`` importable, e.g. after ``source scripts/env.sh``)::
 
     python benchmarks/bench_targeting_demo.py                        # 400 scenes, 5 seeds
     python benchmarks/bench_targeting_demo.py --scenes 100 --seeds 2 --budget 20
+    python benchmarks/bench_targeting_demo.py --model efficientnet_lite0
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ import uuid
 import numpy as np
 
 
-def freeze_test_split(dataset, fraction: float, rng: np.random.Generator) -> None:
-    """Tag a share of the day and of the night scenes ``split:test``; copy their oracle."""
-    from annoloop.training.constants import TEST_SPLIT_TAG
+def freeze_mining_split(dataset, fraction: float, rng: np.random.Generator) -> None:
+    """Tag a share of the day and of the night scenes ``split:mining``; copy their oracle."""
+    from annoloop.training.constants import MINING_SPLIT_TAG
 
     left = dataset.select_group_slices("left")
     groups, times = left.values(["group.id", "time_of_day"])
@@ -49,19 +52,19 @@ def freeze_test_split(dataset, fraction: float, rng: np.random.Generator) -> Non
         test.extend(rng.choice(members, size=count, replace=False).tolist())
     frozen = dataset.select_groups(test)
     for name in dataset.group_slices:
-        frozen.select_group_slices(name).tag_samples(TEST_SPLIT_TAG)
+        frozen.select_group_slices(name).tag_samples(MINING_SPLIT_TAG)
     frozen_left = frozen.select_group_slices("left")
     frozen_left.set_values("ground_truth", frozen_left.values("oracle"))
 
 
 def blind_at_night(dataset) -> None:
-    """Predictions on the test set: the oracle by day, nothing at night; then evaluate."""
+    """Predictions on the mining split: the oracle by day, nothing at night; evaluated."""
     import fiftyone as fo
 
-    from annoloop.training.evaluate import evaluate_test_set
-    from annoloop.training.views import test_set
+    from annoloop.training.evaluate import evaluate_split
+    from annoloop.training.views import split_set
 
-    test = test_set(dataset, "left")
+    test = split_set(dataset, "left", "mining")
     oracle, times = test.values(["oracle", "time_of_day"])
     predictions = []
     for labels, time_of_day in zip(oracle, times):
@@ -75,7 +78,9 @@ def blind_at_night(dataset) -> None:
             )
         )
     test.set_values("predictions", predictions)
-    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    evaluate_split(
+        dataset, "predictions", split="mining", slice_name="left", eval_key="eval_mining"
+    )
 
 
 def night_fraction(night: dict, units) -> float:
@@ -89,7 +94,7 @@ def run_seed(base, seed: int, args) -> dict:
     rng = np.random.default_rng(seed)
     dataset = base.clone(f"{base.name}-seed{seed}")
     try:
-        freeze_test_split(dataset, args.test_fraction, rng)
+        freeze_mining_split(dataset, args.test_fraction, rng)
         blind_at_night(dataset)
         left = dataset.select_group_slices("left")
         groups, times = left.values(["group.id", "time_of_day"])
@@ -104,7 +109,7 @@ def run_seed(base, seed: int, args) -> dict:
             dry_run=True,
         )
         seconds = time.perf_counter() - started
-        pool = left.match_tags("split:test", bool=False).values("group.id")
+        pool = left.match_tags("split:mining", bool=False).values("group.id")
         targeted = [u for u, s in zip(plan["ids"], plan["sources"]) if s == "targeting"]
         covered = [u for u, s in zip(plan["ids"], plan["sources"]) if s == "coverage"]
         random_pick = rng.choice(pool, size=len(targeted), replace=False)
@@ -133,8 +138,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="test splits / random picks")
     parser.add_argument("--budget", type=int, default=40, help="scenes per batch")
     parser.add_argument("--coverage-fraction", type=float, default=0.3)
-    parser.add_argument("--test-fraction", type=float, default=0.25)
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.25, help="share of scenes in the mining split"
+    )
     parser.add_argument("--demo-seed", type=int, default=51, help="seed of the demo scenes")
+    parser.add_argument("--model", default="baseline", help="image model spec for the embeddings")
     args = parser.parse_args(argv)
 
     from annoloop.demo.dataset import load_demo_dataset
@@ -147,7 +155,9 @@ def main(argv=None) -> None:
     built = time.perf_counter() - started
     try:
         started = time.perf_counter()
-        summary = compute_embeddings(dataset, slices=["left"], group_field=None)
+        summary = compute_embeddings(
+            dataset, slices=["left"], model=args.model, group_field=None
+        )
         embedded = time.perf_counter() - started
         rows = [run_seed(dataset, seed, args) for seed in range(args.seeds)]
     finally:
@@ -157,8 +167,8 @@ def main(argv=None) -> None:
     print(
         f"\n{args.scenes} demo scenes (built in {built:.1f} s), left images embedded with "
         f"{summary['model']} (dim {summary['slices']['left']['dim']}, {embedded:.1f} s); "
-        f"budget {args.budget}, coverage fraction {args.coverage_fraction}, test fraction "
-        f"{args.test_fraction}; failures = false negatives on night test scenes\n"
+        f"budget {args.budget}, coverage fraction {args.coverage_fraction}, mining fraction "
+        f"{args.test_fraction}; failures = false negatives on night mining scenes\n"
     )
     print(
         "| seed | pool scenes | night in pool | failure queries | targeting picks "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from .efficiency import label_efficiency
+
 
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -13,17 +15,48 @@ def _fmt(value, digits: int = 3) -> str:
 def ledger_table(result: dict) -> str:
     """Markdown table: one row per strategy and round."""
     lines = [
-        "| strategy | round | batch | coverage / targeting | train images | quarantined "
-        "| golden recall | alarms | test mAP | night recall |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        "| strategy | round | batch | coverage / targeting | labels | train images "
+        "| quarantined | golden recall | alarms | test mAP | night recall | state |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for strategy, run in result["strategies"].items():
         for r in run["rounds"]:
             lines.append(
                 f"| {strategy} | {r['round']} | {r['batch']} | {r['n_coverage']} / {r['n_targeting']} "
-                f"| {r['train_images']} | {r['quarantined']} | {_fmt(golden_recall(r))} "
-                f"| {len(r['alarms'])} | {_fmt(r['map'], 4)} | {_fmt(r['night_recall'])} |"
+                f"| {r['labels']} | {r['train_images']} | {r['quarantined']} "
+                f"| {_fmt(golden_recall(r))} | {len(r['alarms'])} | {_fmt(r['map'], 4)} "
+                f"| {_fmt(r['night_recall'])} | {r.get('state') or '-'} |"
             )
+    return "\n".join(lines)
+
+
+def curve(run: dict, metric: str = "map") -> tuple[list[int], list[float]]:
+    """``(labels, metric)`` per round of one strategy's run (missing values as 0)."""
+    return [r["labels"] for r in run["rounds"]], [r.get(metric) or 0.0 for r in run["rounds"]]
+
+
+def comparison_table(result: dict, baseline: str = "random") -> str:
+    """Markdown table: each strategy's final test mAP and night recall, and the share of the
+    baseline's labels it needs to reach the baseline's final mAP."""
+    runs = result["strategies"]
+    base = runs.get(baseline)
+    lines = [
+        f"| strategy | labels | final test mAP | x {baseline} | final night recall "
+        f"| labels to reach {baseline}'s final mAP |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for strategy, run in runs.items():
+        final = run["rounds"][-1]
+        ratio = efficiency = None
+        if base is not None:
+            base_map = base["rounds"][-1]["map"]
+            ratio = final["map"] / base_map if base_map > 0 else None
+            efficiency = label_efficiency(*curve(run), *curve(base))
+        lines.append(
+            f"| {strategy} | {final['labels']} | {_fmt(final['map'], 4)} | {_fmt(ratio, 2)} "
+            f"| {_fmt(final['night_recall'])} "
+            f"| {'not reached' if base is not None and efficiency is None else _fmt(efficiency, 2)} |"
+        )
     return "\n".join(lines)
 
 
@@ -58,13 +91,16 @@ def write_report(result: dict, out_dir: str) -> list[str]:
     with open(paths[0], "w") as f:
         json.dump(result, f, indent=2, default=str)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for strategy, run in result["strategies"].items():
-        rounds = run["rounds"]
-        ax.plot([r["train_images"] for r in rounds], [r["map"] for r in rounds], "o-", label=strategy)
-    ax.set(xlabel="labeled training images", ylabel="test mAP", title="mAP against labels spent")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for metric, ax, title in (
+        ("map", axes[0], "test mAP"),
+        ("night_recall", axes[1], "test recall at night (the rare slice)"),
+    ):
+        for strategy, run in result["strategies"].items():
+            ax.plot(*curve(run, metric), "o-", label=strategy)
+        ax.set(xlabel="labeled scenes", ylabel=title, title=f"{title} against labels spent")
+        ax.grid(alpha=0.3)
+        ax.legend()
     paths.append(_save(fig, out_dir, "map_vs_labels.png"))
 
     rounds = result["strategies"].get("annoloop", {}).get("rounds", [])

@@ -9,6 +9,12 @@ from .common import AnnoloopOperator, progress_reporter
 DEFAULT_DEMO_NAME = "annoloop-demo"
 
 
+def _default_night_fraction() -> float:
+    from ..demo.scenes import SceneConfig
+
+    return SceneConfig().night_fraction
+
+
 class LoadDemoDataset(AnnoloopOperator):
     operator_name = "load_demo_dataset"
     operator_label = "annoloop: load demo dataset"
@@ -30,6 +36,14 @@ class LoadDemoDataset(AnnoloopOperator):
             label="Scenes",
             description="Each scene is a group: left + right camera and a point cloud",
         )
+        inputs.float(
+            "night_fraction",
+            default=_default_night_fraction(),
+            min=0.0,
+            max=1.0,
+            label="Night share",
+            description="Probability that a scene is shot at night (the rare slice)",
+        )
         inputs.int("seed", default=51, label="Seed", description="Same seed, same dataset")
         inputs.bool(
             "overwrite",
@@ -48,7 +62,9 @@ class LoadDemoDataset(AnnoloopOperator):
 
     def execute(self, ctx) -> dict:
         from ..demo.dataset import load_demo_dataset
+        from ..demo.scenes import SceneConfig
 
+        night_fraction = ctx.params.get("night_fraction")
         dataset = load_demo_dataset(
             name=ctx.params.get("name") or DEFAULT_DEMO_NAME,
             num_scenes=ctx.params.get("num_scenes", 200),
@@ -56,6 +72,7 @@ class LoadDemoDataset(AnnoloopOperator):
             media_dir=ctx.params.get("media_dir") or None,
             overwrite=bool(ctx.params.get("overwrite", False)),
             progress=progress_reporter(ctx),
+            scene_config=None if night_fraction is None else SceneConfig(night_fraction=night_fraction),
         )
         ctx.trigger("open_dataset", {"dataset": dataset.name})
         return {

@@ -1,9 +1,10 @@
 """Operators for the curate step: compute embeddings, then lay them out for the App.
 
-``compute_embeddings`` embeds the target view's camera images (an image model; the
-weight-free baseline by default), point clouds (the FPFH + geometry descriptor), objects
-(patches, optional) and scenes (grouped datasets); see :mod:`..selection.embed`. It is
-delegated by default: on a large pool it takes a while.
+``compute_embeddings`` embeds the target view's camera images (an image model: the
+weight-free baseline by default, ImageNet-pretrained EfficientNet-Lite0 with its pip package
+installed, or a checkpoint of the user's), point clouds (the FPFH + geometry descriptor),
+objects (patches, optional) and scenes (grouped datasets); see :mod:`..selection.embed`. It
+is delegated by default: on a large pool it takes a while.
 
 ``compute_visualization`` runs FiftyOne Brain's ``compute_visualization`` on one slice's
 stored embeddings (sample, scene or patch level), so the App's Embeddings panel can plot
@@ -22,14 +23,20 @@ import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD, IMAGE, POINT_CLOUD
+from ..selection.embeddings.models import EFFICIENTNET_LITE0
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
 MODEL_KINDS = {
     "baseline": "Baseline (colour + gradient histograms; no weights, offline)",
+    EFFICIENTNET_LITE0: (
+        "EfficientNet-Lite0, ImageNet-pretrained (weights ship in a pip package; offline)"
+    ),
     "hf": "Hugging Face checkpoint (CLIP, SigLIP, DINOv2, ViT): hub id or local directory",
     "ultralytics": "Ultralytics YOLO backbone: a .pt checkpoint or a model .yaml",
     "zoo": "FiftyOne zoo model (its weights must already be downloaded)",
 }
+#: Kinds that name one model, so they need no ``model_path``.
+_SELF_CONTAINED_KINDS = ("baseline", EFFICIENTNET_LITE0)
 VIZ_METHODS = ("pca", "tsne", "umap")
 _PREFERRED_PATCH_FIELDS = ("ground_truth", "oracle")
 
@@ -66,8 +73,8 @@ def model_spec(kind: str, path: str | None) -> str:
     """The :func:`~..selection.embeddings.models.load_image_model` spec for a form choice."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"model_kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
-    if kind == "baseline":
-        return "baseline"
+    if kind in _SELF_CONTAINED_KINDS:
+        return kind
     path = (path or "").strip()
     if not path:
         raise ValueError(
@@ -113,7 +120,7 @@ class ComputeEmbeddings(AnnoloopOperator):
             "model_kind", kinds.values(), default="baseline", label="Image model", view=kinds
         )
         kind = ctx.params.get("model_kind", "baseline")
-        if kind != "baseline":
+        if kind not in _SELF_CONTAINED_KINDS:
             inputs.str(
                 "model_path",
                 required=True,

@@ -1,8 +1,10 @@
 """Operator for the plan step: pick the next batch to label (coverage + targeting).
 
-``plan_batch`` splits a budget between coverage of the unlabeled pool and targeting of the
-current model's failures (false negatives first), following the round schedule (cold start
-all coverage, then toward 30 % coverage / 70 % targeting) unless a fraction is given. It
+``plan_batch`` splits a budget between coverage of the unlabeled pool and targeting, following
+the round schedule (cold start all coverage, then toward 30 % coverage / 70 % targeting)
+unless a fraction is given. Targeting serves the current model's failures in an evaluation
+(false negatives first) or, needing no labels, its uncertainty on the pool (the confidences
+of its predictions there, from ``apply_detector`` with target ``"pool"``). It
 tags the picks ``batch:vN`` + ``source:*`` on every slice, records why each was picked,
 saves the view ``batch_vN`` and a plan record; a dry run only returns the plan. All the work
 and every check is in :mod:`..selection.batches`, before anything is written.
@@ -14,11 +16,11 @@ import fiftyone.operators.types as types
 
 from ..selection import batches
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
+from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
 from ..selection.split_schedule import scheduled_coverage_fraction
-from ..training.constants import DEFAULT_GT_FIELD
+from ..training.constants import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-from .quality import _dropdown
+from .quality import _detections_fields, _dropdown
 
 _METHOD_HELP = {
     "kcenter": "k-center greedy over the embeddings (recommended)",
@@ -28,6 +30,13 @@ _METHOD_HELP = {
     ),
     "random": "Uniformly random (seeded): the baseline that follows the pool's frequencies",
 }
+_SOURCE_HELP = {
+    "failures": "Neighbours of the failures in the latest evaluation (false negatives first)",
+    "uncertainty": (
+        "Pool samples the model's predictions are least sure about (no labels needed; "
+        "needs its predictions on the pool)"
+    ),
+}
 
 
 class PlanBatch(AnnoloopOperator):
@@ -35,7 +44,9 @@ class PlanBatch(AnnoloopOperator):
 
     operator_name = "plan_batch"
     operator_label = "annoloop: plan next batch"
-    operator_description = "Pick the next batch to label: pool coverage + neighbours of failures"
+    operator_description = (
+        "Pick the next batch to label: pool coverage + the model's failures or uncertainty"
+    )
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -76,42 +87,26 @@ class PlanBatch(AnnoloopOperator):
             description="Scenes (grouped datasets) or samples to pick",
         )
 
-        evaluations = batches.detection_evaluations(dataset)
-        eval_key = params.get("eval_key")
-        if eval_key not in evaluations:
-            eval_key = evaluations[-1] if evaluations else None
-        if eval_key is None:
-            inputs.view(
-                "no_evaluation",
-                types.Notice(label="No evaluation yet: the batch is all coverage (cold start)"),
-            )
+        sources = types.RadioGroup()
+        for name in TARGETING_SOURCES:
+            sources.add_choice(name, label=name, description=_SOURCE_HELP[name])
+        inputs.enum(
+            "targeting_source",
+            sources.values(),
+            default="failures",
+            label="Targeting source",
+            view=sources,
+        )
+        uncertainty = params.get("targeting_source") == "uncertainty"
+        if uncertainty:
+            if not _uncertainty_inputs(inputs, dataset, slice_name, params):
+                return types.Property(inputs)
+            eval_key = None
         else:
-            _dropdown(
-                inputs,
-                "eval_key",
-                evaluations,
-                eval_key,
-                "Failures from evaluation",
-                "Its false negatives, confusions and false positives are the targets",
-            )
-            config = dataset.get_evaluation_info(eval_key).config
-            inputs.bool(
-                "use_patches",
-                default=False,
-                label="Target failing objects",
-                description="Query with the failing objects' patch embeddings, not their samples'",
-            )
-            if params.get("use_patches"):
-                _dropdown(
-                    inputs,
-                    "patches_field",
-                    [config.gt_field, config.pred_field],
-                    config.gt_field,
-                    "Objects of",
-                    "Missed objects are in the ground truth, false positives in the predictions",
-                )
+            eval_key = _failure_inputs(inputs, dataset, params)
 
-        round_index = batches.default_round(dataset, eval_key is not None)
+        # Predictions on the pool come from a trained model: the cold start is over.
+        round_index = batches.default_round(dataset, eval_key is not None or uncertainty)
         scheduled = scheduled_coverage_fraction(round_index)
         inputs.bool(
             "use_schedule",
@@ -172,6 +167,9 @@ class PlanBatch(AnnoloopOperator):
         if use_schedule is None:  # SDK call: a given fraction is explicit
             use_schedule = p.get("coverage_fraction") is None
         patches_field = p.get("patches_field") if p.get("use_patches", True) else None
+        targeting_source = p.get("targeting_source") or "failures"
+        # The form keeps an evaluation chosen before switching to uncertainty: drop it.
+        failures = targeting_source == "failures"
         result = batches.plan_batch(
             ctx.target_view(),
             p.get("budget"),
@@ -179,9 +177,12 @@ class PlanBatch(AnnoloopOperator):
             batch_name=p.get("batch_name") or None,
             coverage_fraction=None if use_schedule else p.get("coverage_fraction"),
             coverage_method=p.get("coverage_method") or DEFAULT_COVERAGE_METHOD,
-            eval_key=p.get("eval_key") or None,
-            pred_field=p.get("pred_field") or None,
-            patches_field=patches_field or None,
+            targeting_source=targeting_source,
+            uncertainty_field=p.get("uncertainty_field") or DEFAULT_PRED_FIELD,
+            uncertainty_slice=p.get("uncertainty_slice") or None,
+            eval_key=(p.get("eval_key") or None) if failures else None,
+            pred_field=(p.get("pred_field") or None) if failures else None,
+            patches_field=(patches_field or None) if failures else None,
             round_index=p.get("round_index"),
             neighbors_per_failure=p.get("neighbors_per_failure"),
             seed=p.get("seed", 0),
@@ -199,7 +200,9 @@ class PlanBatch(AnnoloopOperator):
         outputs.str("batch", label="Batch")
         outputs.bool("dry_run", label="Dry run (nothing written)")
         outputs.int("round", label="Round")
+        outputs.str("targeting_source", label="Targeting source")
         outputs.str("eval_key", label="Failures from")
+        outputs.str("uncertainty_field", label="Uncertainty of")
         outputs.float("coverage_fraction", label="Coverage share")
         outputs.int("n_targeting", label="Targeting picks")
         outputs.int("n_coverage", label="Coverage picks")
@@ -209,3 +212,91 @@ class PlanBatch(AnnoloopOperator):
         outputs.list("picks", types.Object(), label="Picks", view=types.JSONView())
         return types.Property(outputs)
 
+
+def _failure_inputs(inputs: types.Object, dataset, params: dict) -> str | None:
+    """The evaluation whose failures are targeted (and its patch option); returns its key,
+    None (the form says so) when the dataset has no targetable detection evaluation (one of
+    the test split is never offered: see :func:`..selection.batches.targetable_evaluations`)."""
+    evaluations = batches.targetable_evaluations(dataset)
+    eval_key = params.get("eval_key")
+    if eval_key not in evaluations:
+        eval_key = evaluations[-1] if evaluations else None
+    if eval_key is None:
+        inputs.view(
+            "no_evaluation",
+            types.Notice(
+                label="No mining-split evaluation yet: the batch is all coverage (cold start). "
+                "Evaluate the model on the mining split to target its failures"
+            ),
+        )
+        return None
+    _dropdown(
+        inputs,
+        "eval_key",
+        evaluations,
+        eval_key,
+        "Failures from evaluation",
+        "Its false negatives, confusions and false positives are the targets",
+    )
+    config = dataset.get_evaluation_info(eval_key).config
+    inputs.bool(
+        "use_patches",
+        default=False,
+        label="Target failing objects",
+        description="Query with the failing objects' patch embeddings, not their samples'",
+    )
+    if params.get("use_patches"):
+        _dropdown(
+            inputs,
+            "patches_field",
+            [config.gt_field, config.pred_field],
+            config.gt_field,
+            "Objects of",
+            "Missed objects are in the ground truth, false positives in the predictions",
+        )
+    return eval_key
+
+
+def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, params) -> bool:
+    """The image slice and Detections field holding the model's pool predictions; False
+    (the form says what to run first) when there is no such field to choose."""
+    view = dataset
+    if dataset.media_type == "group":
+        images = batches.image_slices(dataset)
+        chosen = params.get("uncertainty_slice")
+        if chosen not in images:
+            chosen = batches.default_uncertainty_slice(dataset, slice_name)
+        if chosen is None:
+            inputs.view("no_image_slice", types.Warning(label="No image slice to predict on"))
+            return False
+        _dropdown(
+            inputs,
+            "uncertainty_slice",
+            images,
+            chosen,
+            "Predictions of slice",
+            "The camera slice whose predictions score a scene's uncertainty",
+        )
+        view = dataset.select_group_slices(chosen)
+    # The label field is unset on the pool by definition, so it cannot hold predictions.
+    label_field = params.get("label_field") or DEFAULT_GT_FIELD
+    fields = [f for f in _detections_fields(view) if f != label_field]
+    if not fields:
+        inputs.view(
+            "no_predictions",
+            types.Warning(
+                label="No predictions yet: apply the detector to the pool first "
+                "(apply_detector with target 'pool')"
+            ),
+        )
+        return False
+    default = DEFAULT_PRED_FIELD if DEFAULT_PRED_FIELD in fields else fields[0]
+    _dropdown(
+        inputs,
+        "uncertainty_field",
+        fields,
+        default,
+        "Predictions field",
+        "The model's detections on the pool; their confidences give each sample's uncertainty",
+    )
+    return True

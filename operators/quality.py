@@ -1,6 +1,6 @@
 """Operators for label quality: frozen splits, the schema gate and golden-set QA.
 
-``create_splits`` freezes a test set and a golden set (tags, saved views, golden labels,
+``create_splits`` freezes a test set, a mining set and a golden set (tags, saved views, golden labels,
 fingerprints). ``validate_labels`` checks a label field against its label schema and
 quarantines violations by tag. ``check_golden`` scores a batch of annotations against the
 golden labels and raises drift alarms. The work is in :mod:`..quality` (``frozen``,
@@ -56,7 +56,9 @@ def _slices_param(params) -> list[str] | None:
 class CreateSplits(AnnoloopOperator):
     operator_name = "create_splits"
     operator_label = "annoloop: create frozen splits"
-    operator_description = "Freeze a test set and a golden set by scene, stratified and seeded"
+    operator_description = (
+        "Freeze a test set, a mining set and a golden set by scene, stratified and seeded"
+    )
 
     def resolve_input(self, ctx) -> types.Property:
         from ..quality.frozen import DEFAULT_GOLDEN_FIELD, split_defaults
@@ -71,6 +73,14 @@ class CreateSplits(AnnoloopOperator):
             min=0.0,
             label="Test set",
             description="Share of the scenes in [0, 1), or a number of scenes",
+        )
+        inputs.float(
+            "mining",
+            default=0.1,
+            min=0.0,
+            label="Mining set",
+            description="Labeled validation scenes whose model failures the planner targets "
+            "(the test set only reports); share in [0, 1) or a number of scenes",
         )
         inputs.float(
             "golden",
@@ -117,7 +127,8 @@ class CreateSplits(AnnoloopOperator):
             types.String(),
             required=False,
             label="Frozen test fields",
-            description="Label fields of the test set to fingerprint (default: the source field)",
+            description="Label fields of the test and mining sets to fingerprint "
+            "(default: the source field)",
         )
         inputs.int("min_stratum_groups", default=3, min=1, label="Smallest stratum with a pick")
         inputs.bool(
@@ -127,7 +138,7 @@ class CreateSplits(AnnoloopOperator):
             description="Re-draw existing splits (changes which samples are frozen)",
         )
         self.add_execution_mode(ctx, inputs)
-        return types.Property(inputs, view=types.View(label="Create frozen test and golden splits"))
+        return types.Property(inputs, view=types.View(label="Create frozen splits"))
 
     def execute(self, ctx) -> dict:
         from ..quality.frozen import DEFAULT_GOLDEN_FIELD, create_splits
@@ -137,6 +148,7 @@ class CreateSplits(AnnoloopOperator):
             require_dataset(ctx),
             test=params.get("test", 0.1),
             golden=params.get("golden", 0.02),
+            mining=params.get("mining", 0.1),
             seed=params.get("seed", 0),
             strata_fields=params.get("strata_fields"),
             scene_field=params.get("scene_field") or None,

@@ -3,9 +3,11 @@
 ``train_detector`` exports the labeled, gate-passing, non-frozen samples of one camera
 slice and fine-tunes a YOLO detector (delegated by default: it takes minutes), recording a
 training run that is ``completed`` only once weights exist. ``apply_detector`` writes a
-run's predictions into a field, by default on the frozen test set. ``evaluate_model``
-evaluates those predictions on the frozen test set, leaves FiftyOne's per-sample and
-per-object tp/fp/fn on the dataset for the planner, and appends the round to the ledger.
+run's predictions into a field: on the frozen test set (for the ledger), the frozen mining
+set (for the planner's failure targeting) or the unlabeled pool (for uncertainty targeting).
+``evaluate_model`` evaluates those predictions on the test split (and appends the round to
+the ledger) or on the mining split (leaving FiftyOne's per-sample and per-object tp/fp/fn
+there for the planner to target; the test split's are never targeted).
 
 Each operator validates its parameters before it writes anything.
 """
@@ -20,16 +22,25 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..training import runs
-from ..training.constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from ..training.constants import (
+    DEFAULT_EVAL_KEY,
+    DEFAULT_GT_FIELD,
+    DEFAULT_PRED_FIELD,
+    MINING_EVAL_KEY,
+)
 from ..training.views import camera_slice, camera_slices
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 
 DEFAULT_MODEL = "yolov8n"
 TARGET_TEST = "test"
+TARGET_MINING = "mining"
+TARGET_POOL = "pool"
 TARGET_SLICE = "slice"
 TARGET_VIEW = "view"
 _TARGETS = {
-    TARGET_TEST: "Frozen test set of the slice (what evaluation needs)",
+    TARGET_TEST: "Frozen test set of the slice (what the ledger's evaluation needs)",
+    TARGET_MINING: "Frozen mining set of the slice (what failure targeting needs)",
+    TARGET_POOL: "Unlabeled pool of the slice (what uncertainty targeting needs)",
     TARGET_SLICE: "Every sample of the slice",
     TARGET_VIEW: "The current view's samples of the slice",
 }
@@ -73,6 +84,14 @@ class TrainDetector(AnnoloopOperator):
         )
         inputs.int("epochs", default=20, min=1, label="Epochs")
         inputs.int(
+            "steps",
+            required=False,
+            min=1,
+            label="Optimizer steps",
+            description="Size the run by steps instead of epochs: epochs = steps / batches "
+            "per epoch, so a small labeling round still trains enough",
+        )
+        inputs.int(
             "imgsz",
             default=_default_imgsz(dataset, slice_name),
             min=32,
@@ -87,7 +106,19 @@ class TrainDetector(AnnoloopOperator):
             label="Warm-up epochs",
             description="Learning-rate warm-up; 1 is enough when fine-tuning an earlier run",
         )
+        inputs.bool(
+            "rect",
+            default=False,
+            label="Rectangular batches",
+            description="Keep wide images' aspect ratio (small objects keep their pixels)",
+        )
         inputs.float("val_fraction", default=0.2, min=0.01, max=0.99, label="Validation share")
+        inputs.bool(
+            "val_each_epoch",
+            default=True,
+            label="Validate every epoch",
+            description="Off: validate once at the end (faster; best.pt is the last epoch)",
+        )
         inputs.int("seed", default=0, label="Seed")
         inputs.bool("overwrite", default=False, label="Overwrite a run of the same name")
         self.add_execution_mode(ctx, inputs)
@@ -113,6 +144,9 @@ class TrainDetector(AnnoloopOperator):
             val_fraction=params["val_fraction"],
             seed=params["seed"],
         )
+        if params["steps"]:
+            batches_per_epoch = math.ceil(len(exported.train_ids) / params["batch"])
+            params["epochs"] = max(1, math.ceil(params["steps"] / batches_per_epoch))
         with runs.training_run(dataset, params["run_name"], params, overwrite=params["overwrite"]):
             trained = train_yolo(
                 exported.yaml_path,
@@ -123,6 +157,9 @@ class TrainDetector(AnnoloopOperator):
                 imgsz=params["imgsz"],
                 batch=params["batch"],
                 warmup_epochs=params["warmup_epochs"],
+                rect=params["rect"],
+                mosaic=0.0 if params["rect"] else 1.0,
+                val_each_epoch=params["val_each_epoch"],
                 seed=params["seed"],
                 progress=lambda fraction, label: report(0.05 + 0.95 * fraction, label),
             )
@@ -203,7 +240,7 @@ class ApplyDetector(AnnoloopOperator):
         return types.Property(inputs, view=types.View(label="Apply a detector"))
 
     def execute(self, ctx) -> dict:
-        from ..training.views import test_set
+        from ..training.views import pool_set, split_set
         from ..training.yolo import predict_detections
 
         dataset = require_dataset(ctx)
@@ -222,7 +259,9 @@ class ApplyDetector(AnnoloopOperator):
             raise ValueError(f"target must be one of {sorted(_TARGETS)}; got {target!r}")
         imgsz = int(p.get("imgsz") or (run.params.get("imgsz") if run else 640))
         collection = {
-            TARGET_TEST: lambda: test_set(dataset, slice_name),
+            TARGET_TEST: lambda: split_set(dataset, slice_name, "test"),
+            TARGET_MINING: lambda: split_set(dataset, slice_name, "mining"),
+            TARGET_POOL: lambda: pool_set(dataset, slice_name),
             TARGET_SLICE: lambda: dataset,
             TARGET_VIEW: lambda: ctx.target_view(),
         }[target]()
@@ -260,7 +299,9 @@ class ApplyDetector(AnnoloopOperator):
 class EvaluateModel(AnnoloopOperator):
     operator_name = "evaluate_model"
     operator_label = "annoloop: evaluate model"
-    operator_description = "Evaluate predictions on the frozen test set and record the round"
+    operator_description = (
+        "Evaluate predictions on the frozen test set (the ledger) or mining set (targeting)"
+    )
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -274,7 +315,14 @@ class EvaluateModel(AnnoloopOperator):
         _slice_input(
             inputs, dataset, ctx.params.get("slice") or (run.params.get("slice") if run else None)
         )
-        inputs.str("eval_key", default=DEFAULT_EVAL_KEY, label="Evaluation key")
+        split_choices = types.RadioGroup()
+        split_choices.add_choice("test", label="Test set: report the round in the ledger")
+        split_choices.add_choice("mining", label="Mining set: failures for the planner to target")
+        inputs.enum(
+            "split", split_choices.values(), default="test", label="Split", view=split_choices
+        )
+        split = ctx.params.get("split") or "test"
+        inputs.str("eval_key", default=_split_eval_key(split), label="Evaluation key")
         inputs.float("iou", default=0.5, min=0.05, max=0.95, label="IoU threshold")
         names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
         if names:
@@ -293,12 +341,13 @@ class EvaluateModel(AnnoloopOperator):
             description="Ledger name of the batch this round added (default: the latest "
             "annotation batch in the run's training labels, else the run name)",
         )
-        inputs.bool("record", default=True, label="Record the round in the ledger")
+        if split == "test":
+            inputs.bool("record", default=True, label="Record the round in the ledger")
         self.add_execution_mode(ctx, inputs)
-        return types.Property(inputs, view=types.View(label="Evaluate on the frozen test set"))
+        return types.Property(inputs, view=types.View(label="Evaluate on a frozen split"))
 
     def execute(self, ctx) -> dict:
-        from ..training.evaluate import evaluate_test_set
+        from ..training.evaluate import evaluate_split
         from ..training.ledger import plateau_signal, record_round
 
         dataset = require_dataset(ctx)
@@ -309,21 +358,26 @@ class EvaluateModel(AnnoloopOperator):
         if run is not None and run.status != runs.STATUS_COMPLETED:
             raise ValueError(f"training run '{run.name}' is {run.status}, not completed")
         slice_name = _check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
-        record = bool(p.get("record", True))
+        split = p.get("split") or "test"
+        if split not in ("test", "mining"):
+            raise ValueError(f"split must be 'test' or 'mining'; got {split!r}")
+        # Only the test split reports: a mining evaluation is planner input, not a result.
+        record = split == "test" and bool(p.get("record", True))
         if record and run is None:
             raise ValueError("recording a round needs the training run that made the predictions")
 
-        summary = evaluate_test_set(
+        summary = evaluate_split(
             dataset,
             pred_field,
+            split=split,
             gt_field=p.get("gt_field") or DEFAULT_GT_FIELD,
             slice_name=slice_name,
-            eval_key=p.get("eval_key") or DEFAULT_EVAL_KEY,
+            eval_key=p.get("eval_key") or _split_eval_key(split),
             iou=float(p.get("iou", 0.5)),
         )
         result = {**summary.to_dict(), "run_name": run.name if run else None}
         if run is not None:
-            runs.update_outputs(dataset, run.name, {"test_metrics": summary.to_dict()})
+            runs.update_outputs(dataset, run.name, {f"{split}_metrics": summary.to_dict()})
         if record:
             ledger = record_round(
                 dataset,
@@ -346,6 +400,10 @@ class EvaluateModel(AnnoloopOperator):
         outputs.obj("per_class_recall", label="Recall per class")
         outputs.obj("plateau", label="Plateau signal")
         return types.Property(outputs)
+
+
+def _split_eval_key(split: str) -> str:
+    return MINING_EVAL_KEY if split == "mining" else DEFAULT_EVAL_KEY
 
 
 def _check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
@@ -437,6 +495,9 @@ def _train_params(params: dict, dataset: fo.Dataset) -> dict:
         "imgsz": params.get("imgsz") or _default_imgsz(dataset, slice_name),
         "batch": params.get("batch", 16),
     }
+    steps = params.get("steps")
+    if steps is not None:
+        values["steps"] = steps
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
@@ -454,8 +515,11 @@ def _train_params(params: dict, dataset: fo.Dataset) -> dict:
         "label_field": label_field,
         "model": params.get("model") or DEFAULT_MODEL,
         "checkpoint": params.get("checkpoint") or None,
+        "steps": None,
         **{k: int(v) for k, v in values.items()},
         "val_fraction": val_fraction,
+        "rect": bool(params.get("rect", False)),
+        "val_each_epoch": bool(params.get("val_each_epoch", True)),
         "warmup_epochs": float(params.get("warmup_epochs", 3.0)),
         "seed": int(params.get("seed", 0)),
         "output_dir": output_dir,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from ..training.ledger import STATE_NOT_LEARNING
 from . import state as st
 
 PANEL_NAME = "annotation_loop"
@@ -312,7 +313,11 @@ class AnnotationLoopPanel(foo.Panel):
             name="latest",
         )
         plateau = s.plateau
-        if plateau["plateaued"]:
+        if plateau.get("state") == STATE_NOT_LEARNING:
+            side.view(
+                "plateau", types.Warning(label="Not learning yet", description=plateau["reason"])
+            )
+        elif plateau["plateaued"]:
             side.view(
                 "plateau",
                 types.Warning(

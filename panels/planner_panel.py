@@ -154,7 +154,7 @@ class BatchPlannerPanel(foo.Panel):
             fields, key=lambda f: (f != DEFAULT_GROUP_FIELD, f != DEFAULT_EMBEDDINGS_FIELD)
         )
         complete = [f for f in ranked if reference.count(f) == len(reference)]
-        evaluations = batches.detection_evaluations(dataset)
+        evaluations = batches.targetable_evaluations(dataset)
         round_index = batches.default_round(dataset, bool(evaluations))
         scheduled = scheduled_coverage_fraction(round_index)
         ctx.panel.state.set(

@@ -1,15 +1,20 @@
-"""Frozen test and golden splits on a FiftyOne dataset (glue), and the check that they stay
-frozen.
+"""Frozen test, mining and golden splits on a FiftyOne dataset (glue), and the check that
+they stay frozen.
 
-:func:`create_splits` picks both sets with :func:`.splits.select_splits`: by scene (a group of
+The three splits have one job each: the **test** set only reports (the ledger's numbers);
+the **mining** set is the labeled validation split whose model failures the planner targets,
+so choosing what to label never looks at the test set; the **golden** set scores annotators.
+
+:func:`create_splits` picks the sets with :func:`.splits.select_splits`: by scene (a group of
 a grouped dataset, or a scene field), with near-duplicate scenes kept together, seeded and
 stratified by scene attributes. It then
 
-- tags every sample of the chosen scenes, on every slice, ``split:test`` or
-  ``split:golden`` and saves the views ``test_set`` and ``golden_set`` (``match_tags``);
+- tags every sample of the chosen scenes, on every slice, ``split:test``,
+  ``split:mining`` or ``split:golden`` and saves the views ``test_set``, ``mining_set`` and
+  ``golden_set`` (``match_tags``);
 - copies the golden set's trusted labels (e.g. ``oracle``) into their own field
   (``golden``), new label ids, so annotators can overwrite their field freely;
-- fingerprints the frozen labels (the test set's label fields, the golden field) sample by
+- fingerprints the frozen labels (the test and mining sets' label fields, the golden field) sample by
   sample and records everything as the FiftyOne custom run ``annoloop_frozen_splits``
   (method ``annoloop.frozen_splits``): parameters, counts and strata in the run config, the
   per-sample fingerprints in the run results.
@@ -29,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 
-from ..training.constants import GOLDEN_SPLIT_TAG, TEST_SPLIT_TAG
+from ..training.constants import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
 from ..training.views import root_dataset
 from .gate import detections_field, run_config
 from .splits import label_fingerprint, select_splits
@@ -42,6 +47,7 @@ __all__ = [
     "FrozenSplitError",
     "FrozenSplitWarning",
     "GOLDEN_VIEW",
+    "MINING_VIEW",
     "SPLIT_TAGS",
     "TEST_VIEW",
     "check_frozen",
@@ -55,10 +61,13 @@ logger = logging.getLogger(__name__)
 FROZEN_RUN_KEY = "annoloop_frozen_splits"
 FROZEN_RUN_METHOD = "annoloop.frozen_splits"
 TEST_VIEW = "test_set"
+MINING_VIEW = "mining_set"
 GOLDEN_VIEW = "golden_set"
 DEFAULT_GOLDEN_FIELD = "golden"
 #: Split name -> sample tag.
-SPLIT_TAGS = {"test": TEST_SPLIT_TAG, "golden": GOLDEN_SPLIT_TAG}
+SPLIT_TAGS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG, "golden": GOLDEN_SPLIT_TAG}
+#: Split name -> saved view.
+SPLIT_VIEWS = {"test": TEST_VIEW, "mining": MINING_VIEW, "golden": GOLDEN_VIEW}
 #: Label keys left out of fingerprints: ids change on re-import, tags are workflow state.
 FINGERPRINT_IGNORE = ("id", "_id", "tags")
 # Conventions the defaults look for (the demo dataset follows them).
@@ -171,7 +180,7 @@ def _existing_splits(dataset: fo.Dataset) -> dict:
         split: sum(v.match_tags(tag).count() for v in _slices(dataset).values())
         for split, tag in SPLIT_TAGS.items()
     }
-    views = [v for v in (TEST_VIEW, GOLDEN_VIEW) if dataset.has_saved_view(v)]
+    views = [v for v in SPLIT_VIEWS.values() if dataset.has_saved_view(v)]
     return {"tagged": counts, "views": views, "run": dataset.has_run(FROZEN_RUN_KEY)}
 
 
@@ -180,6 +189,7 @@ def create_splits(
     *,
     test=0.1,
     golden=0.02,
+    mining=0.1,
     seed: int = 0,
     strata_fields: Sequence[str] | None = None,
     scene_field: str | None = None,
@@ -191,7 +201,7 @@ def create_splits(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> dict:
-    """Pick, tag and fingerprint a frozen test set and a golden set.
+    """Pick, tag and fingerprint a frozen test set, a mining set and a golden set.
 
     Parameters
     ----------
@@ -199,7 +209,11 @@ def create_splits(
         Grouped or flat (a view is resolved to its dataset: splits are dataset-wide).
     test, golden : float or int
         A fraction in [0, 1) of the scenes, or a number of scenes. The golden set comes
-        from the scenes left after the test set.
+        from the scenes left after the test and mining sets.
+    mining : float or int, default 0.1
+        The mining (validation) set, same form: labeled like the test set (its labels are
+        fingerprinted with ``test_fields``), never trained on, and the only split whose
+        evaluation the planner may target. 0 leaves it out.
     seed : int
         Same seed and scene keys give the same sets.
     strata_fields : sequence of str, optional
@@ -252,6 +266,7 @@ def create_splits(
     test_fields = list(test_fields) if test_fields else [source_field]
     test = _check_fraction_or_count("test", test)
     golden = _check_fraction_or_count("golden", golden)
+    mining = _check_fraction_or_count("mining", mining)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int; got {seed!r}")
 
@@ -343,13 +358,11 @@ def create_splits(
         [component_stratum[component[r[2]]] for r in rows],
         test=test,
         golden=golden,
+        mining=mining,
         seed=seed,
         min_stratum_groups=min_stratum_groups,
     )
-    picked = {
-        "test": [rows[i] for i in result.test.tolist()],
-        "golden": [rows[i] for i in result.golden.tolist()],
-    }
+    picked = {split: [rows[i] for i in getattr(result, split).tolist()] for split in SPLIT_TAGS}
     if not picked["golden"]:
         raise ValueError("the golden set would be empty; ask for more golden scenes")
     by_slice = {
@@ -383,16 +396,18 @@ def create_splits(
                 view.select(by_slice[split][name]).tag_samples(tag)
     for name, labels in golden_labels.items():
         slices[name].set_values(golden_field, labels, key_field="id")
-    dataset.save_view(TEST_VIEW, dataset.match_tags(TEST_SPLIT_TAG), overwrite=True)
-    dataset.save_view(GOLDEN_VIEW, dataset.match_tags(GOLDEN_SPLIT_TAG), overwrite=True)
+    for split, view_name in SPLIT_VIEWS.items():
+        if picked[split]:
+            dataset.save_view(view_name, dataset.match_tags(SPLIT_TAGS[split]), overwrite=True)
 
     report(0.7, "fingerprinting the frozen labels")
-    fields = {"test": test_fields, "golden": [golden_field]}
+    fields = {"test": test_fields, "mining": test_fields, "golden": [golden_field]}
     fingerprints = {split: _fingerprints(dataset, split, fields[split])[0] for split in SPLIT_TAGS}
     record = {
         "created_at": _now(),
         "params": {
             "test": test,
+            "mining": mining,
             "golden": golden,
             "seed": seed,
             "strata_fields": strata_fields,
@@ -413,7 +428,7 @@ def create_splits(
             for split, fps in fingerprints.items()
         },
         "tags": dict(SPLIT_TAGS),
-        "views": {"test": TEST_VIEW, "golden": GOLDEN_VIEW},
+        "views": {split: SPLIT_VIEWS[split] for split in SPLIT_TAGS if picked[split]},
     }
     dataset.register_run(
         FROZEN_RUN_KEY, dataset.init_run(method=FROZEN_RUN_METHOD, **record), overwrite=True
@@ -421,7 +436,7 @@ def create_splits(
     results = dataset.init_run_results(
         FROZEN_RUN_KEY,
         fingerprints=fingerprints,
-        scenes={"test": result.test_groups, "golden": result.golden_groups},
+        scenes={split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS},
     )
     dataset.save_run_results(FROZEN_RUN_KEY, results, cache=False)
     report(1.0, "splits frozen")
@@ -439,7 +454,7 @@ def _clear_splits(dataset: fo.Dataset, slices: dict, golden_field: str | None) -
         view.untag_samples(list(SPLIT_TAGS.values()))
         if golden_field and dataset.get_field(golden_field) is not None:
             view.clear_sample_field(golden_field)
-    for name in (TEST_VIEW, GOLDEN_VIEW):
+    for name in SPLIT_VIEWS.values():
         if dataset.has_saved_view(name):
             dataset.delete_saved_view(name)
     if dataset.has_run(FROZEN_RUN_KEY):
@@ -523,7 +538,7 @@ def _ids(ids: list) -> str:
 
 
 def check_frozen(
-    dataset, *, splits: Sequence[str] = ("test", "golden"), strict: bool = False
+    dataset, *, splits: Sequence[str] = tuple(SPLIT_TAGS), strict: bool = False
 ) -> FrozenReport:
     """Compare the frozen splits' labels and membership with their recorded fingerprints.
 
@@ -531,8 +546,8 @@ def check_frozen(
     ----------
     dataset : Dataset or DatasetView
         Its dataset is checked.
-    splits : sequence of {"test", "golden"}
-        Which splits to check.
+    splits : sequence of {"test", "mining", "golden"}
+        Which splits to check (a split the record predates is skipped).
     strict : bool, default False
         Raise :class:`FrozenSplitError` on a change instead of warning.
 
@@ -556,6 +571,8 @@ def check_frozen(
     stored = dataset.load_run_results(FROZEN_RUN_KEY, cache=False).fingerprints
     report = FrozenReport(recorded=True, created_at=record["created_at"])
     for split in splits:
+        if split not in stored:
+            continue  # frozen before this split existed
         old = stored[split]
         fields = list(old)
         new, members = _fingerprints(dataset, split, fields)

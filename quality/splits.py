@@ -1,6 +1,7 @@
 """Frozen evaluation splits and label fingerprints.
 
-:func:`select_splits` picks a frozen test set and a golden set, disjoint, by *group* (a
+:func:`select_splits` picks a frozen test set, a mining set and a golden set, disjoint, by
+*group* (a
 scene, so near-duplicate frames never straddle splits), stratified so every condition
 (e.g. ``"night|rain"``) is represented in proportion. The pick depends only on the seed and
 the group keys, never on row order, so re-running it on a re-ordered or re-loaded dataset
@@ -16,7 +17,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -32,16 +33,16 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SplitResult:
-    """Disjoint test and golden selections.
+    """Disjoint test, mining and golden selections.
 
     Attributes
     ----------
-    test, golden : ndarray of int64
+    test, mining, golden : ndarray of int64
         Sorted row indices (samples) of each set; all rows of a picked group are in it.
-    test_groups, golden_groups : list
+    test_groups, mining_groups, golden_groups : list
         Picked group keys, sorted.
     strata : dict[str, dict[str, int]]
-        Per stratum: ``groups`` available, ``test`` and ``golden`` groups picked.
+        Per stratum: ``groups`` available, ``test``, ``mining`` and ``golden`` groups picked.
     """
 
     test: np.ndarray
@@ -49,11 +50,14 @@ class SplitResult:
     test_groups: list
     golden_groups: list
     strata: dict
+    mining: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mining_groups: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON form (row indices as lists)."""
         d = asdict(self)
-        d["test"], d["golden"] = self.test.tolist(), self.golden.tolist()
+        for name in ("test", "mining", "golden"):
+            d[name] = getattr(self, name).tolist()
         return d
 
 
@@ -113,8 +117,9 @@ def select_splits(
     golden=0.02,
     seed: int = 0,
     min_stratum_groups: int = 3,
+    mining=0,
 ) -> SplitResult:
-    """Pick a frozen test set and a golden set by group, stratified, disjoint.
+    """Pick a frozen test set, a mining set and a golden set by group, stratified, disjoint.
 
     Parameters
     ----------
@@ -124,13 +129,16 @@ def select_splits(
         Stratum of each sample (e.g. ``"night|rain"``); constant within a group.
     test, golden : float or int
         A fraction in [0, 1) of all groups, or a number of groups. The golden set is
-        picked from the groups left after the test set.
+        picked from the groups left after the test and mining sets.
     seed : int, default 0
         Same seed and group keys give the same sets, whatever the row order.
     min_stratum_groups : int, default 3
         Strata with at least this many groups get at least one group in each set (so one
         is still left for training); smaller strata only get their proportional share.
         This floor can make a set slightly larger than requested.
+    mining : float or int, default 0
+        The mining (validation) set, picked after the test set: the labeled, frozen split
+        whose model failures targeting may use, so the test set never feeds selection.
 
     Returns
     -------
@@ -161,10 +169,12 @@ def select_splits(
             "give each group one stratum"
         )
     n_test = _count(test, n_groups, "test")
+    n_mining = _count(mining, n_groups, "mining")
     n_golden = _count(golden, n_groups, "golden")
-    if n_test + n_golden > n_groups:
+    if n_test + n_mining + n_golden > n_groups:
         raise ValueError(
-            f"test ({n_test}) + golden ({n_golden}) groups exceed the {n_groups} groups"
+            f"test ({n_test}) + mining ({n_mining}) + golden ({n_golden}) groups exceed the "
+            f"{n_groups} groups"
         )
 
     sizes = np.bincount(group_stratum, minlength=len(stratum_names))
@@ -172,28 +182,36 @@ def select_splits(
     # Within a stratum, groups in priority order; a set takes a prefix of what is left.
     order = np.lexsort((_group_priority(keys.tolist(), seed), group_stratum))
     starts = np.concatenate([[0], np.cumsum(sizes)])
-    test_alloc = _allocate(sizes, sizes, n_test, big)
-    golden_alloc = _allocate(sizes, sizes - test_alloc, n_golden, big)
+    # Each set takes the next prefix of every stratum's ranked groups, in this order.
+    wanted = {"test": n_test, "mining": n_mining, "golden": n_golden}
+    left = sizes.copy()
+    alloc = {}
+    for name, count in wanted.items():
+        alloc[name] = _allocate(sizes, left, count, big & (count > 0))
+        left = left - alloc[name]
 
-    test_g, golden_g = [], []
+    picked = {name: [] for name in wanted}
     for s in range(len(stratum_names)):
         ranked = order[starts[s] : starts[s + 1]]
-        test_g.append(ranked[: test_alloc[s]])
-        golden_g.append(ranked[test_alloc[s] : test_alloc[s] + golden_alloc[s]])
-    test_g = np.sort(np.concatenate(test_g)) if test_g else np.zeros(0, np.int64)
-    golden_g = np.sort(np.concatenate(golden_g)) if golden_g else np.zeros(0, np.int64)
+        begin = 0
+        for name in wanted:
+            picked[name].append(ranked[begin : begin + alloc[name][s]])
+            begin += alloc[name][s]
+    groups_of = {
+        name: np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        for name, parts in picked.items()
+    }
 
     return SplitResult(
-        test=np.flatnonzero(np.isin(group_of_row, test_g)),
-        golden=np.flatnonzero(np.isin(group_of_row, golden_g)),
-        test_groups=keys[test_g].tolist(),
-        golden_groups=keys[golden_g].tolist(),
+        test=np.flatnonzero(np.isin(group_of_row, groups_of["test"])),
+        golden=np.flatnonzero(np.isin(group_of_row, groups_of["golden"])),
+        test_groups=keys[groups_of["test"]].tolist(),
+        golden_groups=keys[groups_of["golden"]].tolist(),
+        mining=np.flatnonzero(np.isin(group_of_row, groups_of["mining"])),
+        mining_groups=keys[groups_of["mining"]].tolist(),
         strata={
-            str(name): {
-                "groups": int(sizes[s]),
-                "test": int(test_alloc[s]),
-                "golden": int(golden_alloc[s]),
-            }
+            str(name): {"groups": int(sizes[s])}
+            | {split: int(alloc[split][s]) for split in wanted}
             for s, name in enumerate(stratum_names)
         },
     )

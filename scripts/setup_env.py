@@ -75,8 +75,10 @@ def ensure_libusb() -> None:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         log("open3d needs libusb-1.0; installing the Debian package libusb-1.0-0")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "libusb-1.0-0"], check=True, env=env)
+        # Another set-up (a parallel test run, a second shell) may hold apt's locks: wait.
+        wait = ["-o", "DPkg::Lock::Timeout=600"]
+        subprocess.run(["apt-get", *wait, "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", *wait, "install", "-y", "-qq", "libusb-1.0-0"], check=True, env=env)
         return
     log("WARNING: libusb-1.0 is missing and cannot be installed without root; point-cloud "
         "features (open3d) will fail until you install it (Debian/Ubuntu: libusb-1.0-0).")

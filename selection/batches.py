@@ -22,7 +22,9 @@ view; a scene counts as tagged or labeled when any of its slices is.
   them even when the caller's view contains them.
 
 **Failures** come from a FiftyOne detection evaluation (``eval_key``, default the latest
-one): per object, ``fn`` (a ground-truth object the model missed), ``confusion`` (a missed
+one that does not cover the frozen test set — in the loop, the mining split's ``eval_mining``).
+An evaluation that covers any ``split:test`` sample is refused: choosing training data by the
+test set's errors would make its score an optimistic estimate. Per object, ``fn`` (a ground-truth object the model missed), ``confusion`` (a missed
 object that a prediction of another class covers) and ``fp`` (a spurious prediction). A
 ``classwise=True`` evaluation (FiftyOne's default, and :mod:`..training.evaluate`'s) never
 matches across classes, so a confusion shows up as an ``fn`` ground truth plus an ``fp``
@@ -34,12 +36,23 @@ set. A ``classwise=False`` evaluation records such a pair itself (``<key>_id`` s
 ``fn`` / ``fp`` object), which counts as well.
 
 Queries are either sample-level (default): one per failing evaluated sample, its
-(scene's) embedding, of the sample's heaviest kind, samples with false negatives first and
-more failures before fewer; or object-level when ``patches_field`` is given: the patch
+(scene's) embedding, of the sample's heaviest kind, samples with false negatives first, then
+by the share of the sample's objects that fail that way (a scene where the model misses
+every object is a blind spot; one where it misses 3 of 8 is a weak spot), then by count;
+or object-level when ``patches_field`` is given: the patch
 embedding of each failing object in that field (``<patches_field>.detections.
 <embeddings_field>``, where :func:`.embed.compute_embeddings` stores them), false negatives
 first. Failures are queries only: the evaluated samples are labeled and frozen, never
 picked.
+
+**Uncertainty** (``targeting_source="uncertainty"``) replaces the failures and needs no
+labels and no evaluation: each pool unit is scored by :func:`.uncertainty.
+detection_uncertainty` from the confidences of the model's predictions on it
+(``<uncertainty_field>.detections.confidence``, written by ``apply_detector`` with target
+``"pool"``), read on one image slice (``uncertainty_slice``: default the embeddings' slice
+when it holds images, else the first image slice). A unit whose predictions are set but
+empty scores 0 (the model sees nothing there); every selectable pool unit must have
+predictions, else nothing is planned.
 
 **Outputs** (none when ``dry_run``), written after everything was validated and planned, in
 bulk:
@@ -48,7 +61,7 @@ bulk:
   picked unit;
 * the embedded document field ``annoloop_pick`` on every picked sample (see
   :data:`PICK_SCHEMA`): batch, round, rank, source, score and what the score means, and for
-  targeting picks the failure served (id, kind, its sample) and the distance to it;
+  failure-targeting picks the failure served (id, kind, its sample) and the distance to it;
 * the saved view ``batch_vN`` (the picks, in pick order);
 * the custom run ``annoloop_plan_batch_vN`` (method ``annoloop.plan``): parameters, the
   plan's summary, counts and the fallback reason (:func:`plan_record` reads it back).
@@ -69,10 +82,17 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from ..quality.iou import box_iou_2d
-from ..training.constants import DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS, QUARANTINE_TAG
+from ..training.constants import (
+    DEFAULT_GT_FIELD,
+    DEFAULT_PRED_FIELD,
+    FROZEN_SPLIT_TAGS,
+    QUARANTINE_TAG,
+    TEST_SPLIT_TAG,
+)
 from ..training.views import root_dataset, units_view
 from . import planner
 from .targeting import DEFAULT_KIND_WEIGHTS
+from .uncertainty import detection_uncertainty
 
 __all__ = [
     "BATCH_TAG_PREFIX",
@@ -83,12 +103,16 @@ __all__ = [
     "ZCORE_FIELD",
     "default_eval_key",
     "default_round",
+    "default_uncertainty_slice",
     "detection_evaluations",
+    "image_slices",
+    "evaluated_test_samples",
     "embedding_fields",
     "next_batch_name",
     "plan_batch",
     "plan_record",
     "plan_run_key",
+    "targetable_evaluations",
 ]
 
 #: Tags of planned batches start with this (``batch:v1``, ``batch:v2``, ...).
@@ -171,9 +195,23 @@ def detection_evaluations(dataset: fo.Dataset, pred_field: str | None = None) ->
     return [key for key, _ in infos]
 
 
+def evaluated_test_samples(dataset: fo.Dataset, eval_key: str) -> int:
+    """How many frozen test samples (``split:test``) evaluation ``eval_key`` covers."""
+    return dataset.load_evaluation_view(eval_key).match_tags(TEST_SPLIT_TAG).count()
+
+
+def targetable_evaluations(dataset: fo.Dataset, pred_field: str | None = None) -> list[str]:
+    """The detection evaluations the planner may target (none covers a test sample)."""
+    return [
+        key
+        for key in detection_evaluations(dataset, pred_field)
+        if not evaluated_test_samples(dataset, key)
+    ]
+
+
 def default_eval_key(dataset: fo.Dataset, pred_field: str | None = None) -> str | None:
-    """The latest detection evaluation (of ``pred_field`` if given), or None."""
-    keys = detection_evaluations(dataset, pred_field)
+    """The latest targetable evaluation (of ``pred_field`` if given), or None."""
+    keys = targetable_evaluations(dataset, pred_field)
     return keys[-1] if keys else None
 
 
@@ -204,6 +242,23 @@ def embedding_fields(dataset: fo.Dataset, slice_name: str | None = None) -> list
     )
 
 
+def image_slices(dataset: fo.Dataset) -> list[str]:
+    """The image slices of a grouped dataset, in slice order (none for a flat dataset)."""
+    if dataset.media_type != "group":
+        return []
+    media = dataset.group_media_types
+    return [s for s in dataset.group_slices if media[s] == "image"]
+
+
+def default_uncertainty_slice(dataset: fo.Dataset, slice_name: str | None = None) -> str | None:
+    """The slice whose predictions score a scene's uncertainty: ``slice_name`` (default the
+    dataset's default slice) when it holds images, else the first image slice; None for a
+    flat dataset or a grouped one without image slices."""
+    images = image_slices(dataset)
+    preferred = slice_name or dataset.default_group_slice
+    return preferred if preferred in images else next(iter(images), None)
+
+
 # --- the planner glue ---------------------------------------------------------------------
 
 
@@ -215,6 +270,9 @@ def plan_batch(
     batch_name: str | None = None,
     coverage_fraction: float | None = None,
     coverage_method: str = planner.DEFAULT_COVERAGE_METHOD,
+    targeting_source: str = "failures",
+    uncertainty_field: str = DEFAULT_PRED_FIELD,
+    uncertainty_slice: str | None = None,
     eval_key: str | None = None,
     pred_field: str | None = None,
     patches_field: str | None = None,
@@ -244,6 +302,15 @@ def plan_batch(
     coverage_method : str, default="kcenter"
         One of :data:`.planner.COVERAGE_METHODS`; ``"zcore"`` reads per-sample scores from
         :data:`ZCORE_FIELD`.
+    targeting_source : {"failures", "uncertainty"}, default="failures"
+        What the targeting share serves: the failures of an evaluation (``eval_key``,
+        ``pred_field``, ``patches_field``, which must stay unset with ``"uncertainty"``), or
+        the uncertainty of the model's predictions on the pool (see the module docstring).
+    uncertainty_field : str, default="predictions"
+        ``Detections`` field with the model's predictions (with confidences) on the pool.
+    uncertainty_slice : str, optional
+        Grouped datasets: the image slice whose predictions score a scene; default
+        :func:`default_uncertainty_slice` of ``slice_name``.
     eval_key : str, optional
         Detection evaluation whose failures are targeted; default the latest one (of
         ``pred_field`` if given), none if the dataset has none.
@@ -276,21 +343,24 @@ def plan_batch(
     Returns
     -------
     dict
-        JSON-ready: ``batch``, ``dry_run``, ``unit``, ``slice``, ``round``, ``eval_key``,
-        ``coverage_fraction``, ``coverage_method``, ``n_coverage``, ``n_targeting``,
-        ``fallback_reason``, ``counts``, ``ids`` (picked unit ids in pick order),
-        ``sources``, ``picks`` (one record of why per pick), ``tags``, ``view`` and
+        JSON-ready: ``batch``, ``dry_run``, ``unit``, ``slice``, ``round``,
+        ``targeting_source``, ``eval_key``, ``uncertainty_field``, ``uncertainty_slice``
+        (None unless used), ``coverage_fraction``, ``coverage_method``, ``n_coverage``,
+        ``n_targeting``, ``fallback_reason``, ``counts``, ``ids`` (picked unit ids in pick
+        order), ``sources``, ``picks`` (one record of why per pick), ``tags``, ``view`` and
         ``run_key`` (None for a dry run).
 
     Raises
     ------
     ValueError
         On bad arguments, a batch name that exists, an unknown evaluation, a missing
-        embeddings field, pool units without embeddings (with the count), or a budget the
-        pool cannot fill (the planner's message). Nothing is written then.
+        embeddings field, pool units without embeddings (with the count), a missing or
+        non-``Detections`` uncertainty field or pool units without predictions in it (with
+        the count), or a budget the pool cannot fill (the planner's message). Nothing is
+        written then.
     """
     report = progress or (lambda fraction, label: None)
-    _check_args(budget, embeddings_field, coverage_method, seed, progress)
+    _check_args(budget, embeddings_field, coverage_method, targeting_source, seed, progress)
     dataset = root_dataset(samples)
     grouped = dataset.media_type == "group"
     unit_path = f"{dataset.group_field}.id" if grouped else "id"
@@ -300,9 +370,21 @@ def plan_batch(
     label_field = _check_label_field(dataset, label_field)
     batch_name = _check_batch_name(dataset, batch_name)
     _check_pick_field(dataset)
-    evaluation = _resolve_evaluation(dataset, eval_key, pred_field, patches_field)
+    uncertainty = targeting_source == "uncertainty"
+    if uncertainty:
+        _check_no_failure_args(
+            eval_key=eval_key, pred_field=pred_field, patches_field=patches_field
+        )
+        uncertainty_slice = _check_uncertainty_field(
+            dataset, uncertainty_field, uncertainty_slice, slice_name
+        )
+        evaluation = None
+    else:
+        evaluation = _resolve_evaluation(dataset, eval_key, pred_field, patches_field)
     if round_index is None:
-        round_index = default_round(dataset, evaluation is not None)
+        # Predictions on the pool come from a trained model: like an evaluation, they end
+        # the cold start.
+        round_index = default_round(dataset, evaluation is not None or uncertainty)
 
     report(0.05, "reading the pool, labels and exclusions")
     catalog = _read_catalog(dataset, samples, unit_path, label_field)
@@ -328,6 +410,14 @@ def plan_batch(
             hint="run compute_zcore first",
         )
         scores = np.where(excluded, 0.0, scores)
+    uncertainty_scores = (
+        _read_uncertainty(
+            dataset, uncertainty_slice, uncertainty_field, unit_path, pool_units, excluded,
+            catalog.noun,
+        )
+        if uncertainty
+        else None
+    )
     covered = sorted(catalog.covered)
     labeled, labeled_missing = table.rows(covered)
     labeled = labeled[~labeled_missing]
@@ -349,6 +439,8 @@ def plan_batch(
             failure_embeddings=failures.embeddings if len(failures.ids) else None,
             failure_kinds=failures.kinds if len(failures.ids) else None,
             failure_ids=failures.ids if len(failures.ids) else None,
+            targeting_source=targeting_source,
+            uncertainty_scores=uncertainty_scores,
             coverage_scores=scores,
             coverage_fraction=coverage_fraction,
             round_index=round_index,
@@ -363,7 +455,7 @@ def plan_batch(
 
     picked = [pool_units[i] for i in plan.indices]
     fallback = plan.fallback_reason
-    if fallback and not len(failures.ids):
+    if fallback and not uncertainty and not len(failures.ids):
         fallback = f"{_why_no_failures(evaluation)}; {fallback}"
     failure_sample = dict(zip(failures.ids, failures.samples))
     picks = []
@@ -377,7 +469,10 @@ def plan_batch(
         "unit": catalog.noun,
         "slice": slice_name,
         "round": plan.round,
+        "targeting_source": targeting_source,
         "eval_key": evaluation.key if evaluation else None,
+        "uncertainty_field": uncertainty_field if uncertainty else None,
+        "uncertainty_slice": uncertainty_slice if uncertainty else None,
         "coverage_fraction": plan.coverage_fraction,
         "coverage_method": plan.coverage_method,
         "n_coverage": plan.n_coverage,
@@ -418,6 +513,9 @@ def plan_batch(
             "label_field": label_field,
             "coverage_fraction": coverage_fraction,
             "coverage_method": coverage_method,
+            "targeting_source": targeting_source,
+            "uncertainty_field": result["uncertainty_field"],
+            "uncertainty_slice": result["uncertainty_slice"],
             "eval_key": result["eval_key"],
             "pred_field": evaluation.pred_field if evaluation else pred_field,
             "gt_field": evaluation.gt_field if evaluation else None,
@@ -435,7 +533,9 @@ def plan_batch(
 # --- validation ---------------------------------------------------------------------------
 
 
-def _check_args(budget, embeddings_field, coverage_method, seed, progress) -> None:
+def _check_args(
+    budget, embeddings_field, coverage_method, targeting_source, seed, progress
+) -> None:
     if isinstance(budget, bool) or not hasattr(budget, "__index__"):
         raise ValueError(f"budget must be an integer, got {budget!r}")
     if operator.index(budget) <= 0:
@@ -448,6 +548,11 @@ def _check_args(budget, embeddings_field, coverage_method, seed, progress) -> No
     if coverage_method not in planner.COVERAGE_METHODS:
         raise ValueError(
             f"coverage_method must be one of {planner.COVERAGE_METHODS}, got {coverage_method!r}"
+        )
+    if targeting_source not in planner.TARGETING_SOURCES:
+        raise ValueError(
+            f"targeting_source must be one of {planner.TARGETING_SOURCES}, got "
+            f"{targeting_source!r}"
         )
     if isinstance(seed, bool) or not hasattr(seed, "__index__"):
         raise ValueError(f"seed must be an integer, got {seed!r}")
@@ -467,6 +572,54 @@ def _check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
         raise ValueError(
             f"slice {slice_name!r} does not exist in '{dataset.name}'; "
             f"slices: {dataset.group_slices}"
+        )
+    return slice_name
+
+
+_APPLY_TO_POOL = "apply the detector to the pool first (apply_detector with target 'pool')"
+
+
+def _check_no_failure_args(**given) -> None:
+    """Uncertainty targeting uses no evaluation: refuse its parameters rather than ignore them."""
+    named = sorted(name for name, value in given.items() if value is not None)
+    if named:
+        raise ValueError(
+            f"{', '.join(named)} select the failures to target; they do not apply with "
+            "targeting_source='uncertainty'"
+        )
+
+
+def _check_uncertainty_field(
+    dataset: fo.Dataset, field: str, slice_name: str | None, embeddings_slice: str | None
+) -> str | None:
+    """The slice to read predictions from (None for flat datasets), after checking that
+    ``field`` is a Detections field there."""
+    if dataset.media_type == "group":
+        images = image_slices(dataset)
+        if slice_name is None:
+            slice_name = default_uncertainty_slice(dataset, embeddings_slice)
+        if slice_name not in images:
+            raise ValueError(
+                f"uncertainty_slice must be an image slice of '{dataset.name}' (predictions "
+                f"are per image); got {slice_name!r}, image slices: {images}"
+            )
+    elif slice_name:
+        raise ValueError(f"dataset '{dataset.name}' is not grouped; it has no slice {slice_name!r}")
+    view = dataset.select_group_slices(slice_name) if slice_name else dataset
+    found = view.get_field(field) if isinstance(field, str) and field else None
+    where = f" on slice '{slice_name}'" if slice_name else ""
+    if found is None:
+        raise ValueError(
+            f"predictions field {field!r} does not exist{where} of '{dataset.name}'; "
+            f"{_APPLY_TO_POOL}"
+        )
+    if not (
+        isinstance(found, fo.EmbeddedDocumentField)
+        and issubclass(found.document_type, fo.Detections)
+    ):
+        kind = getattr(found, "document_type", type(found)).__name__
+        raise ValueError(
+            f"predictions field '{field}'{where} holds {kind}, not Detections; {_APPLY_TO_POOL}"
         )
     return slice_name
 
@@ -560,6 +713,15 @@ def _resolve_evaluation(dataset, eval_key, pred_field, patches_field) -> _Evalua
         raise ValueError(
             f"evaluation '{eval_key}' {what} on '{dataset.name}'; detection evaluations: "
             f"{evaluations}"
+        )
+    on_test = evaluated_test_samples(dataset, eval_key)
+    if on_test:
+        raise ValueError(
+            f"evaluation '{eval_key}' covers {on_test} samples of the frozen test set "
+            f"('{TEST_SPLIT_TAG}'): targeting the test set's failures would make its score an "
+            "optimistic estimate. Predict and evaluate the mining split instead "
+            "(apply_detector with target 'mining', then evaluate_model with split 'mining') "
+            "and target that evaluation"
         )
     config = dataset.get_evaluation_info(eval_key).config
     if pred_field is not None and pred_field != config.pred_field:
@@ -728,6 +890,27 @@ class _UnitTable:
         return np.where(absent, np.nan, self.zcore[np.where(absent, 0, rows)])
 
 
+def _read_uncertainty(
+    dataset, slice_name, field: str, unit_path: str, pool_units, excluded, noun: str
+) -> np.ndarray:
+    """Uncertainty score per pool unit from the confidences of its predictions (see
+    :mod:`.uncertainty`); excluded units need none and score 0."""
+    view = dataset.select_group_slices(slice_name) if slice_name else dataset
+    units, confidences = view.values([unit_path, f"{field}.detections.confidence"])
+    by_unit = dict(zip(units, confidences))
+    # None: the field is unset (no prediction ran); []: the model detected nothing.
+    rows = [None if skip else by_unit.get(u) for u, skip in zip(pool_units, excluded)]
+    missing = np.array([r is None for r in rows]) & ~excluded
+    _refuse_missing(missing, field, f"pool {noun}s", slice_name, hint=_APPLY_TO_POOL)
+    unscored = [u for u, r in zip(pool_units, rows) if r and any(c is None for c in r)]
+    if unscored:
+        raise ValueError(
+            f"{len(unscored)} pool {noun}s have detections without a confidence in '{field}'; "
+            "uncertainty needs the detector's confidences"
+        )
+    return detection_uncertainty([r or [] for r in rows])
+
+
 # --- failures -----------------------------------------------------------------------------
 
 
@@ -779,9 +962,11 @@ def _mine_failures(dataset, evaluation: _Evaluation, patches_field, field, table
     patch_side = "gt" if patches_field == gt else "pred"
     objects: list[_FailingObject] = []
     patch_vectors: dict[str, object] = {}  # label id -> patch embedding (or None)
+    sizes: dict[str, tuple[int, int]] = {}  # sample -> (ground truth objects, predictions)
     for i, (sample, unit) in enumerate(zip(samples, units)):
         gt_objects = [list(col[i] or []) for col in gt_values]
         pred_objects = [list(col[i] or []) for col in pred_values]
+        sizes[sample] = (len(gt_objects[0]), len(pred_objects[0]))
         found = _sample_failures(sample, unit, gt_objects, pred_objects, key, evaluation.iou)
         objects.extend(found)
         if patches_field is not None:
@@ -793,7 +978,7 @@ def _mine_failures(dataset, evaluation: _Evaluation, patches_field, field, table
         return _Failures.empty()
     failing_samples = len({o.sample for o in objects})
     if patches_field is None:
-        return _sample_queries(objects, table, failing_samples)
+        return _sample_queries(objects, sizes, table, failing_samples)
     return _patch_queries(objects, patch_vectors, patches_field, field, patch_side, failing_samples)
 
 
@@ -831,8 +1016,9 @@ def _sample_failures(sample, unit, gt_objects, pred_objects, key, iou_thresh) ->
     return found
 
 
-def _sample_queries(objects: list, table: _UnitTable, n_samples: int) -> _Failures:
-    """One query per failing sample: its unit's embedding, its heaviest kind."""
+def _sample_queries(objects: list, sizes: dict, table: _UnitTable, n_samples: int) -> _Failures:
+    """One query per failing sample: its unit's embedding, its heaviest kind; ``sizes``
+    gives each sample's (ground truth objects, predictions)."""
     per_sample: dict[str, dict] = {}
     for obj in objects:
         entry = per_sample.setdefault(
@@ -844,13 +1030,16 @@ def _sample_queries(objects: list, table: _UnitTable, n_samples: int) -> _Failur
     def importance(item):
         sample, entry = item
         rank = next(r for r, kind in enumerate(_KIND_ORDER) if entry[kind])
-        total = sum(entry[kind] for kind in _KIND_ORDER)
-        return rank, -entry[_KIND_ORDER[rank]], -total, sample
+        kind = _KIND_ORDER[rank]
+        n_gt, n_pred = sizes[sample]
+        share = entry[kind] / max(1, n_pred if kind == "fp" else n_gt)
+        total = sum(entry[k] for k in _KIND_ORDER)
+        return rank, -share, -entry[kind], -total, sample
 
     ordered = sorted(per_sample.items(), key=importance)
     vectors, missing = table.rows([entry["unit"] for _, entry in ordered])
     _refuse_missing(
-        missing, table.field, "failing evaluated samples", None, hint="embed the test set too"
+        missing, table.field, "failing evaluated samples", None, hint="embed the mining set too"
     )
     kinds = [_KIND_ORDER[importance(item)[0]] for item in ordered]
     ids = [sample for sample, _ in ordered]

@@ -123,7 +123,7 @@ def compute_embeddings(
         slices.
     model : str or ImageEmbedder, default="baseline"
         Image model for camera slices and patches; a spec for
-        :func:`~.embeddings.models.load_image_model` (``"baseline"``,
+        :func:`~.embeddings.models.load_image_model` (``"baseline"``, ``"efficientnet_lite0"``,
         ``"hf:<id or dir>"``, ``"ultralytics:<path>"``, ``"zoo:<name>"``) or an embedder.
     embeddings_field : str, optional
         Sample field, and detection attribute for patches; default ``"embedding"``.

@@ -3,8 +3,16 @@
 A batch of ``budget`` rows has two shares (sizes from :mod:`.split_schedule`: all coverage at
 cold start, moving to 30 % coverage / 70 % targeting):
 
-* **targeting** (:mod:`.targeting`): rows nearest to the current model's failures, false
-  negatives weighted most, spread across failures;
+* **targeting**, from one of two sources (``targeting_source``):
+
+  - ``"failures"`` (default, :mod:`.targeting`): rows nearest to the current model's
+    failures, false negatives weighted most, spread across failures;
+  - ``"uncertainty"`` (:mod:`.uncertainty`): the rows the model is least sure about, from
+    per-row ``uncertainty_scores`` of its predictions on the pool (no labels needed), with
+    the same score-weighted farthest-point redundancy control as ZCore coverage (below),
+    measured between the picks only: uncertainty already reflects what the model learned
+    from the labels, so an uncertain row next to a labeled one is still worth labeling.
+    Rows scoring 0 (confident, or nothing detected) are never targeted;
 * **coverage**: rows that cover the embedding space *relative to what is already labeled*,
   so batch 2 does not re-cover batch 1. Two methods:
 
@@ -12,7 +20,7 @@ cold start, moving to 30 % coverage / 70 % targeting):
   - ``"zcore"``: the highest precomputed coverage scores (e.g. ZCore), with redundancy
     control: among the ``zcore_candidate_factor * share`` best-scored rows, a score-weighted
     farthest-point greedy (score x distance to the nearest labeled, targeted or picked row),
-    so a near-duplicate of a labeled row or of an earlier pick waits its turn.
+    so a near-duplicate of a labeled row or of an earlier pick waits its turn;
 
   - ``"random"``: uniformly random rows (seeded) — the frequency-following baseline that
     every other strategy is measured against; it ignores labeled rows by design.
@@ -24,9 +32,9 @@ cold start, moving to 30 % coverage / 70 % targeting):
 **Order: targeting first, then coverage.** Coverage treats the targeting picks as centres
 too, so it spends its share on regions that neither the labels nor the targeted rows cover.
 No row is picked twice; the shares sum exactly to the budget. When the targeting share
-cannot be filled (the failures' neighbour lists run dry) coverage fills the rest, and
-``fallback_reason`` says so. Coverage can always fill its share because the budget may not
-exceed the selectable pool.
+cannot be filled (the failures' neighbour lists run dry, or fewer rows than the share have
+an uncertainty score above 0) coverage fills the rest, and ``fallback_reason`` says so.
+Coverage can always fill its share because the budget may not exceed the selectable pool.
 
 **Exclusion is enforced here**, not only by the caller: rows flagged in ``excluded`` (test,
 golden, quarantined, already batched, ...) are never picked by either share.
@@ -55,6 +63,8 @@ from .targeting import (
 )
 
 COVERAGE_METHODS = ("kcenter", "zcore", "random")
+#: Where the targeting share comes from: failure queries, or per-row uncertainty scores.
+TARGETING_SOURCES = ("failures", "uncertainty")
 #: Coverage method used when none is given (chosen by the digits benchmark).
 DEFAULT_COVERAGE_METHOD = "kcenter"
 #: With ``coverage_method="zcore"``, redundancy control looks at this many times the coverage
@@ -73,8 +83,9 @@ class BatchPlan:
     source : tuple of str
         ``"targeting"`` or ``"coverage"`` per pick.
     score : ndarray of shape (budget,), float64
-        Why the pick ranked: for targeting the similarity ``1 / (1 + distance_to_failure)``;
-        for k-center coverage the distance to the nearest labeled-or-picked row when picked
+        Why the pick ranked: for failure targeting the similarity
+        ``1 / (1 + distance_to_failure)``; for uncertainty targeting the row's uncertainty
+        score; for k-center coverage the distance to the nearest labeled-or-picked row when picked
         (``inf`` for a cold-start first pick); for ZCore coverage the row's coverage score.
         :meth:`to_records` names the kind (``score_kind``) and writes non-finite values as
         None.
@@ -95,6 +106,8 @@ class BatchPlan:
         Why the plan deviates from the scheduled / requested split, if it does.
     n_coverage, n_targeting : int
         Picks per share (sum to the budget).
+    targeting_source : str, default="failures"
+        ``"failures"`` or ``"uncertainty"``: what the targeting picks were chosen by.
     """
 
     indices: np.ndarray
@@ -110,11 +123,14 @@ class BatchPlan:
     fallback_reason: str | None
     n_coverage: int
     n_targeting: int
+    targeting_source: str = "failures"
 
     def to_records(self) -> list[dict[str, Any]]:
         """One JSON-serialisable dict per pick: index, rank, source, score and its reason."""
         score_kind = {
-            "targeting": "failure_similarity",
+            "targeting": {"uncertainty": "uncertainty"}.get(
+                self.targeting_source, "failure_similarity"
+            ),
             "coverage": {"zcore": "zcore_score", "random": "random"}.get(
                 self.coverage_method, "kcenter_distance"
             ),
@@ -139,6 +155,7 @@ class BatchPlan:
             "budget": len(self.indices),
             "n_coverage": self.n_coverage,
             "n_targeting": self.n_targeting,
+            "targeting_source": self.targeting_source,
             "coverage_fraction": self.coverage_fraction,
             "coverage_method": self.coverage_method,
             "round": self.round,
@@ -156,6 +173,8 @@ def plan_batch(
     failure_embeddings: np.ndarray | None = None,
     failure_kinds: Sequence[str] | None = None,
     failure_ids: Sequence[str] | None = None,
+    targeting_source: str = "failures",
+    uncertainty_scores: np.ndarray | None = None,
     coverage_scores: np.ndarray | None = None,
     coverage_fraction: float | None = None,
     round_index: int = 0,
@@ -185,6 +204,12 @@ def plan_batch(
         Kind per failure: ``"fn"``, ``"confusion"``, ``"fp"`` (or keys of ``kind_weights``).
     failure_ids : sequence of str, length q
         Id per failure (sample or object id), reported with each targeting pick.
+    targeting_source : {"failures", "uncertainty"}, default="failures"
+        What fills the targeting share: the failure queries above, or ``uncertainty_scores``.
+    uncertainty_scores : ndarray of shape (n,), optional
+        Per-row uncertainty of the model's predictions (>= 0, e.g. from
+        :func:`.uncertainty.detection_uncertainty`); only with ``"uncertainty"``. Rows scoring
+        0 are never targeted; with none above 0 (or no scores) the batch is all coverage.
     coverage_scores : ndarray of shape (n,), optional
         Precomputed per-row coverage scores (e.g. ZCore); required for ``"zcore"``.
     coverage_fraction : float or None, default=None
@@ -200,7 +225,8 @@ def plan_batch(
         Most rows one failure can take (its neighbour list length); see
         :func:`.targeting.select_targets` for the default.
     zcore_candidate_factor : int, default=10
-        ZCore redundancy control works over this many times the share of best-scored rows.
+        Redundancy control (ZCore coverage, uncertainty targeting) works over this many times
+        the share of best-scored rows.
     seed : int, default=0
     chunk_size : int, default=65536
         Rows per chunk in the k-center distance updates.
@@ -215,7 +241,9 @@ def plan_batch(
         If the budget is not positive or exceeds the selectable rows (the message gives the
         pool size and the largest budget possible); on NaN / inf embeddings (with the row
         count), dimension mismatches, misaligned failure kinds / ids, an unknown kind or
-        coverage method, bad exclusions, or ``"zcore"`` without ``coverage_scores``.
+        coverage method or targeting source, bad exclusions, ``"zcore"`` without
+        ``coverage_scores``, negative / NaN scores, or targeting inputs of the other source
+        (failures with ``"uncertainty"``, ``uncertainty_scores`` with ``"failures"``).
     """
     pool = validate_embeddings("pool embeddings", pool_embeddings)
     n_rows, dim = pool.shape
@@ -231,22 +259,20 @@ def plan_batch(
             f"coverage_method must be one of {COVERAGE_METHODS}, got {coverage_method!r}"
         )
     if coverage_scores is not None:
-        coverage_scores = np.asarray(coverage_scores, dtype=np.float64)
-        if coverage_scores.shape != (n_rows,):
-            raise ValueError(
-                f"coverage_scores has shape {coverage_scores.shape}, expected ({n_rows},)"
-            )
-        if not np.isfinite(coverage_scores).all():
-            bad = int(np.count_nonzero(~np.isfinite(coverage_scores)))
-            raise ValueError(f"coverage_scores has {bad} NaN or inf values")
+        coverage_scores = _validate_scores("coverage_scores", coverage_scores, n_rows)
+    uncertain = _validate_uncertainty(targeting_source, uncertainty_scores, len(queries), n_rows)
     if zcore_candidate_factor < 1:
         raise ValueError(f"zcore_candidate_factor must be >= 1, got {zcore_candidate_factor}")
     selectable = _selectable_rows(excluded, n_rows)
 
+    if uncertain is None:
+        n_targets = len(queries)
+    else:
+        n_targets = int(np.count_nonzero(uncertain[selectable] > 0))
     split = decide_split(
         budget,
         round_index=round_index,
-        n_failures=len(queries),
+        n_failures=n_targets,
         coverage_fraction=coverage_fraction,
     )
     budget = split.n_coverage + split.n_targeting
@@ -261,31 +287,56 @@ def plan_batch(
             "coverage_method='zcore' needs coverage_scores (e.g. from zcore.zcore_scores)"
         )
 
-    targets = (
-        select_targets(
-            pool,
-            queries,
-            weights,
-            split.n_targeting,
-            candidates=selectable,
-            neighbors_per_query=neighbors_per_failure,
-        )
-        if split.n_targeting > 0
-        else TargetingResult.empty()
-    )
-    n_targeted = len(targets.indices)
     fallback_reason = split.fallback_reason
+    if uncertain is None:
+        targets = (
+            select_targets(
+                pool,
+                queries,
+                weights,
+                split.n_targeting,
+                candidates=selectable,
+                neighbors_per_query=neighbors_per_failure,
+            )
+            if split.n_targeting > 0
+            else TargetingResult.empty()
+        )
+        target_rows, target_score = targets.indices, 1.0 / (1.0 + targets.distances)
+        served = targets.query.tolist()
+        near_failure, near_kind = tuple(ids[q] for q in served), tuple(kinds[q] for q in served)
+        distance_to_failure = targets.distances
+        ran_out = "the failures' nearest rows ran out; raise neighbors_per_failure for more"
+    else:
+        if fallback_reason:
+            fallback_reason = (
+                f"no selectable pool row has an uncertainty score above 0 (the model is "
+                f"confident, or detects nothing, everywhere): all {budget} picks are coverage"
+            )
+        # Uncertainty already reflects what the model learned from the labels, so only the
+        # picks themselves are anchors: the share is not spent on near-duplicates.
+        target_rows, target_score = _score_weighted_picks(
+            pool,
+            selectable[uncertain[selectable] > 0],
+            np.empty((0, dim), dtype=np.float32),
+            uncertain,
+            min(split.n_targeting, n_targets),
+            zcore_candidate_factor,
+            offset=False,
+        )
+        near_failure = near_kind = (None,) * len(target_rows)
+        distance_to_failure = np.full(len(target_rows), np.nan)
+        ran_out = f"only {n_targets} selectable rows have an uncertainty score above 0"
+    n_targeted = len(target_rows)
     if n_targeted < split.n_targeting:
         fallback_reason = (
-            f"targeting filled {n_targeted} of {split.n_targeting} picks (the failures' "
-            f"nearest rows ran out; raise neighbors_per_failure for more); coverage filled the "
-            f"other {split.n_targeting - n_targeted}"
+            f"targeting filled {n_targeted} of {split.n_targeting} picks ({ran_out}); "
+            f"coverage filled the other {split.n_targeting - n_targeted}"
         )
     coverage_rows, coverage_score = _coverage_picks(
         pool,
         selectable,
         labeled,
-        targets.indices,
+        target_rows,
         budget - n_targeted,
         method=coverage_method,
         scores=coverage_scores,
@@ -295,14 +346,13 @@ def plan_batch(
     )
 
     n_coverage = len(coverage_rows)
-    served = targets.query.tolist()
     plan = BatchPlan(
-        indices=np.concatenate([targets.indices, coverage_rows]).astype(np.int64),
+        indices=np.concatenate([target_rows, coverage_rows]).astype(np.int64),
         source=("targeting",) * n_targeted + ("coverage",) * n_coverage,
-        score=np.concatenate([1.0 / (1.0 + targets.distances), coverage_score]),
-        near_failure=tuple(ids[q] for q in served) + (None,) * n_coverage,
-        near_failure_kind=tuple(kinds[q] for q in served) + (None,) * n_coverage,
-        distance_to_failure=np.concatenate([targets.distances, np.full(n_coverage, np.nan)]),
+        score=np.concatenate([target_score, coverage_score]),
+        near_failure=near_failure + (None,) * n_coverage,
+        near_failure_kind=near_kind + (None,) * n_coverage,
+        distance_to_failure=np.concatenate([distance_to_failure, np.full(n_coverage, np.nan)]),
         coverage_fraction=split.coverage_fraction,
         coverage_method=coverage_method,
         round=round_index,
@@ -310,6 +360,7 @@ def plan_batch(
         fallback_reason=fallback_reason,
         n_coverage=n_coverage,
         n_targeting=n_targeted,
+        targeting_source=targeting_source,
     )
     for array in (plan.indices, plan.score, plan.distance_to_failure):
         array.setflags(write=False)
@@ -342,6 +393,41 @@ def _validate_failures(
             f"{len(queries)} failure embeddings but {len(kinds)} kinds and {len(ids)} ids"
         )
     return queries, kinds, ids
+
+
+def _validate_scores(name: str, scores: np.ndarray, n_rows: int) -> np.ndarray:
+    """``scores`` as float64 of shape (n_rows,) with finite values."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.shape != (n_rows,):
+        raise ValueError(f"{name} has shape {scores.shape}, expected ({n_rows},)")
+    if not np.isfinite(scores).all():
+        bad = int(np.count_nonzero(~np.isfinite(scores)))
+        raise ValueError(f"{name} has {bad} NaN or inf values")
+    return scores
+
+
+def _validate_uncertainty(
+    source: str, scores: np.ndarray | None, n_failures: int, n_rows: int
+) -> np.ndarray | None:
+    """Checked uncertainty scores for ``"uncertainty"`` targeting (zeros when none were
+    given); None for ``"failures"``. Inputs of the other source are refused, not ignored."""
+    if source not in TARGETING_SOURCES:
+        raise ValueError(f"targeting_source must be one of {TARGETING_SOURCES}, got {source!r}")
+    if source == "failures":
+        if scores is not None:
+            raise ValueError("uncertainty_scores given, but targeting_source is 'failures'")
+        return None
+    if n_failures:
+        raise ValueError(
+            f"{n_failures} failure embeddings given, but targeting_source is 'uncertainty'"
+        )
+    if scores is None:
+        return np.zeros(n_rows)
+    scores = _validate_scores("uncertainty_scores", scores, n_rows)
+    negative = int(np.count_nonzero(scores < 0))
+    if negative:
+        raise ValueError(f"uncertainty_scores has {negative} negative values (0 = certain)")
+    return scores
 
 
 def _selectable_rows(excluded: np.ndarray | None, n_rows: int) -> np.ndarray:
@@ -386,7 +472,9 @@ def _coverage_picks(
         return rows.astype(np.int64), np.full(n_picks, np.nan)
     anchors = np.concatenate([labeled, pool[targeted]], axis=0, dtype=np.float32)
     if method == "zcore":
-        return _zcore_picks(pool, candidates, anchors, scores, n_picks, candidate_factor)
+        return _score_weighted_picks(
+            pool, candidates, anchors, scores, n_picks, candidate_factor, offset=True
+        )
     if len(anchors) == 0 and len(candidates) == len(pool):
         embeddings = pool  # nothing to prepend: avoid copying a possibly huge pool
     else:
@@ -407,27 +495,34 @@ def _coverage_picks(
     return rows, np.asarray(result.distances, dtype=np.float64)
 
 
-def _zcore_picks(
+def _score_weighted_picks(
     pool: np.ndarray,
     candidates: np.ndarray,
     anchors: np.ndarray,
     scores: np.ndarray,
     n_picks: int,
     candidate_factor: int,
+    *,
+    offset: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Score-weighted farthest-point picks among the best-scored candidates.
+    """Score-weighted farthest-point picks among the ``candidate_factor * n_picks``
+    best-scored candidates (ZCore coverage and uncertainty targeting).
 
     Each step picks the shortlisted row maximising ``weight * distance``: ``distance`` to the
-    nearest anchor (labeled or targeted row) or earlier pick, ``weight`` the row's score minus
-    the lowest candidate score (so any offset or positive scale of the scores gives the same
-    picks; all ones when the scores are constant). With no anchors the first pick is the best
-    score; a near-duplicate of anything already covered has distance ~0, so it waits.
+    nearest anchor (e.g. a labeled or targeted row) or earlier pick, ``weight`` the row's
+    score, minus the lowest candidate score when ``offset`` (ZCore: any offset or positive
+    scale of the scores gives the same picks; all ones when the scores are constant). Without
+    ``offset`` the score itself weighs, as an uncertainty of 0 means "nothing to learn". With
+    no anchors the first pick is the best score; a near-duplicate of anything already covered
+    has distance ~0, so it waits.
     """
+    if n_picks == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
     candidate_scores = scores[candidates]
     order = np.argsort(-candidate_scores, kind="stable")[: candidate_factor * n_picks]
     shortlist = candidates[order]
     points = np.asarray(pool[shortlist], dtype=np.float64)
-    weight = candidate_scores[order] - candidate_scores.min()
+    weight = candidate_scores[order] - (candidate_scores.min() if offset else 0.0)
     if not weight.any():
         weight = np.ones(len(shortlist))
     picks = []

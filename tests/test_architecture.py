@@ -36,6 +36,8 @@ PURE_MODULES = sorted(
         "demo/pointcloud.py",
         "demo/annotator.py",
         "training/ledger.py",
+        "loop/efficiency.py",
+        "selection/uncertainty.py",
     )
     for p in REPO_ROOT.glob(pattern)
 )

@@ -488,6 +488,9 @@ def test_the_embeddings_form_offers_every_slice_and_prefers_labelled_ground_trut
         assert "model_path" in resolve_form(
             "compute_embeddings", dataset, {"model_kind": "ultralytics"}
         )
+        assert "model_path" not in resolve_form(
+            "compute_embeddings", dataset, {"model_kind": "efficientnet_lite0"}
+        ), "EfficientNet-Lite0 names one model: nothing to choose"
     finally:
         dataset.delete()
 

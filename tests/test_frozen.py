@@ -1,4 +1,5 @@
-"""create_splits freezes a test and a golden set by scene; check_frozen notices any change."""
+"""create_splits freezes a test, a mining and a golden set by scene; check_frozen notices any
+change."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from annoloop.quality.frozen import (
     check_frozen,
     frozen_record,
 )
-from annoloop.training.constants import GOLDEN_SPLIT_TAG, TEST_SPLIT_TAG
+from annoloop.training.constants import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
 
 SLICES = ("left", "right", "pcd")
 
@@ -47,7 +48,7 @@ def split_scenes(dataset, tag: str) -> dict[str, set]:
 
 
 def create(dataset, **params):
-    params = {"test": 6, "golden": 4, "seed": 1, **params}
+    params = {"test": 6, "mining": 4, "golden": 4, "seed": 1, **params}
     return run_operator("create_splits", params, dataset=dataset)
 
 
@@ -62,6 +63,17 @@ def test_create_splits_tags_every_slice_of_the_chosen_scenes(dataset):
     assert result["counts"]["golden"]["samples"] == 3 * len(golden["left"])
     assert dataset.load_saved_view("test_set").count() == len(test["left"])
     assert dataset.load_saved_view("golden_set").count() == len(golden["left"])
+
+
+def test_create_splits_freezes_a_mining_set_apart_from_test_and_golden(dataset):
+    result = create(dataset).result
+    mining = split_scenes(dataset, MINING_SPLIT_TAG)
+    assert mining["left"] == mining["right"] == mining["pcd"] and len(mining["left"]) == 4
+    for other in (TEST_SPLIT_TAG, GOLDEN_SPLIT_TAG):
+        assert not mining["left"] & split_scenes(dataset, other)["left"]
+    assert result["counts"]["mining"]["samples"] == 3 * 4
+    assert dataset.load_saved_view("mining_set").count() == 4
+    assert set(result["fingerprints"]["mining"]) == {"oracle"}
 
 
 def test_create_splits_is_deterministic_for_a_seed(dataset, demo):
@@ -112,7 +124,7 @@ def test_splits_are_recorded_as_a_run_with_fingerprints(dataset):
     assert dataset.has_run(FROZEN_RUN_KEY)
     record = frozen_record(dataset)
     assert record["fingerprints"] == result["fingerprints"]
-    assert set(record["fingerprints"]) == {"test", "golden"}
+    assert set(record["fingerprints"]) == {"test", "mining", "golden"}
     assert record["params"]["source_field"] == "oracle"
     assert check_frozen(dataset).ok
 

@@ -35,8 +35,14 @@ from annoloop.quality.gate import gate_label_field
 from annoloop.quality.golden import check_golden
 from annoloop.selection.batches import plan_batch
 from annoloop.selection.embed import compute_embeddings
-from annoloop.training.constants import GOLDEN_SPLIT_TAG, QUARANTINE_TAG, TEST_SPLIT_TAG
-from annoloop.training.evaluate import evaluate_test_set
+from annoloop.training.constants import (
+    GOLDEN_SPLIT_TAG,
+    MINING_EVAL_KEY,
+    MINING_SPLIT_TAG,
+    QUARANTINE_TAG,
+    TEST_SPLIT_TAG,
+)
+from annoloop.training.evaluate import evaluate_split
 from annoloop.training.ledger import append_round, ledger_to_json, save_ledger
 from fo_helpers import PLUGIN, queue_operator, unique_name, uri
 from test_plugin import manifest
@@ -59,11 +65,14 @@ GATE_SCHEMA = {
 }
 
 
-def build_loop_dataset(name: str, num_scenes: int = 30, image_size=(128, 64)) -> dict:
+NUM_SCENES = 36
+
+
+def build_loop_dataset(name: str, num_scenes: int = NUM_SCENES, image_size=(128, 64)) -> dict:
     """The dataset of the module docstring (persistent, as the demo is); returns the
     dataset with the plan results and the golden check of the drifted batch."""
     dataset = load_demo_dataset(name, num_scenes=num_scenes, seed=7, image_size=image_size)
-    create_splits(dataset, test=4, golden=6, seed=1)
+    create_splits(dataset, test=4, mining=2, golden=6, seed=1)
     compute_embeddings(dataset, slices=["left"], group_field=None)
     compute_embedding_visualization(
         dataset, embeddings="embedding", slice_name="left", method="pca"
@@ -95,11 +104,12 @@ def build_loop_dataset(name: str, num_scenes: int = 30, image_size=(128, 64)) ->
 
 
 def half_blind_model(dataset: fo.Dataset) -> None:
-    """Test-set predictions that keep every other true object; evaluated as ``eval``."""
-    test = dataset.select_group_slices("left").match_tags(TEST_SPLIT_TAG)
-    oracle = test.values("oracle")
-    test.set_values("ground_truth", oracle)
-    test.set_values(
+    """Mining-set predictions that keep every other true object; evaluated as
+    ``eval_mining``, the planner's source of failures."""
+    mining = dataset.select_group_slices("left").match_tags(MINING_SPLIT_TAG)
+    oracle = mining.values("oracle")
+    mining.set_values("ground_truth", oracle)
+    mining.set_values(
         "predictions",
         [
             fo.Detections(
@@ -111,7 +121,9 @@ def half_blind_model(dataset: fo.Dataset) -> None:
             for o in oracle
         ],
     )
-    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    evaluate_split(
+        dataset, "predictions", split="mining", slice_name="left", eval_key=MINING_EVAL_KEY
+    )
 
 
 def units(view) -> set:
@@ -238,7 +250,7 @@ def test_batch_composition_describes_the_latest_plan_and_its_pick_reasons(loop):
     assert composition["n_targeting"] > 0, "the half-blind model leaves misses to target"
     picked_kinds = [p["near_failure_kind"] for p in second["picks"] if p["source"] == "targeting"]
     assert composition["targets"] == {k: picked_kinds.count(k) for k in st.FAILURE_KINDS}
-    assert composition["eval_key"] == "eval" and composition["scheduled"]
+    assert composition["eval_key"] == MINING_EVAL_KEY and composition["scheduled"]
     assert composition["labeled"] == 0 and composition["view"] == "batch_v2"
     assert any(r.startswith(f"Targeting ({second['n_targeting']})") for r in composition["reasons"])
     assert st.planned_batches(dataset) == ["batch:v1", "batch:v2"]
@@ -383,11 +395,13 @@ def test_nothing_is_quarantined_before_the_gate_runs(fresh):
 def test_loop_overview_counts_each_scene_once_whichever_slice_holds_it(loop):
     dataset = loop["dataset"]
     overview = st.loop_overview(dataset)
-    assert overview["unit"] == "scene" and overview["units"] == 30
+    assert overview["unit"] == "scene" and overview["units"] == NUM_SCENES
     assert (overview["test"], overview["golden"]) == (4, 6)
     assert overview["batched"] == 12  # batch:v1 and batch:v2
     labeled = units(dataset.select_group_slices("left").exists("ground_truth"))
-    assert overview["labeled"] == len(labeled) == 4 + 6 + 6  # test, golden and batch:v1
+    mining, golden = (units(dataset.match_tags(t)) for t in (MINING_SPLIT_TAG, GOLDEN_SPLIT_TAG))
+    first_batch = units(dataset.match_tags("batch:v1"))
+    assert overview["labeled"] == len(labeled) == len(mining | golden | first_batch)
 
 
 def test_scheduled_runs_lists_annoloop_operations_queued_for_the_dataset(loop):
@@ -417,7 +431,7 @@ def test_preview_summary_explains_a_dry_run_like_a_planned_batch(loop):
 def test_embedding_points_keep_the_picks_and_sample_the_rest(loop):
     dataset, ids = loop["dataset"], loop["second"]["ids"]
     points = st.embedding_points(dataset, "embedding", keep=ids, max_points=5)
-    assert points["brain_key"] == "viz_left_embedding_pca" and points["total"] == 30
+    assert points["brain_key"] == "viz_left_embedding_pca" and points["total"] == NUM_SCENES
     assert len(points["x"]) == len(points["y"]) == len(points["unit"]) == len(ids) + 5
     assert set(ids) <= set(points["unit"])
     assert set(points["unit"]) <= units(dataset)
@@ -489,7 +503,7 @@ def test_the_planner_previews_without_writing_and_prefills_the_operator_form(loo
     dataset = loop["dataset"]
     _, state = run_panel("batch_planner", "on_load", dataset)
     assert state["next_batch"] == "batch:v3" and state["budget"] == 6
-    assert state["embeddings_field"] == "embedding" and state["eval_key"] == "eval"
+    assert state["embeddings_field"] == "embedding" and state["eval_key"] == MINING_EVAL_KEY
     requests, state = run_panel("batch_planner", "preview", dataset, state=state)
     assert state["error"] is None and len(state["pick_ids"]) == 6
     assert state["preview"]["batch"] == "batch:v3" and not dataset.has_run("annoloop_plan_batch_v3")
@@ -507,7 +521,7 @@ def test_the_planner_previews_without_writing_and_prefills_the_operator_form(loo
         "coverage_method": "kcenter",
         "use_schedule": True,
         "dry_run": False,
-        "eval_key": "eval",
+        "eval_key": MINING_EVAL_KEY,
         "slice": "left",
     }
 

@@ -2,12 +2,13 @@
 
 Every dataset has 30 scenes with slices ``left``, ``right`` (images) and ``pcd`` (point
 clouds; no media is ever read). Scene embeddings live on ``left``: night scenes form a tight
-cluster far from the day scenes. Scenes 0-3 are the frozen test set (labeled on ``left``;
+cluster far from the day scenes. Scenes 0-3 are the frozen mining set (labeled on ``left``;
 scene 3 is tagged on ``left`` only), scene 4 the golden set (unlabeled in ``ground_truth``,
 tagged on ``pcd`` only), scene 5 is quarantined on its ``right`` sample only: exclusion is
 per scene, whichever slice carries the tag. Scenes 6-29 are the unlabeled pool.
 The fabricated model misses every object at night, so the evaluation's failures (run by
-the real :func:`annoloop.training.evaluate.evaluate_test_set`) are night scenes.
+the real :func:`annoloop.training.evaluate.evaluate_split` on the mining split) are night
+scenes.
 """
 
 from __future__ import annotations
@@ -18,15 +19,27 @@ import pytest
 import fiftyone as fo
 from fiftyone.operators.executor import ExecutionContext, ExecutionError
 
-from annoloop.selection.batches import PICK_FIELD, plan_record, plan_run_key
-from annoloop.training.constants import GOLDEN_SPLIT_TAG, QUARANTINE_TAG, TEST_SPLIT_TAG
-from annoloop.training.evaluate import evaluate_test_set
-from annoloop.training.views import test_set as frozen_test_set
+from annoloop.selection import batches
+from annoloop.selection.batches import (
+    PICK_FIELD,
+    default_uncertainty_slice,
+    plan_record,
+    plan_run_key,
+)
+from annoloop.selection.uncertainty import detection_uncertainty
+from annoloop.training.constants import (
+    GOLDEN_SPLIT_TAG,
+    MINING_SPLIT_TAG,
+    QUARANTINE_TAG,
+    TEST_SPLIT_TAG,
+)
+from annoloop.training.evaluate import evaluate_split
+from annoloop.training.views import split_set
 from fo_helpers import run_operator, unique_name, uri
 
 SLICES = ("left", "right", "pcd")
 NUM_SCENES = 30
-TEST_SCENES = (0, 1, 2, 3)
+MINING_SCENES = (0, 1, 2, 3)
 GOLDEN_SCENE, QUARANTINED_SCENE = 4, 5
 POOL_SCENES = tuple(range(6, NUM_SCENES))
 NIGHT = {0, 1, 6, 7, 8, 9}
@@ -61,8 +74,8 @@ def build(evaluate: bool = True) -> fo.Dataset:
         group = fo.Group()
         for slice_name in SLICES:
             tags = []
-            if scene in TEST_SCENES and (scene != 3 or slice_name == "left"):
-                tags.append(TEST_SPLIT_TAG)
+            if scene in MINING_SCENES and (scene != 3 or slice_name == "left"):
+                tags.append(MINING_SPLIT_TAG)
             if scene == GOLDEN_SCENE and slice_name == "pcd":
                 tags.append(GOLDEN_SPLIT_TAG)
             if scene == QUARANTINED_SCENE and slice_name == "right":
@@ -83,7 +96,7 @@ def build(evaluate: bool = True) -> fo.Dataset:
     left.set_values(
         "embedding", {i: scene_embedding(s, rng) for s, i in zip(scenes, ids)}, key_field="id"
     )
-    label(dataset, TEST_SCENES)
+    label(dataset, MINING_SCENES)
     if evaluate:
         blind_at_night(dataset)
     return dataset
@@ -97,11 +110,28 @@ def label(dataset: fo.Dataset, scenes) -> None:
 
 def blind_at_night(dataset: fo.Dataset) -> None:
     """Evaluate a model that finds every object by day and none at night, as ``eval``."""
-    test = dataset.select_group_slices("left").match(fo.ViewField("scene").is_in(TEST_SCENES))
-    test.set_values(
-        "predictions", [detections([] if s in NIGHT else BOXES, 0.9) for s in test.values("scene")]
+    mining = dataset.select_group_slices("left").match(fo.ViewField("scene").is_in(MINING_SCENES))
+    mining.set_values(
+        "predictions", [detections([] if s in NIGHT else BOXES, 0.9) for s in mining.values("scene")]
     )
-    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    evaluate_split(dataset, "predictions", split="mining", slice_name="left", eval_key="eval")
+
+
+def test_an_evaluation_that_covers_a_test_sample_is_never_targeted(evaluated_base):
+    dataset = evaluated_base.clone(unique_name("plan-leak"))
+    try:
+        # A mining scene that is also in the test set: its failures would leak the test set.
+        leaked = dataset.select_group_slices("left").match(fo.ViewField("scene") == 0)
+        leaked.tag_samples(TEST_SPLIT_TAG)
+        with pytest.raises(ExecutionError, match="covers 1 samples of the frozen test set"):
+            plan(dataset, budget=4, eval_key="eval", coverage_fraction=0.3)
+        assert not dataset.has_run(plan_run_key("batch:v1"))
+        # Without an explicit key the planner finds no targetable evaluation: all coverage.
+        result = plan(dataset, budget=4, coverage_fraction=0.3, dry_run=True)
+        assert result["eval_key"] is None and result["n_targeting"] == 0
+        assert "no evaluation" in result["fallback_reason"]
+    finally:
+        dataset.delete()
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +237,7 @@ def test_frozen_golden_quarantined_and_batched_scenes_are_never_picked_from_any_
 
 
 def test_the_planner_refuses_forbidden_scenes_that_the_callers_view_offers(dataset):
-    forbidden = [*TEST_SCENES, GOLDEN_SCENE, QUARANTINED_SCENE]
+    forbidden = [*MINING_SCENES, GOLDEN_SCENE, QUARANTINED_SCENE]
     view = dataset.match(fo.ViewField("scene").is_in([*forbidden, 17]))
     result = plan(view=view, dataset=dataset, budget=1, dry_run=True)
     assert scenes_of(dataset, result["ids"]) == {17}
@@ -272,7 +302,7 @@ def test_targeting_serves_false_negatives_first_and_each_pick_records_why(datase
     left = dataset.select_group_slices("left")
     day_test = left.match(fo.ViewField("scene") == 2)
     day_test.set_values("predictions", [detections([*BOXES, ("car", [0.7, 0.05, 0.2, 0.2])], 0.8)])
-    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    evaluate_split(dataset, "predictions", split="mining", slice_name="left", eval_key="eval")
     failing_night = left.match(fo.ViewField("scene").is_in([0, 1])).values("id")
 
     result = plan(dataset, budget=2, coverage_fraction=0.0)
@@ -296,7 +326,7 @@ def test_a_prediction_of_another_class_over_a_missed_object_is_a_confusion(datas
         "predictions", [detections(swapped, 0.9) for _ in range(2)]
     )
     # classwise=True (the default) leaves the pair unlinked; classwise=False links it.
-    frozen_test_set(dataset, "left").evaluate_detections(
+    split_set(dataset, "left", "mining").evaluate_detections(
         "predictions", gt_field="ground_truth", eval_key="eval", classwise=classwise
     )
     result = plan(dataset, budget=4, coverage_fraction=0.0, dry_run=True)
@@ -311,7 +341,7 @@ def test_patch_embeddings_of_the_missed_objects_are_the_queries_when_asked(datas
     # Put every missed object's patch embedding next to pool scene 20 (a day scene).
     left = dataset.select_group_slices("left")
     target = left.match(fo.ViewField("scene") == 20).first().embedding
-    test = left.match(fo.ViewField("scene").is_in(TEST_SCENES))
+    test = left.match(fo.ViewField("scene").is_in(MINING_SCENES))
     gt_ids = test.values("ground_truth.detections.id")
     vectors = {i: target + 0.01 for row in gt_ids for i in row}
     left.set_label_values("ground_truth.detections.embedding", vectors, dynamic=True)
@@ -324,9 +354,9 @@ def test_patch_embeddings_of_the_missed_objects_are_the_queries_when_asked(datas
 
 
 def test_an_evaluation_without_failures_falls_back_to_coverage_and_says_so(dataset):
-    test = frozen_test_set(dataset, "left")
+    test = split_set(dataset, "left", "mining")
     test.set_values("predictions", [detections(BOXES, 0.9) for _ in range(len(test))])
-    evaluate_test_set(dataset, "predictions", slice_name="left", eval_key="eval")
+    evaluate_split(dataset, "predictions", split="mining", slice_name="left", eval_key="eval")
     result = plan(dataset, budget=4)
     assert result["round"] == 1 and result["n_coverage"] == 4 and result["n_targeting"] == 0
     assert "evaluation 'eval' has no false negatives" in result["fallback_reason"]
@@ -372,6 +402,152 @@ def test_the_form_offers_stored_embeddings_evaluations_and_explains_the_schedule
     assert form["eval_key"]["default"] == "eval" and form["batch_name"]["default"] == "batch:v1"
     assert "Round 1: 65% coverage" in form["use_schedule"]["view"]["description"]
     assert form["delegate"]["default"] is False
+
+
+# --- uncertainty targeting: the model's predictions on the pool, no labels -----------------
+
+UNCERTAIN = {"targeting_source": "uncertainty"}
+
+
+def predict(dataset, confidences: dict, slice_name: str = "left") -> None:
+    """Write predictions with the given confidences (one box each) on ``slice_name`` of the
+    scenes in ``confidences``, as apply_detector with target 'pool' would."""
+    view = dataset.select_group_slices(slice_name)
+    scenes, ids = view.values(["scene", "id"])
+    boxes = {
+        i: fo.Detections(
+            detections=[
+                fo.Detection(label="car", bounding_box=[0.1, 0.1, 0.2, 0.2], confidence=c)
+                for c in confidences[s]
+            ]
+        )
+        for s, i in zip(scenes, ids)
+        if s in confidences
+    }
+    view.set_values("predictions", boxes, key_field="id")
+
+
+def random_confidences(scenes, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {s: rng.uniform(0.05, 0.99, size=rng.integers(0, 5)).tolist() for s in scenes}
+
+
+def test_uncertainty_targeting_picks_the_scene_the_model_is_least_sure_about_first(cold):
+    confidences = random_confidences(range(NUM_SCENES))
+    predict(cold, confidences)
+    score = {s: detection_uncertainty([confidences[s]])[0] for s in POOL_SCENES}
+    most_uncertain = max(POOL_SCENES, key=score.get)
+
+    result = plan(cold, budget=4, coverage_fraction=0.5, **UNCERTAIN)
+    assert result["targeting_source"] == "uncertainty" and result["eval_key"] is None
+    assert (result["uncertainty_field"], result["uncertainty_slice"]) == ("predictions", "left")
+    assert result["round"] == 1  # predictions come from a trained model: no cold start
+    first = result["picks"][0]
+    assert scenes_of(cold, [first["id"]]) == {most_uncertain}
+    assert (first["source"], first["score_kind"]) == ("targeting", "uncertainty")
+    assert first["score"] == pytest.approx(score[most_uncertain])
+    assert first["near_failure"] is None
+    for slice_name in SLICES:
+        record = cold.select_groups([first["id"]]).select_group_slices(slice_name).first()
+        assert record[PICK_FIELD].score_kind == "uncertainty"
+    params = plan_record(cold, "batch:v1")["params"]
+    assert params["targeting_source"] == "uncertainty"
+    assert params["uncertainty_field"] == "predictions"
+
+
+def test_scenes_whose_model_sees_nothing_are_not_targeted_and_coverage_fills_in(cold):
+    doubtful = {9: [0.5], 21: [0.4, 0.6]}
+    predict(cold, {**{s: [] for s in range(NUM_SCENES)}, **doubtful})
+    result = plan(cold, budget=4, coverage_fraction=0.0, dry_run=True, **UNCERTAIN)
+    targeted = [p["id"] for p in result["picks"] if p["source"] == "targeting"]
+    assert scenes_of(cold, targeted) == set(doubtful)
+    assert f"targeting filled {len(doubtful)} of 4" in result["fallback_reason"]
+
+    predict(cold, {s: [] for s in range(NUM_SCENES)})
+    nothing = plan(cold, budget=4, dry_run=True, **UNCERTAIN)
+    assert nothing["n_targeting"] == 0 and nothing["n_coverage"] == 4
+    assert "no selectable pool row has an uncertainty score above 0" in nothing["fallback_reason"]
+
+
+def test_predictions_are_read_on_the_slice_asked_for(cold):
+    confidences = random_confidences(range(NUM_SCENES), seed=1)
+    predict(cold, confidences, slice_name="right")
+    most_uncertain = max(POOL_SCENES, key=lambda s: detection_uncertainty([confidences[s]])[0])
+    result = plan(
+        cold, budget=1, coverage_fraction=0.0, dry_run=True, uncertainty_slice="right",
+        **UNCERTAIN,
+    )
+    assert scenes_of(cold, result["ids"]) == {most_uncertain}
+    # The embeddings' slice is not an image slice: the first image slice stands in.
+    assert default_uncertainty_slice(cold, "pcd") == "left"
+
+
+def without_predictions_on(scenes):
+    def prepare(ds):
+        predict(ds, random_confidences(set(range(NUM_SCENES)) - set(scenes)))
+    return prepare
+
+
+def classification_predictions(ds):
+    ds.select_group_slices("left").set_values(
+        "weather_pred", [fo.Classification(label="rain")] * NUM_SCENES
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "prepare", "message"),
+    [
+        ({}, None, r"predictions field 'predictions' does not exist on slice 'left'"),
+        ({"uncertainty_field": "weather_pred"}, classification_predictions, "not Detections"),
+        (
+            {},
+            without_predictions_on([7, 8]),
+            rf"2 of {NUM_SCENES - len(MINING_SCENES)} pool groups have no 'predictions' on slice "
+            r"'left'",
+        ),
+        ({"uncertainty_slice": "pcd"}, None, "uncertainty_slice must be an image slice"),
+    ],
+    ids=["no-predictions-field", "not-detections", "pool-without-predictions", "pcd-slice"],
+)
+def test_uncertainty_targeting_without_pool_predictions_fails_clearly(
+    cold, params, prepare, message
+):
+    if prepare is not None:
+        prepare(cold)
+    before = snapshot(cold)
+    with pytest.raises(ExecutionError, match=message) as error:
+        plan(cold, budget=3, **UNCERTAIN, **params)
+    if params.get("uncertainty_slice") != "pcd":
+        assert "apply the detector to the pool first (apply_detector with target 'pool')" in str(
+            error.value
+        )
+    assert snapshot(cold) == before
+
+
+def test_uncertainty_targeting_refuses_evaluation_parameters(cold):
+    predict(cold, random_confidences(range(NUM_SCENES)))
+    with pytest.raises(ValueError, match="eval_key select the failures to target"):
+        batches.plan_batch(
+            cold, 2, embeddings_field="embedding", eval_key="eval", dry_run=True, **UNCERTAIN
+        )
+
+
+def test_the_form_offers_the_pool_predictions_for_uncertainty_targeting(cold):
+    import fiftyone.operators as foo
+
+    operator = foo.OperatorRegistry().get_operator(uri("plan_batch"))
+
+    def form():
+        ctx = ExecutionContext(request_params={"dataset_name": cold.name, "params": UNCERTAIN})
+        return operator.resolve_input(ctx).to_json()["type"]["properties"]
+
+    assert "no_predictions" in form() and "eval_key" not in form()
+    predict(cold, random_confidences(range(NUM_SCENES)))
+    fields = form()
+    assert fields["targeting_source"]["default"] == "failures"
+    assert fields["uncertainty_field"]["default"] == "predictions"
+    assert fields["uncertainty_slice"]["default"] == "left"
+    assert "Round 1" in fields["use_schedule"]["view"]["description"]
 
 
 # --- bad input: a clear error, nothing tagged or saved --------------------------------------

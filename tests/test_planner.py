@@ -170,6 +170,107 @@ def test_zcore_coverage_skips_high_scores_that_are_already_labeled():
     assert BLOB[plan.indices[0]] == 5
 
 
+# --- planner: uncertainty targeting ---------------------------------------------------------
+
+
+def _uncertainty(scores, **kwargs):
+    return planner.plan_batch(
+        POOL, kwargs.pop("budget", 2), targeting_source="uncertainty",
+        uncertainty_scores=scores, **kwargs,
+    )
+
+
+def _scores_on_blob(blob, seed=0):
+    """Positive uncertainty scores on one blob's rows, 0 elsewhere."""
+    scores = np.zeros(len(POOL))
+    rows = np.flatnonzero(BLOB == blob)
+    scores[rows] = np.random.default_rng(seed).uniform(0.1, 3.0, size=len(rows))
+    return scores
+
+
+def test_uncertainty_targeting_opens_with_the_most_uncertain_row_and_records_why():
+    scores = np.random.default_rng(2).uniform(0.0, 5.0, size=len(POOL))
+    plan = _uncertainty(scores, budget=6, coverage_fraction=0.0)
+    assert plan.indices[0] == np.argmax(scores)
+    assert plan.source == ("targeting",) * 6 and plan.targeting_source == "uncertainty"
+    records = json.loads(json.dumps(plan.to_records()))
+    assert {r["score_kind"] for r in records} == {"uncertainty"}
+    assert [r["score"] for r in records] == scores[plan.indices].tolist()
+    assert {r["near_failure"] for r in records} == {None}
+    assert plan.summary()["targeting_source"] == "uncertainty"
+
+
+def test_uncertainty_targeting_skips_near_duplicates_of_an_earlier_pick():
+    scores, top = _near_duplicate_top_scores()
+    plan = _uncertainty(scores, budget=2, coverage_fraction=0.0)
+    assert plan.indices[0] == top[0]
+    assert BLOB[plan.indices[1]] == 5  # not the next near-duplicate in blob 3
+
+
+def test_coverage_treats_uncertainty_picks_as_centres():
+    plan = _uncertainty(_scores_on_blob(0), budget=8, coverage_fraction=0.5)
+    targeted = plan.indices[np.array(plan.source) == "targeting"]
+    coverage = plan.indices[np.array(plan.source) == "coverage"]
+    assert set(BLOB[targeted].tolist()) == {0}
+    assert 0 not in set(BLOB[coverage].tolist())
+
+
+def test_rows_scoring_zero_are_never_targeted_and_coverage_fills_in():
+    scores = np.zeros(len(POOL))
+    uncertain_rows = np.flatnonzero(BLOB == 2)[:3]
+    scores[uncertain_rows] = 1.0
+    plan = _uncertainty(scores, budget=7, coverage_fraction=0.0)
+    assert set(plan.indices[: plan.n_targeting]) == set(uncertain_rows)
+    assert plan.n_targeting == len(uncertain_rows) and plan.n_coverage == 7 - len(uncertain_rows)
+    assert f"targeting filled {len(uncertain_rows)} of 7" in plan.fallback_reason
+    assert "uncertainty score above 0" in plan.fallback_reason
+
+
+@pytest.mark.parametrize("scores", [np.zeros(len(POOL)), None], ids=["all-zero", "absent"])
+def test_without_any_uncertainty_the_batch_is_all_coverage_and_says_why(scores):
+    plan = _uncertainty(scores, budget=10, round_index=2)
+    assert (plan.n_coverage, plan.n_targeting, plan.coverage_fraction) == (10, 0, 1.0)
+    assert "no selectable pool row has an uncertainty score above 0" in plan.fallback_reason
+
+
+def test_excluded_rows_are_never_targeted_however_uncertain():
+    scores = _scores_on_blob(4)
+    excluded = np.zeros(len(POOL), dtype=bool)
+    excluded[np.argsort(-scores)[:10]] = True  # the ten most uncertain rows are off limits
+    plan = _uncertainty(scores, budget=20, coverage_fraction=0.3, excluded=excluded)
+    assert not excluded[plan.indices].any()
+    assert plan.indices[0] == np.flatnonzero(~excluded)[np.argmax(scores[~excluded])]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(targeting_source="labels"), "targeting_source must be one of"),
+        (
+            dict(targeting_source="uncertainty", uncertainty_scores=-np.ones(len(POOL))),
+            "uncertainty_scores has 320 negative values",
+        ),
+        (
+            dict(targeting_source="uncertainty", uncertainty_scores=np.full(len(POOL), np.nan)),
+            "uncertainty_scores has 320 NaN or inf values",
+        ),
+        (
+            dict(targeting_source="uncertainty", uncertainty_scores=np.ones(3)),
+            r"uncertainty_scores has shape \(3,\), expected \(320,\)",
+        ),
+        (
+            dict(targeting_source="uncertainty", uncertainty_scores=np.ones(len(POOL)), **FAILURES),
+            "2 failure embeddings given, but targeting_source is 'uncertainty'",
+        ),
+        (dict(uncertainty_scores=np.ones(len(POOL))), "targeting_source is 'failures'"),
+    ],
+    ids=["unknown-source", "negative", "nan", "shape", "failures-too", "scores-with-failures"],
+)
+def test_bad_uncertainty_targeting_input_is_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        planner.plan_batch(POOL, 2, coverage_fraction=0.0, **kwargs)
+
+
 def test_records_are_json_serialisable_and_explain_each_pick():
     plan = planner.plan_batch(POOL, 10, coverage_fraction=0.3, **FAILURES)
     records = json.loads(json.dumps(plan.to_records()))

@@ -30,6 +30,31 @@ def test_test_and_golden_sets_are_disjoint_whole_groups():
     assert len(r.test) == 5 * len(r.test_groups)  # every frame of a picked scene
 
 
+def test_the_mining_set_is_a_third_disjoint_stratified_set_picked_after_the_test_set():
+    groups, strata = _pool()
+    without = select_splits(groups, strata, test=0.1, golden=0.05, seed=0)
+    r = select_splits(groups, strata, test=0.1, mining=0.15, golden=0.05, seed=0)
+    sets = [set(r.test_groups), set(r.mining_groups), set(r.golden_groups)]
+    assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1 :])
+    assert r.test_groups == without.test_groups  # adding a mining set leaves the test set be
+    assert len(r.mining_groups) == round(0.15 * 200)
+    assert sorted(set(groups[r.mining])) == r.mining_groups
+    for name, s in r.strata.items():
+        assert abs(s["mining"] - 0.15 * s["groups"]) <= 1, name
+
+
+def test_no_mining_set_is_picked_unless_asked_for():
+    groups, strata = _pool()
+    r = select_splits(groups, strata, test=0.1, golden=0.05, seed=0)
+    assert r.mining_groups == [] and r.mining.size == 0
+
+
+def test_sizes_that_together_exceed_the_groups_are_refused():
+    groups, strata = _pool()
+    with pytest.raises(ValueError, match="mining"):
+        select_splits(groups, strata, test=0.5, mining=0.4, golden=0.2)
+
+
 def test_sizes_follow_the_request_and_strata_are_proportional():
     groups, strata = _pool()
     r = select_splits(groups, strata, test=0.1, golden=10, seed=0)
@@ -45,7 +70,7 @@ def test_every_stratum_with_enough_groups_is_represented_in_both_sets():
     for name, s in r.strata.items():
         if s["groups"] >= 3:
             assert s["test"] >= 1 and s["golden"] >= 1, name
-    assert r.strata["snow"] == {"groups": 1, "test": 0, "golden": 0}
+    assert r.strata["snow"] == {"groups": 1, "test": 0, "mining": 0, "golden": 0}
     assert {strata[i] for i in r.golden} == {"day|dry", "night|dry", "night|rain", "fog"}
 
 

@@ -7,6 +7,7 @@ and Ultralytics. Training is yolov8n from its YAML (random weights), one epoch a
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from annoloop.training import runs
 from annoloop.training.constants import (
     GOLDEN_SPLIT_TAG,
     LEDGER_INFO_KEY,
+    MINING_EVAL_KEY,
+    MINING_SPLIT_TAG,
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
@@ -32,9 +35,12 @@ SIZE = (96, 64)
 TINY_TRAINING = {"slice": "left", "epochs": 1, "imgsz": 64, "batch": 8, "delegate": False}
 
 
-def build_tiny_dataset(num_groups: int = 20, num_test: int = 5, num_unlabeled: int = 2) -> fo.Dataset:
-    """A persistent grouped dataset: groups [0, num_test) are the frozen test set (tagged on
-    both slices); the last ``num_unlabeled`` groups have no ground truth."""
+def build_tiny_dataset(
+    num_groups: int = 20, num_test: int = 5, num_unlabeled: int = 2, num_mining: int = 0
+) -> fo.Dataset:
+    """A persistent grouped dataset: groups [0, num_test) are the frozen test set and the
+    next ``num_mining`` groups the frozen mining set (tagged on both slices); the last
+    ``num_unlabeled`` groups have no ground truth."""
     name = unique_name("train")
     media = Path(os.environ["ANNOLOOP_TEST_SESSION_DIR"]) / "media" / name
     media.mkdir(parents=True)
@@ -61,7 +67,11 @@ def build_tiny_dataset(num_groups: int = 20, num_test: int = 5, num_unlabeled: i
                     filepath=str(path),
                     group=group.element(slice_name),
                     ground_truth=fo.Detections(detections=boxes) if labeled else None,
-                    tags=[TEST_SPLIT_TAG] if g < num_test else [],
+                    tags=[TEST_SPLIT_TAG]
+                    if g < num_test
+                    else [MINING_SPLIT_TAG]
+                    if g < num_test + num_mining
+                    else [],
                 )
             )
     dataset.add_samples(samples)
@@ -78,7 +88,7 @@ def tiny():
 @pytest.fixture(scope="module")
 def trained():
     """A tiny dataset with one completed training run, ``r0``, shared by the loop tests."""
-    dataset = build_tiny_dataset()
+    dataset = build_tiny_dataset(num_mining=3)
     result = run_operator("train_detector", {**TINY_TRAINING, "run_name": "r0"}, dataset=dataset)
     yield dataset, result.result
     dataset.delete()
@@ -99,9 +109,9 @@ def test_train_detector_completes_a_run_with_weights_params_and_metrics(trained)
     assert record.params["epochs"] == 1 and record.params["imgsz"] == 64
     assert "metrics/mAP50-95(B)" in record.metrics
     export = record.outputs["export"]
-    # 20 groups: 5 frozen test, 2 unlabeled, 13 trainable.
-    assert (export["num_samples"], export["num_frozen"], export["num_unlabeled"]) == (13, 5, 2)
-    assert result["num_train"] + result["num_val"] == 13
+    # 20 groups: 5 frozen test, 3 frozen mining, 2 unlabeled, 10 trainable.
+    assert (export["num_samples"], export["num_frozen"], export["num_unlabeled"]) == (10, 8, 2)
+    assert result["num_train"] + result["num_val"] == 10
     assert result["classes"] == ["car", "pedestrian"]
 
 
@@ -141,7 +151,7 @@ def test_apply_then_evaluate_scores_the_frozen_test_set_and_records_a_round(trai
     dataset.reload()
     ledger = dataset.info[LEDGER_INFO_KEY]
     assert len(ledger) == 1
-    assert ledger[0]["total_labels"] == 13 and ledger[0]["train_run"] == "r0"
+    assert ledger[0]["total_labels"] == 10 and ledger[0]["train_run"] == "r0"
     assert ledger[0]["batch"] == "batch-001"  # the latest annotation batch trained on
     assert evaluated["plateau"]["plateaued"] is False
 
@@ -149,6 +159,66 @@ def test_apply_then_evaluate_scores_the_frozen_test_set_and_records_a_round(trai
     run_operator("evaluate_model", {"iou": 0.6, "delegate": False}, dataset=dataset)
     dataset.reload()
     assert len(dataset.info[LEDGER_INFO_KEY]) == 1
+
+
+def test_the_mining_split_is_predicted_and_evaluated_for_the_planner_without_a_ledger_round(
+    trained,
+):
+    dataset, _ = trained
+    dataset.reload()
+    ledger_before = dataset.info.get(LEDGER_INFO_KEY)
+    applied = run_operator(
+        "apply_detector",
+        {"run_name": "r0", "target": "mining", "pred_field": "mining_pred", "conf": 0.001,
+         "delegate": False},
+        dataset=dataset,
+    ).result
+    left = left_slice(dataset)
+    mining = left.match_tags(MINING_SPLIT_TAG)
+    assert applied["num_samples"] == len(mining)
+    assert sorted(left.exists("mining_pred").values("id")) == sorted(mining.values("id"))
+
+    evaluated = run_operator(
+        "evaluate_model",
+        {"pred_field": "mining_pred", "split": "mining", "delegate": False},
+        dataset=dataset,
+    ).result
+    assert evaluated["split"] == "mining" and evaluated["eval_key"] == MINING_EVAL_KEY
+    assert evaluated["num_samples"] == len(mining)
+    assert mining.sum(f"{MINING_EVAL_KEY}_fn") == evaluated["fn"]
+    assert "round" not in evaluated  # the ledger reports the test split only
+    dataset.reload()
+    assert dataset.info.get(LEDGER_INFO_KEY) == ledger_before
+
+
+def test_the_pool_target_predicts_only_unlabeled_samples_outside_the_frozen_splits(trained):
+    dataset, _ = trained
+    applied = run_operator(
+        "apply_detector",
+        {"run_name": "r0", "target": "pool", "pred_field": "pool_pred", "delegate": False},
+        dataset=dataset,
+    ).result
+    left = left_slice(dataset)
+    pool = left.match_tags([TEST_SPLIT_TAG, MINING_SPLIT_TAG], bool=False).exists(
+        "ground_truth", False
+    )
+    assert applied["num_samples"] == len(pool) == 2
+    assert sorted(left.exists("pool_pred").values("id")) == sorted(pool.values("id"))
+
+
+def test_a_run_sized_by_steps_trains_as_many_epochs_as_the_steps_need(trained):
+    dataset, _ = trained
+    steps = 3
+    result = run_operator(
+        "train_detector",
+        {**TINY_TRAINING, "run_name": "by_steps", "steps": steps, "rect": True,
+         "val_each_epoch": False},
+        dataset=dataset,
+    ).result
+    batches_per_epoch = math.ceil(result["num_train"] / TINY_TRAINING["batch"])
+    assert result["epochs"] == math.ceil(steps / batches_per_epoch)
+    record = runs.get_run(dataset, "by_steps")
+    assert record.params["steps"] == steps and record.params["rect"] is True
 
 
 def test_apply_detector_refuses_to_overwrite_ground_truth(trained):

@@ -156,6 +156,20 @@ def test_a_plateau_without_gains_and_balanced_classes_recommends_a_bigger_model(
     assert signal.lagging_classes == []
 
 
+def test_a_model_at_zero_map_and_zero_recall_is_not_learning_yet_rather_than_on_a_plateau():
+    zero = {"car": 0.0, "pedestrian": 0.0}
+    signal = lg.plateau_signal(_ledger([100, 200, 300], [0.0, 0.0, 0.0], [zero] * 3))
+    assert signal.state == lg.STATE_NOT_LEARNING and not signal.plateaued
+    assert signal.recommendation == lg.RECOMMEND_TRAIN_LONGER
+    assert "not learning yet" in signal.reason
+
+
+def test_a_model_that_finds_some_objects_is_judged_by_its_gains():
+    recalls = [{"car": 0.0, "pedestrian": 0.0}] * 2 + [{"car": 0.1, "pedestrian": 0.0}]
+    signal = lg.plateau_signal(_ledger([100, 200, 300], [0.0, 0.0, 0.004], recalls))
+    assert signal.state == lg.STATE_PLATEAU
+
+
 def test_the_plateau_signal_is_json_serialisable():
     signal = lg.plateau_signal(_ledger([100, 200, 300], [0.4, 0.399, 0.398]))
     assert json.loads(json.dumps(signal.to_dict()))["recommendation"] == "bigger model"

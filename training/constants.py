@@ -8,15 +8,20 @@ drift apart.
 QUARANTINE_TAG = "qa:quarantine"
 #: Sample tag of the frozen test set: evaluated on, never trained on, never selected.
 TEST_SPLIT_TAG = "split:test"
+#: Sample tag of the frozen mining (validation) set: labeled, never trained on or selected;
+#: the only evaluation the planner may mine failures from, so selection never sees the test set.
+MINING_SPLIT_TAG = "split:mining"
 #: Sample tag of the frozen golden set used to score annotators; never trained on.
 GOLDEN_SPLIT_TAG = "split:golden"
 #: Every tag whose samples (and their whole group) a training export refuses.
-FROZEN_SPLIT_TAGS = (TEST_SPLIT_TAG, GOLDEN_SPLIT_TAG)
+FROZEN_SPLIT_TAGS = (TEST_SPLIT_TAG, MINING_SPLIT_TAG, GOLDEN_SPLIT_TAG)
 
 #: Default label fields and evaluation key of the loop.
 DEFAULT_GT_FIELD = "ground_truth"
 DEFAULT_PRED_FIELD = "predictions"
 DEFAULT_EVAL_KEY = "eval"
+#: Evaluation key of the mining split, the planner's source of failures.
+MINING_EVAL_KEY = "eval_mining"
 
 #: ``dataset.info`` key holding the ledger of rounds (a JSON list, oldest round first).
 LEDGER_INFO_KEY = "annoloop_ledger"

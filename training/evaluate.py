@@ -1,7 +1,10 @@
-"""Evaluate predictions on the frozen test set with FiftyOne's ``evaluate_detections``.
+"""Evaluate predictions on a frozen split with FiftyOne's ``evaluate_detections``.
 
-The test set is one camera slice of the groups tagged ``split:test`` (see :mod:`.views`),
-minus samples the schema gate quarantined (their ground truth is not trustworthy). The
+Two splits are evaluated, for two different readers: the **test** set (``split:test``) for
+the ledger and every reported number, and the **mining** set (``split:mining``) for the
+planner, which targets its failures; the test set's failures never feed selection (see
+:mod:`..selection.batches`). The split is one camera slice of the groups tagged with its tag
+(see :mod:`.views`), minus samples the schema gate quarantined (their ground truth is not trustworthy). The
 evaluation is a regular FiftyOne evaluation run under ``eval_key``: per sample it leaves
 ``<key>_tp``, ``<key>_fp``, ``<key>_fn``, per object ``<key>`` (``"tp"``/``"fp"``/``"fn"``),
 ``<key>_id`` and ``<key>_iou`` on the dataset, so the planner can mine failures and
@@ -15,18 +18,20 @@ from dataclasses import asdict, dataclass
 
 import fiftyone as fo
 
-from .constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD, TEST_SPLIT_TAG
-from .views import quarantined_ids, root_dataset, test_set
+from .constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from .views import quarantined_ids, root_dataset, split_set
 
-__all__ = ["EvaluationSummary", "evaluate_test_set"]
+__all__ = ["EvaluationSummary", "evaluate_split"]
 
 
 @dataclass(frozen=True)
 class EvaluationSummary:
-    """The outcome of one evaluation of the frozen test set.
+    """The outcome of one evaluation of a frozen split.
 
     Attributes
     ----------
+    split : str
+        ``"test"`` or ``"mining"``.
     eval_key, pred_field, gt_field : str
         FiftyOne evaluation key and the fields compared.
     slice_name : str or None
@@ -52,6 +57,7 @@ class EvaluationSummary:
         Rows are ground truth, columns predictions.
     """
 
+    split: str
     eval_key: str
     pred_field: str
     gt_field: str
@@ -70,7 +76,7 @@ class EvaluationSummary:
 
     @property
     def per_class_recall(self) -> dict[str, float]:
-        """Recall of every class with ground truth in the test set."""
+        """Recall of every class with ground truth in the evaluated split."""
         return {c: m["recall"] for c, m in self.per_class.items() if m["support"] > 0}
 
     def to_dict(self) -> dict:
@@ -78,25 +84,28 @@ class EvaluationSummary:
         return {**asdict(self), "per_class_recall": self.per_class_recall}
 
 
-def evaluate_test_set(
+def evaluate_split(
     samples: fo.core.collections.SampleCollection,
     pred_field: str = DEFAULT_PRED_FIELD,
     *,
+    split: str = "test",
     gt_field: str = DEFAULT_GT_FIELD,
     slice_name: str | None = None,
     eval_key: str = DEFAULT_EVAL_KEY,
     iou: float = 0.5,
 ) -> EvaluationSummary:
-    """Evaluate ``pred_field`` against ``gt_field`` on the frozen test set of one slice.
+    """Evaluate ``pred_field`` against ``gt_field`` on a frozen split of one slice.
 
     Parameters
     ----------
     samples : SampleCollection
-        Any dataset or view: the test set is looked up on its whole dataset.
+        Any dataset or view: the split is looked up on its whole dataset.
+    split : {"test", "mining"}, default="test"
+        The frozen split to evaluate.
     pred_field : str, default="predictions"
-        ``Detections`` field with the model's predictions on every test sample.
+        ``Detections`` field with the model's predictions on every sample of the split.
     gt_field : str, default="ground_truth"
-        ``Detections`` field with the test set's labels.
+        ``Detections`` field with the split's labels.
     slice_name : str or None
         Camera slice of a grouped dataset; None for a flat image dataset.
     eval_key : str, default="eval"
@@ -116,7 +125,7 @@ def evaluate_test_set(
     if pred_field == gt_field:
         raise ValueError(f"pred_field and gt_field are both '{gt_field}'")
     dataset = root_dataset(samples)
-    frozen = test_set(samples, slice_name)
+    frozen = split_set(samples, slice_name, split)
     detection_fields = frozen.get_field_schema(embedded_doc_type=fo.Detections)
     if gt_field not in detection_fields:
         raise ValueError(
@@ -124,36 +133,36 @@ def evaluate_test_set(
             f"its Detections fields are {sorted(detection_fields)}"
         )
     quarantined = quarantined_ids(frozen, gt_field)
-    test = frozen.exclude(quarantined)
-    num_samples = len(test)
+    evaluated = frozen.exclude(quarantined)
+    num_samples = len(evaluated)
     if num_samples == 0:
         raise ValueError(
-            f"no frozen test set on slice {slice_name!r} of '{dataset.name}': tag a test split "
-            f"'{TEST_SPLIT_TAG}' first ({len(quarantined)} quarantined test samples left out)"
+            f"no frozen {split} set on slice {slice_name!r} of '{dataset.name}': create it "
+            f"with create_splits first ({len(quarantined)} quarantined {split} samples left out)"
         )
     if pred_field not in detection_fields:
         raise ValueError(
             f"no predictions to evaluate: '{pred_field}' is not a Detections field of "
-            f"'{dataset.name}'; apply the detector to the test set first"
+            f"'{dataset.name}'; apply the detector to the {split} set first"
         )
-    missing_pred = num_samples - len(test.exists(pred_field))
+    missing_pred = num_samples - len(evaluated.exists(pred_field))
     if missing_pred:
         raise ValueError(
-            f"{missing_pred} of {num_samples} test samples have no predictions in "
-            f"'{pred_field}'; apply the detector to the test set first"
+            f"{missing_pred} of {num_samples} {split} samples have no predictions in "
+            f"'{pred_field}'; apply the detector to the {split} set first"
         )
-    missing_gt = num_samples - len(test.exists(gt_field))
+    missing_gt = num_samples - len(evaluated.exists(gt_field))
     if missing_gt:
         raise ValueError(
-            f"{missing_gt} of {num_samples} test samples have no labels in '{gt_field}'; "
-            "label the whole test set first"
+            f"{missing_gt} of {num_samples} {split} samples have no labels in '{gt_field}'; "
+            f"label the whole {split} set first"
         )
-    gt_classes = test.distinct(f"{gt_field}.detections.label")
+    gt_classes = evaluated.distinct(f"{gt_field}.detections.label")
     if not gt_classes:
-        raise ValueError(f"the test set holds no ground truth boxes in '{gt_field}'")
-    classes = sorted(set(gt_classes) | set(test.distinct(f"{pred_field}.detections.label")))
+        raise ValueError(f"the {split} set holds no ground truth boxes in '{gt_field}'")
+    classes = sorted(set(gt_classes) | set(evaluated.distinct(f"{pred_field}.detections.label")))
 
-    results = test.evaluate_detections(
+    results = evaluated.evaluate_detections(
         pred_field, gt_field=gt_field, eval_key=eval_key, iou=iou, compute_mAP=True
     )
     report = results.report(classes=classes)
@@ -168,6 +177,7 @@ def evaluate_test_set(
     }
     matrix = results.confusion_matrix(classes=classes, include_missing=True)
     return EvaluationSummary(
+        split=split,
         eval_key=eval_key,
         pred_field=pred_field,
         gt_field=gt_field,
@@ -176,9 +186,9 @@ def evaluate_test_set(
         num_samples=num_samples,
         num_quarantined=len(quarantined),
         map=float(results.mAP()),
-        tp=int(test.sum(f"{eval_key}_tp")),
-        fp=int(test.sum(f"{eval_key}_fp")),
-        fn=int(test.sum(f"{eval_key}_fn")),
+        tp=int(evaluated.sum(f"{eval_key}_tp")),
+        fp=int(evaluated.sum(f"{eval_key}_fp")),
+        fn=int(evaluated.sum(f"{eval_key}_fn")),
         classes=classes,
         per_class=per_class,
         confusion_labels=[*classes, results.missing],

