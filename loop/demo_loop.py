@@ -293,7 +293,7 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -
                 "epochs": trained.get("epochs"),
                 "map": evaluation["map"],
                 "per_class_recall": evaluation.get("per_class_recall", {}),
-                "night_recall": _night_recall(dataset),
+                "night_recall": night_recall(dataset),
                 "state": evaluation.get("plateau", {}).get("state"),
             }
         )
@@ -322,7 +322,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _night_recall(dataset) -> float | None:
+def night_recall(dataset) -> float | None:
     """Recall on night scenes of the test set, from the per-sample tp/fn counts of ``eval``."""
     from fiftyone import ViewField as F
 

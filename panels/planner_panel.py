@@ -376,12 +376,14 @@ _WHY = {
     "kcenter_distance": "far from all labeled (k-center)",
     "zcore_score": "high ZCore score",
     "random": "drawn at random",
+    "uncertainty": "the model is unsure here",
 }
 
 
 def _pick_row(pick: dict) -> dict:
     if pick["source"] == "targeting":
-        why = _WHY.get(pick.get("near_failure_kind"), "near a failure")
+        kind = pick.get("near_failure_kind") or pick.get("score_kind")
+        why = _WHY.get(kind, "near a failure")
     else:
         why = _WHY.get(pick.get("score_kind"), pick.get("score_kind") or "coverage")
     return {
