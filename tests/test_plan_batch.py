@@ -318,6 +318,25 @@ def test_targeting_serves_false_negatives_first_and_each_pick_records_why(datase
     assert tagged_scenes(dataset, "source:targeting", "pcd") <= NIGHT
 
 
+def test_a_scene_where_every_object_is_missed_is_served_before_one_with_more_misses(dataset):
+    # Day mining scene 2 gets four objects and misses three of them (more misses, share 3/4);
+    # night scene 0 misses its two of two (a blind spot, share 1).
+    left = dataset.select_group_slices("left")
+    crowded = left.match(fo.ViewField("scene") == 2)
+    extra = [("car", [0.05, 0.6, 0.1, 0.1]), ("pedestrian", [0.8, 0.1, 0.1, 0.2])]
+    crowded.set_values("ground_truth", [detections([*BOXES, *extra])])
+    crowded.set_values("predictions", [detections(BOXES[:1], 0.9)])
+    left.match(fo.ViewField("scene").is_in([1, 3])).set_values(
+        "predictions", [detections(BOXES, 0.9)] * 2
+    )
+    evaluate_split(dataset, "predictions", split="mining", slice_name="left", eval_key="eval")
+    blind = left.match(fo.ViewField("scene") == 0).first().id
+
+    result = plan(dataset, budget=1, coverage_fraction=0.0, dry_run=True)
+    assert result["counts"]["failures"]["fn"] == 2 + 3
+    assert result["picks"][0]["near_failure"] == blind
+
+
 @pytest.mark.parametrize("classwise", [True, False])
 def test_a_prediction_of_another_class_over_a_missed_object_is_a_confusion(dataset, classwise):
     left = dataset.select_group_slices("left")
