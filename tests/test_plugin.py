@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +93,32 @@ def test_simulate_annotation_labels_every_slice_of_the_view_through_the_executor
         labeled = dataset.select_group_slices(slice_name).exists("ground_truth")
         assert len(labeled) == 4, slice_name
     dataset.delete()
+
+
+@pytest.mark.slow
+def test_a_wheel_install_is_a_complete_package_and_a_loadable_plugin(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheel"), str(REPO_ROOT)],
+        check=True,
+    )
+    (wheel,) = (tmp_path / "wheel").glob("annoloop-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        check=True,
+    )
+    assert (site / "annoloop" / "fiftyone.yml").is_file()
+    # A fresh interpreter that sees only the installed copy, as a user's would.
+    probe = (
+        "import json, fiftyone.operators as foo, annoloop, annoloop.selection.planner;"
+        "assert annoloop.__file__.startswith(%r), annoloop.__file__;"
+        "print(json.dumps(foo.OperatorRegistry().list_errors()));"
+        "print(json.dumps([o.name for o in foo.list_operators() if o.plugin_name == %r]))"
+    ) % (str(site), PLUGIN)
+    env = {**os.environ, "PYTHONPATH": str(site), "FIFTYONE_PLUGINS_DIR": str(site)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert json.loads(out[-2]) == []
+    assert set(json.loads(out[-1])) == set(manifest()["operators"]) | set(manifest()["panels"])
