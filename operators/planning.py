@@ -19,6 +19,7 @@ from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
 from ..selection.split_schedule import scheduled_coverage_fraction
 from ..training.constants import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from ..training.views import camera_slices
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .quality import _detections_fields, _dropdown
 
@@ -262,7 +263,7 @@ def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, p
     (the form says what to run first) when there is no such field to choose."""
     view = dataset
     if dataset.media_type == "group":
-        images = batches.image_slices(dataset)
+        images = camera_slices(dataset)
         chosen = params.get("uncertainty_slice")
         if chosen not in images:
             chosen = batches.default_uncertainty_slice(dataset, slice_name)

@@ -89,7 +89,7 @@ from ..training.constants import (
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
-from ..training.views import root_dataset, units_view
+from ..training.views import camera_slices, root_dataset, units_view
 from . import planner
 from .targeting import DEFAULT_KIND_WEIGHTS
 from .uncertainty import detection_uncertainty
@@ -105,7 +105,6 @@ __all__ = [
     "default_round",
     "default_uncertainty_slice",
     "detection_evaluations",
-    "image_slices",
     "evaluated_test_samples",
     "embedding_fields",
     "next_batch_name",
@@ -242,19 +241,11 @@ def embedding_fields(dataset: fo.Dataset, slice_name: str | None = None) -> list
     )
 
 
-def image_slices(dataset: fo.Dataset) -> list[str]:
-    """The image slices of a grouped dataset, in slice order (none for a flat dataset)."""
-    if dataset.media_type != "group":
-        return []
-    media = dataset.group_media_types
-    return [s for s in dataset.group_slices if media[s] == "image"]
-
-
 def default_uncertainty_slice(dataset: fo.Dataset, slice_name: str | None = None) -> str | None:
     """The slice whose predictions score a scene's uncertainty: ``slice_name`` (default the
     dataset's default slice) when it holds images, else the first image slice; None for a
     flat dataset or a grouped one without image slices."""
-    images = image_slices(dataset)
+    images = camera_slices(dataset)
     preferred = slice_name or dataset.default_group_slice
     return preferred if preferred in images else next(iter(images), None)
 
@@ -595,7 +586,7 @@ def _check_uncertainty_field(
     """The slice to read predictions from (None for flat datasets), after checking that
     ``field`` is a Detections field there."""
     if dataset.media_type == "group":
-        images = image_slices(dataset)
+        images = camera_slices(dataset)
         if slice_name is None:
             slice_name = default_uncertainty_slice(dataset, embeddings_slice)
         if slice_name not in images:
