@@ -96,7 +96,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", default=",".join(STRATEGY_PLANS))
     add_config_arguments(parser)
     parser.add_argument("--out", default=None, help="write every seed's full result as JSON here")
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="print the tables of earlier --out files (seeds pooled) instead of running",
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        results = [r for path in args.report for r in json.load(open(path))]
+        ran = [list(r["strategies"]) for r in results]
+        strategies = [s for s in ran[0] if all(s in r for r in ran)]
+        print_tables(results, strategies)
+        return 0
     strategies = args.strategies.split(",")
     if "random" not in strategies:
         strategies.append("random")  # the baseline every ratio is taken against
@@ -123,16 +136,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=1, default=str)
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    print_tables(results, strategies)
+    return 0
+
+
+def print_tables(results: list[dict], strategies: list[str]) -> None:
+    config = results[0]["config"]
+    seeds = [r["config"]["seed"] for r in results]
     print(
-        f"\nDemo loop, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), "
-        f"{args.scenes} scenes ({args.night_fraction:.0%} night), {args.rounds} rounds x "
-        f"{args.budget} scenes, {args.steps} steps per round at imgsz {args.imgsz}; "
-        f"{time.perf_counter() - started:.0f} s in all\n"
+        f"\nDemo loop, {len(seeds)} seeds ({', '.join(map(str, seeds))}), {config['scenes']} "
+        f"scenes ({config['night_fraction']:.0%} night), {config['rounds']} rounds x "
+        f"{config['budget']} scenes, {config['steps']} steps per round at imgsz "
+        f"{config['imgsz']}\n"
     )
     print(per_round_table(results, strategies))
     print()
     print(final_table(results, strategies))
-    return 0
 
 
 if __name__ == "__main__":
