@@ -156,23 +156,17 @@ def _output_to(log_file: str | None) -> Iterator[None]:
             os.close(saved[1])
 
 
-class _Stage:
-    """Times one stage, adds it to ``seconds`` and logs one line when it ends."""
-
-    def __init__(self, seconds: dict[str, float], stage: str, log: Log, log_file: str | None):
-        self.seconds, self.stage, self.log, self.log_file = seconds, stage, log, log_file
-
-    def __enter__(self):
-        self.started = time.perf_counter()
-        self.quiet = _output_to(self.log_file)
-        self.quiet.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.quiet.__exit__(*exc)
-        elapsed = time.perf_counter() - self.started
-        self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + elapsed
-        self.log(f"    {self.stage:<24} {elapsed:6.1f}s")
+@contextlib.contextmanager
+def _stage(seconds: dict[str, float], stage: str, *, log: Log, log_file: str | None) -> Iterator[None]:
+    """Time one stage (its output to ``log_file``), add it to ``seconds``, log one line."""
+    started = time.perf_counter()
+    try:
+        with _output_to(log_file):
+            yield
+    finally:
+        elapsed = time.perf_counter() - started
+        seconds[stage] = seconds.get(stage, 0.0) + elapsed
+        log(f"    {stage:<24} {elapsed:6.1f}s")
 
 
 def prepare(config: LoopConfig, log: Log = print) -> tuple[object, dict[str, float]]:
@@ -181,7 +175,7 @@ def prepare(config: LoopConfig, log: Log = print) -> tuple[object, dict[str, flo
 
     seconds: dict[str, float] = {}
     log(f"Preparing '{config.name}' ({config.scenes} scenes, {config.night_fraction:.0%} night)")
-    stage = functools.partial(_Stage, seconds, log=log, log_file=config.log_file)
+    stage = functools.partial(_stage, seconds, log=log, log_file=config.log_file)
     with stage("build demo dataset"):
         run_operator(
             "load_demo_dataset",
@@ -219,7 +213,7 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -
     started = time.perf_counter()
     for round_index in range(config.rounds):
         log(f"  [{strategy}] round {round_index + 1}/{config.rounds}")
-        stage = functools.partial(_Stage, run.seconds, log=log, log_file=config.log_file)
+        stage = functools.partial(_stage, run.seconds, log=log, log_file=config.log_file)
         plan_params = dict(
             budget=config.budget,
             embeddings_field="group_embedding",
