@@ -189,9 +189,9 @@ def random_checkpoint(model: str, size: str, out: Path, seed: int = 0) -> tuple[
 
 def demo_images(num_images: int, image_size: tuple[int, int], seed: int) -> list[np.ndarray]:
     """Camera images of demo scenes (two per scene), rendered in memory."""
-    from annoloop.demo import scenes as sc
-    from annoloop.demo.camera import stereo_rig
-    from annoloop.demo.render import render_camera
+    from annoloop.demo.algorithms import scenes as sc
+    from annoloop.demo.algorithms.camera import stereo_rig
+    from annoloop.demo.algorithms.render import render_camera
 
     cameras = stereo_rig(image_size)
     scenes = sc.sample_scenes((num_images + 1) // 2, seed)

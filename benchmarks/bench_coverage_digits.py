@@ -37,7 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from annoloop.selection import kcenter, zcore
+from annoloop.selection.algorithms import kcenter, zcore
 
 
 def _accuracy(x_train, y_train, x_test, y_test) -> float:

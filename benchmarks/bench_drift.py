@@ -70,7 +70,7 @@ def log(message: str) -> None:
 
 def batches(n_clean: int):
     """``(name, kind, profile)``: clean batches, then one per kind of drift."""
-    from annoloop.demo.annotator import CLEAN, DRIFTED
+    from annoloop.demo.algorithms.annotator import CLEAN, DRIFTED
 
     out = [(f"batch-{i:03d}", "clean", CLEAN) for i in range(n_clean)]
     out += [
@@ -85,7 +85,7 @@ def batches(n_clean: int):
 def run_drift(dataset, n_clean: int) -> list[dict]:
     from annoloop.demo.annotation import annotate_batch
     from annoloop.quality.golden import check_golden
-    from annoloop.training.constants import GOLDEN_SPLIT_TAG
+    from annoloop.core.names import GOLDEN_SPLIT_TAG
 
     golden = dataset.select_groups(dataset.match_tags(GOLDEN_SPLIT_TAG).distinct("group.id"))
     rows = []
@@ -104,7 +104,7 @@ def run_drift(dataset, n_clean: int) -> list[dict]:
 
 def pool_batch(dataset, n_pool: int, tag: str):
     """Tag ``n_pool`` scenes outside the frozen splits as a batch; return the grouped view."""
-    from annoloop.training.constants import FROZEN_SPLIT_TAGS
+    from annoloop.core.names import FROZEN_SPLIT_TAGS
 
     left = dataset.select_group_slices("left")
     free = left.match_tags(list(FROZEN_SPLIT_TAGS), bool=False).values("group.id")[:n_pool]
@@ -206,7 +206,7 @@ def found_violations(dataset) -> set:
 
 def run_gate(dataset, n_pool: int, per_rule: int, seed: int) -> dict:
     from annoloop.demo.annotation import annotate_batch
-    from annoloop.demo.annotator import CLEAN
+    from annoloop.demo.algorithms.annotator import CLEAN
     from annoloop.quality.gate import gate_label_field
 
     tag = "batch:pool-1"

@@ -32,10 +32,10 @@ MODELS = ("baseline", "dinov2-s", "yolo", "efficientnet_lite0")
 
 def demo_data(num_images: int, num_clouds: int, image_size: tuple[int, int], seed: int):
     """Camera images (two per scene) and LiDAR point arrays from the demo generator."""
-    from annoloop.demo import scenes as sc
-    from annoloop.demo.camera import stereo_rig
-    from annoloop.demo.pointcloud import simulate_lidar
-    from annoloop.demo.render import render_camera
+    from annoloop.demo.algorithms import scenes as sc
+    from annoloop.demo.algorithms.camera import stereo_rig
+    from annoloop.demo.algorithms.pointcloud import simulate_lidar
+    from annoloop.demo.algorithms.render import render_camera
 
     scenes = sc.sample_scenes(max((num_images + 1) // 2, num_clouds), seed)
     cameras = stereo_rig(image_size)

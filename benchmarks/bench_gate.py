@@ -114,8 +114,8 @@ def naive_gate(view, label_field: str, spec: dict, violations_field: str) -> set
     """The baseline: one sample at a time, same rules, one save per sample."""
     import fiftyone as fo
 
-    from annoloop.quality.schema_rules import BUILTIN_ATTRIBUTES, load_schema, validate_labels
-    from annoloop.training.constants import QUARANTINE_TAG
+    from annoloop.quality.algorithms.schema_rules import BUILTIN_ATTRIBUTES, load_schema, validate_labels
+    from annoloop.core.names import QUARANTINE_TAG
 
     schema = load_schema(spec)
     view.add_sample_field(
@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     import fiftyone as fo
 
     from annoloop.quality.gate import gate_label_field, read_detections, resolve_schema
-    from annoloop.quality.schema_rules import load_schema, validate_labels
+    from annoloop.quality.algorithms.schema_rules import load_schema, validate_labels
 
     name = f"bench-gate-{uuid.uuid4().hex[:8]}"
     t0 = time.perf_counter()

@@ -33,7 +33,7 @@ from annoloop.loop.demo_loop import (
     config_from_arguments,
     run_demo_loop,
 )
-from annoloop.loop.efficiency import label_efficiency, mean_sd
+from annoloop.loop.algorithms.efficiency import label_efficiency, mean_sd
 from annoloop.loop.report import curve
 
 

@@ -37,10 +37,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 from sklearn.model_selection import train_test_split
 
-from annoloop.selection import planner
+from annoloop.selection.algorithms import planner
 
 try:
-    from annoloop.selection import zcore
+    from annoloop.selection.algorithms import zcore
 except ImportError:  # the ZCore module is optional for this comparison
     zcore = None
 

@@ -60,7 +60,7 @@ def _rss_now_mib() -> float:
 def _run_case(case: str, args: argparse.Namespace) -> dict:
     """Run one case in this process and return its measurements."""
     # Imported here: the parent process only spawns and tabulates.
-    from annoloop.selection import planner, targeting
+    from annoloop.selection.algorithms import planner, targeting
 
     n = args.n if case == "plan" else args.brute_n
     data = _make_data(n, args.dim, args.failures, args.labeled, args.seed)

@@ -40,7 +40,7 @@ import numpy as np
 
 def freeze_mining_split(dataset, fraction: float, rng: np.random.Generator) -> None:
     """Tag a share of the day and of the night scenes ``split:mining``; copy their oracle."""
-    from annoloop.training.constants import MINING_SPLIT_TAG
+    from annoloop.core.names import MINING_SPLIT_TAG
 
     left = dataset.select_group_slices("left")
     groups, times = left.values(["group.id", "time_of_day"])
@@ -62,7 +62,7 @@ def blind_at_night(dataset) -> None:
     import fiftyone as fo
 
     from annoloop.training.evaluate import evaluate_split
-    from annoloop.training.views import split_set
+    from annoloop.core.views import split_set
 
     test = split_set(dataset, "left", "mining")
     oracle, times = test.values(["oracle", "time_of_day"])

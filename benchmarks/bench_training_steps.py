@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import fiftyone as fo
 
-    from annoloop.training.views import pool_set
+    from annoloop.core.views import pool_set
 
     name = "bench-training-steps"
     run_operator(

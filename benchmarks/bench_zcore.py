@@ -85,8 +85,8 @@ def _current_rss_bytes() -> int:
 
 def child(cfg: dict) -> dict:
     """One pool size, in its own process so peak RSS belongs to this size alone."""
-    from annoloop.selection import zcore
-    from annoloop.selection.zcore_reference import reference_raw_scores
+    from annoloop.selection.algorithms import zcore
+    from annoloop.selection.algorithms.zcore_reference import reference_raw_scores
 
     x = make_embeddings(cfg["size"], cfg["dim"], cfg["data"])
     base_rss = _current_rss_bytes()
@@ -167,8 +167,8 @@ def fidelity(n_sample: int) -> dict:
     from sklearn.datasets import load_digits
     from sklearn.preprocessing import StandardScaler
 
-    from annoloop.selection import zcore
-    from annoloop.selection.zcore_reference import reference_zcore_scores
+    from annoloop.selection.algorithms import zcore
+    from annoloop.selection.algorithms.zcore_reference import reference_zcore_scores
 
     x = StandardScaler().fit_transform(load_digits().data).astype(np.float32)
     params = [zcore.ZCoreParams(n_sample=n_sample, seed=seed) for seed in (0, 1)]

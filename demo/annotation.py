@@ -15,7 +15,7 @@ from typing import Sequence
 import fiftyone as fo
 import numpy as np
 
-from . import annotator as an
+from .algorithms import annotator as an
 
 ORACLE_FIELD = "oracle"
 

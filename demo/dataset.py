@@ -21,16 +21,17 @@ import os
 import shutil
 import tempfile
 import uuid
-from typing import Callable, Mapping
+from typing import Mapping
 
 import fiftyone as fo
 import numpy as np
 from PIL import Image
 
-from . import scenes as sc
-from .camera import stereo_rig
-from .pointcloud import simulate_lidar, write_pcd
-from .render import render_camera
+from ..core.runs import Progress
+from .algorithms import scenes as sc
+from .algorithms.camera import stereo_rig
+from .algorithms.pointcloud import simulate_lidar, write_pcd
+from .algorithms.render import render_camera
 
 GENERATOR_VERSION = "1"
 SLICES = ("left", "right", "pcd")
@@ -41,8 +42,6 @@ JPEG_QUALITY = 90
 MIN_IMAGE_SIZE = (64, 32)
 _CHUNK_SCENES = 100  # scenes rendered and added per add_samples call
 _BUILD_PREFIX = "build-"
-
-Progress = Callable[[float, str], None]
 
 
 def load_demo_dataset(

@@ -205,7 +205,7 @@ def prepare(config: LoopConfig, log: Log = print) -> tuple[object, dict[str, flo
 
 def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -> StrategyRun:
     """All rounds of one strategy on ``dataset`` (modified in place)."""
-    from ..training.constants import GOLDEN_SPLIT_TAG, MINING_EVAL_KEY
+    from ..core.names import GOLDEN_SPLIT_TAG, MINING_EVAL_KEY
 
     run = StrategyRun(strategy, dataset.name)
     plan_defaults = STRATEGY_PLANS[strategy]
@@ -320,7 +320,7 @@ def night_recall(dataset) -> float | None:
     """Recall on night scenes of the test set, from the per-sample tp/fn counts of ``eval``."""
     from fiftyone import ViewField as F
 
-    from ..training.views import test_set
+    from ..core.views import test_set
 
     night = test_set(dataset, "left").match(F("time_of_day") == "night")
     tp, fn = sum(night.values("eval_tp")), sum(night.values("eval_fn"))
@@ -331,7 +331,7 @@ def run_demo_loop(config: LoopConfig, log: Log = print) -> dict:
     """Prepare the demo, then run every strategy on its own copy; return everything measured."""
     import fiftyone as fo
 
-    from ..training.constants import BASELINE_LEDGER_INFO_KEY, LEDGER_INFO_KEY
+    from ..core.names import BASELINE_LEDGER_INFO_KEY, LEDGER_INFO_KEY
 
     started = time.perf_counter()
     dataset, prep_seconds = prepare(config, log)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from .efficiency import label_efficiency
+from .algorithms.efficiency import label_efficiency
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -20,8 +20,8 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..training import runs
-from ..training.constants import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
-from ..training.views import frozen_slice, tagged_groups
+from ..core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
+from ..core.views import frozen_slice, tagged_groups
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .training import _check_slice, _choice_input, _field_input, _slice_input
 

@@ -10,7 +10,7 @@ DEFAULT_DEMO_NAME = "annoloop-demo"
 
 
 def _default_night_fraction() -> float:
-    from ..demo.scenes import SceneConfig
+    from ..demo.algorithms.scenes import SceneConfig
 
     return SceneConfig().night_fraction
 
@@ -62,7 +62,7 @@ class LoadDemoDataset(AnnoloopOperator):
 
     def execute(self, ctx) -> dict:
         from ..demo.dataset import load_demo_dataset
-        from ..demo.scenes import SceneConfig
+        from ..demo.algorithms.scenes import SceneConfig
 
         night_fraction = ctx.params.get("night_fraction")
         dataset = load_demo_dataset(

@@ -16,10 +16,10 @@ import fiftyone.operators.types as types
 
 from ..selection import batches
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
-from ..selection.split_schedule import scheduled_coverage_fraction
-from ..training.constants import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
-from ..training.views import camera_slices
+from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
+from ..selection.algorithms.split_schedule import scheduled_coverage_fraction
+from ..core.names import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from ..core.views import camera_slices
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .quality import _detections_fields, _dropdown
 

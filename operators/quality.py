@@ -13,7 +13,7 @@ from __future__ import annotations
 import fiftyone as fo
 import fiftyone.operators.types as types
 
-from ..training.constants import DEFAULT_GT_FIELD
+from ..core.names import DEFAULT_GT_FIELD
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 
 

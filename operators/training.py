@@ -22,13 +22,13 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..training import runs
-from ..training.constants import (
+from ..core.names import (
     DEFAULT_EVAL_KEY,
     DEFAULT_GT_FIELD,
     DEFAULT_PRED_FIELD,
     MINING_EVAL_KEY,
 )
-from ..training.views import camera_slice, camera_slices
+from ..core.views import camera_slice, camera_slices
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 
 DEFAULT_MODEL = "yolov8n"
@@ -240,7 +240,7 @@ class ApplyDetector(AnnoloopOperator):
         return types.Property(inputs, view=types.View(label="Apply a detector"))
 
     def execute(self, ctx) -> dict:
-        from ..training.views import pool_set, split_set
+        from ..core.views import pool_set, split_set
         from ..training.yolo import predict_detections
 
         dataset = require_dataset(ctx)
@@ -348,7 +348,7 @@ class EvaluateModel(AnnoloopOperator):
 
     def execute(self, ctx) -> dict:
         from ..training.evaluate import evaluate_split
-        from ..training.ledger import plateau_signal, record_round
+        from ..training.algorithms.ledger import plateau_signal, record_round
 
         dataset = require_dataset(ctx)
         p = ctx.params

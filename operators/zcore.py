@@ -17,7 +17,7 @@ import fiftyone.operators.types as types
 
 from ..selection.batches import ZCORE_FIELD
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from ..selection.zcore import ZCoreParams
+from ..selection.algorithms.zcore import ZCoreParams
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
 #: The four ZCore hyperparameters (defaults: :class:`ZCoreParams`'s, the paper's):

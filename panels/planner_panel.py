@@ -20,11 +20,11 @@ import fiftyone.operators.types as types
 
 from ..selection import batches
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from ..selection.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
-from ..selection.split_schedule import scheduled_coverage_fraction
-from ..training.constants import DEFAULT_GT_FIELD
+from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
+from ..selection.algorithms.split_schedule import scheduled_coverage_fraction
+from ..core.names import DEFAULT_GT_FIELD
 from . import state as st
-from .loop_panel import INLINE, SHRINK, dropdown, flex, format_rate
+from .widgets import INLINE, SHRINK, dropdown, flex, format_rate
 
 PANEL_NAME = "batch_planner"
 PANEL_LABEL = "Batch planner"

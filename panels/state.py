@@ -32,6 +32,7 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from ..core.runs import load_records
 from ..quality.gate import GATE_RUN_METHOD
 from ..quality.golden import (
     DEFAULT_BATCH_ATTRIBUTE,
@@ -40,15 +41,15 @@ from ..quality.golden import (
     golden_history,
 )
 from ..selection.batches import PICK_FIELD, PLAN_RUN_METHOD, SOURCE_TAG_PREFIX, plan_record
-from ..training.constants import (
+from ..core.names import (
     BASELINE_LEDGER_INFO_KEY,
     DEFAULT_GT_FIELD,
     GOLDEN_SPLIT_TAG,
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
-from ..training.ledger import ledger_from_json, load_ledger, plateau_signal
-from ..training.views import root_dataset, units_view
+from ..training.algorithms.ledger import ledger_from_json, load_ledger, plateau_signal
+from ..core.views import root_dataset, units_view
 
 __all__ = [
     "BASELINE_LEDGER_INFO_KEY",
@@ -204,10 +205,8 @@ def _round_row(entry) -> dict:
 def planned_batches(dataset: fo.Dataset) -> list[str]:
     """Names of the batches with a plan record, oldest plan first."""
     dataset = root_dataset(dataset)
-    keys = dataset.list_runs(method=PLAN_RUN_METHOD)
-    configs = [dataset.get_run_info(key).config for key in keys]
-    configs.sort(key=lambda c: c.created_at)
-    return [c.batch for c in configs]
+    records = sorted(load_records(dataset, PLAN_RUN_METHOD), key=lambda r: r["created_at"])
+    return [r["batch"] for r in records]
 
 
 def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | None:
@@ -372,16 +371,11 @@ def golden_state(dataset: fo.Dataset, candidate_field: str | None = None) -> dic
         alarm: ``batch``, ``slice``, ``class``, ``rule``, ``message``).
     """
     dataset = root_dataset(dataset)
-    configs = {
-        c.candidate_field: c
-        for c in (
-            dataset.get_run_info(k).config for k in dataset.list_runs(method=GOLDEN_RUN_METHOD)
-        )
-    }
+    configs = {r["candidate_field"]: r for r in load_records(dataset, GOLDEN_RUN_METHOD)}
     if not configs:
         return None
     if candidate_field is None:
-        candidate_field = max(configs, key=lambda f: configs[f].updated_at)
+        candidate_field = max(configs, key=lambda f: configs[f]["updated_at"])
     elif candidate_field not in configs:
         raise ValueError(
             f"no golden-set history for {candidate_field!r}; histories: {sorted(configs)}"
@@ -389,7 +383,7 @@ def golden_state(dataset: fo.Dataset, candidate_field: str | None = None) -> dic
     config = configs[candidate_field]
     history = golden_history(dataset, candidate_field)
     alarms = [
-        {k: a.get(k) for k in ("batch", "slice", "class", "rule", "message")} for a in config.alarms
+        {k: a.get(k) for k in ("batch", "slice", "class", "rule", "message")} for a in config["alarms"]
     ]
     rows = []
     for entry in history:
@@ -413,7 +407,7 @@ def golden_state(dataset: fo.Dataset, candidate_field: str | None = None) -> dic
     return {
         "candidate_field": candidate_field,
         "candidate_fields": sorted(configs),
-        "iou": config.iou,
+        "iou": config["iou"],
         "batches": list(dict.fromkeys(r["batch"] for r in rows)),
         "slices": list(dict.fromkeys(r["slice"] for r in rows)),
         "classes": sorted({c for r in rows for c in r["recall_per_class"]}),
@@ -427,19 +421,19 @@ def golden_batch_view(dataset: fo.Dataset, candidate_field: str, batch: str):
     dataset = root_dataset(dataset)
     config = next(
         (
-            dataset.get_run_info(k).config
-            for k in dataset.list_runs(method=GOLDEN_RUN_METHOD)
-            if dataset.get_run_info(k).config.candidate_field == candidate_field
+            r
+            for r in load_records(dataset, GOLDEN_RUN_METHOD)
+            if r["candidate_field"] == candidate_field
         ),
         None,
     )
     if config is None:
         raise ValueError(f"no golden-set history for {candidate_field!r}")
     golden = _tagged_units(dataset, [GOLDEN_SPLIT_TAG])
-    if config.batch_by == "tag":
-        units = _tagged_units(dataset, [config.batch_tag_prefix + batch])
-    elif config.batch_by == "attribute":
-        units = _units_with_label_attribute(dataset, candidate_field, config.batch_attribute, batch)
+    if config["batch_by"] == "tag":
+        units = _tagged_units(dataset, [config["batch_tag_prefix"] + batch])
+    elif config["batch_by"] == "attribute":
+        units = _units_with_label_attribute(dataset, candidate_field, config["batch_attribute"], batch)
     else:  # one name for the whole golden set
         units = golden
     return _view_or_none(dataset, units & golden)
@@ -468,8 +462,8 @@ def quarantine_state(dataset: fo.Dataset) -> dict:
             "labels": int(view.count_label_tags().get(QUARANTINE_TAG, 0)),
         }
     by_rule: dict[str, int] = {}
-    for key in dataset.list_runs(method=GATE_RUN_METHOD):
-        for rule, n in (dataset.get_run_info(key).config.total.get("by_rule") or {}).items():
+    for record in load_records(dataset, GATE_RUN_METHOD):
+        for rule, n in (record["total"].get("by_rule") or {}).items():
             by_rule[rule] = by_rule.get(rule, 0) + int(n)
     return {
         "unit": "scene" if _grouped(dataset) else "sample",

@@ -1,7 +1,6 @@
-"""Label quality core: IoU, golden-set matching, QA metrics, drift alarms, the schema gate
-and frozen-split selection.
+"""Label quality: the schema gate, golden-set QA with drift alarms, and the frozen splits.
 
-Pure numpy/scipy; no FiftyOne or torch. FiftyOne glue flattens a collection's labels into
-per-row arrays (one row per label, with a sample/image index column), calls these functions
-once per field, and writes the results back in bulk.
+``algorithms/`` holds the pure parts (IoU, matching, metrics, drift, schema rules, split
+selection) on numpy arrays; the modules beside it are the FiftyOne glue that flattens a
+collection's labels into per-row arrays, calls them once per field and writes back in bulk.
 """

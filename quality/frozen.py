@@ -26,18 +26,18 @@ raises with ``strict=True``). Label tags are ignored: quarantining a label is no
 
 from __future__ import annotations
 
-import datetime
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 
-from ..training.constants import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
-from ..training.views import root_dataset
-from .gate import detections_field, run_config
-from .splits import label_fingerprint, select_splits
+from ..core.runs import Progress, load_record, load_results, now, save_record
+from ..core.names import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
+from ..core.views import root_dataset
+from .gate import detections_field
+from .algorithms.splits import label_fingerprint, select_splits
 
 __all__ = [
     "DEFAULT_GOLDEN_FIELD",
@@ -78,8 +78,6 @@ _MAX_STRATUM_VALUES = 12
 _RESERVED = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at"}
 _SHOWN_IDS = 10
 
-Progress = Callable[[float, str], None]
-
 
 class FrozenSplitError(ValueError):
     """A frozen label changed (raised by ``check_frozen(..., strict=True)``)."""
@@ -87,10 +85,6 @@ class FrozenSplitError(ValueError):
 
 class FrozenSplitWarning(UserWarning):
     """A frozen label changed (warned by ``check_frozen``)."""
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _slices(dataset: fo.Dataset) -> dict:
@@ -139,7 +133,7 @@ def split_defaults(dataset: fo.Dataset) -> dict:
 
 def frozen_record(dataset: fo.Dataset) -> dict | None:
     """The recorded parameters and counts of the frozen splits, or None."""
-    return run_config(dataset, FROZEN_RUN_KEY)
+    return load_record(dataset, FROZEN_RUN_KEY)
 
 
 def _scene_components(scenes: list, links: list) -> dict:
@@ -404,7 +398,7 @@ def create_splits(
     fields = {"test": test_fields, "mining": test_fields, "golden": [golden_field]}
     fingerprints = {split: _fingerprints(dataset, split, fields[split])[0] for split in SPLIT_TAGS}
     record = {
-        "created_at": _now(),
+        "created_at": now(),
         "params": {
             "test": test,
             "mining": mining,
@@ -430,15 +424,11 @@ def create_splits(
         "tags": dict(SPLIT_TAGS),
         "views": {split: SPLIT_VIEWS[split] for split in SPLIT_TAGS if picked[split]},
     }
-    dataset.register_run(
-        FROZEN_RUN_KEY, dataset.init_run(method=FROZEN_RUN_METHOD, **record), overwrite=True
+    scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
+    save_record(
+        dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record,
+        results={"fingerprints": fingerprints, "scenes": scenes},
     )
-    results = dataset.init_run_results(
-        FROZEN_RUN_KEY,
-        fingerprints=fingerprints,
-        scenes={split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS},
-    )
-    dataset.save_run_results(FROZEN_RUN_KEY, results, cache=False)
     report(1.0, "splits frozen")
     return record
 
@@ -568,7 +558,7 @@ def check_frozen(
     record = frozen_record(dataset)
     if record is None:
         return FrozenReport(recorded=False)
-    stored = dataset.load_run_results(FROZEN_RUN_KEY, cache=False).fingerprints
+    stored = load_results(dataset, FROZEN_RUN_KEY).fingerprints
     report = FrozenReport(recorded=True, created_at=record["created_at"])
     for split in splits:
         if split not in stored:

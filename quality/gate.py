@@ -28,9 +28,8 @@ field into flat per-label arrays.
 
 from __future__ import annotations
 
-import datetime
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 
@@ -38,9 +37,10 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
-from ..training.constants import QUARANTINE_TAG
-from ..training.views import root_dataset, tagged_groups
-from .schema_rules import load_schema, validate_labels
+from ..core.runs import Progress, load_record, now, save_record
+from ..core.names import QUARANTINE_TAG
+from ..core.views import root_dataset, tagged_groups
+from .algorithms.schema_rules import load_schema, validate_labels
 
 __all__ = [
     "DEFAULT_VIOLATIONS_FIELD",
@@ -53,7 +53,6 @@ __all__ = [
     "gate_run_key",
     "read_detections",
     "resolve_schema",
-    "run_config",
     "slice_views",
 ]
 
@@ -71,13 +70,6 @@ _GEOMETRY_KEYS = ("bounding_box", "location", "dimensions", "rotation")
 _RAW_SKIP = frozenset({"_id", "_cls", "label", "tags", "attributes", "mask", *_GEOMETRY_KEYS})
 _RECORD_KEYS = ("field", "rule", "label", "label_id", "detail")
 _RECORD_CLS = "DynamicEmbeddedDocument"
-_RUN_KEYS = ("cls", "type", "method")  # FiftyOne's own keys in a serialised run config
-
-Progress = Callable[[float, str], None]
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 # --------------------------------------------------------------------------- shared reads
@@ -315,18 +307,10 @@ def gate_run_key(label_field: str) -> str:
     return GATE_RUN_KEY_PREFIX + label_field.replace(".", "__")
 
 
-def run_config(dataset: fo.Dataset, run_key: str) -> dict | None:
-    """The config of a FiftyOne run as plain JSON (no run bookkeeping keys), or None."""
-    if not dataset.has_run(run_key):
-        return None
-    config = dataset.get_run_info(run_key).config.serialize()
-    # A JSON round trip turns the OrderedDicts FiftyOne deserialises into plain dicts.
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in _RUN_KEYS}))
-
 
 def gate_record(dataset: fo.Dataset, label_field: str) -> dict | None:
     """The stored summary of the last gate run on ``label_field`` (as returned), or None."""
-    return run_config(dataset, gate_run_key(label_field))
+    return load_record(dataset, gate_run_key(label_field))
 
 
 def resolve_schema(dataset: fo.Dataset, label_field: str, schema=None) -> dict:
@@ -665,7 +649,7 @@ def gate_label_field(
     summary = {
         "label_field": label_field,
         "run_key": gate_run_key(label_field),
-        "checked_at": _now(),
+        "checked_at": now(),
         "violations_field": violations_field,
         "batch_tag": batch_tag or None,
         "allow_empty": bool(allow_empty),
@@ -675,7 +659,6 @@ def gate_label_field(
         "newly_tagged": sum(len(p.to_tag) for p in plans.values()),
         "released": sum(len(p.to_untag) for p in plans.values()),
     }
-    config = dataset.init_run(method=GATE_RUN_METHOD, schema=spec, **summary)
-    dataset.register_run(summary["run_key"], config, overwrite=True)
+    save_record(dataset, summary["run_key"], GATE_RUN_METHOD, {"schema": spec, **summary})
     report(1.0, f"{summary['total']['n_violations']} violations")
     return summary

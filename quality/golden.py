@@ -22,19 +22,19 @@ its group, or the only batch there is, and is reported as unassigned otherwise.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import fiftyone as fo
 import numpy as np
 
-from ..training.constants import GOLDEN_SPLIT_TAG
-from ..training.views import root_dataset, tagged_groups
-from .drift import DriftRules, batch_summary, detect_drift
+from ..core.runs import Progress, load_results, now, save_record
+from ..core.names import GOLDEN_SPLIT_TAG
+from ..core.views import root_dataset, tagged_groups
+from .algorithms.drift import DriftRules, batch_summary, detect_drift
 from .frozen import DEFAULT_GOLDEN_FIELD, check_frozen, frozen_record, on_slice
 from .gate import detections_field, read_detections, slice_views
-from .matching import match_detections
-from .metrics import quality_report
+from .algorithms.matching import match_detections
+from .algorithms.metrics import quality_report
 
 __all__ = [
     "BATCH_BY",
@@ -57,8 +57,6 @@ _SUMMARY_KEYS = (
     "n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou"
 )
 
-Progress = Callable[[float, str], None]
-
 
 def golden_run_key(candidate_field: str) -> str:
     """FiftyOne run key of the golden-QA history of ``candidate_field``."""
@@ -69,13 +67,8 @@ def golden_history(dataset: fo.Dataset, candidate_field: str) -> list[dict]:
     """The stored history of ``candidate_field`` (oldest first); empty when none."""
     key = golden_run_key(candidate_field)
     dataset = root_dataset(dataset)
-    if not dataset.has_run(key):
-        return []
-    return list(dataset.load_run_results(key, cache=False).history)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    results = load_results(dataset, key)
+    return [] if results is None else list(results.history)
 
 
 def _valid_geometry(geometry: np.ndarray) -> np.ndarray:
@@ -328,7 +321,7 @@ def check_golden(
         )
 
     entries, unassigned = [], 0
-    checked_at = _now()
+    checked_at = now()
     for k, (name, (gt, cand, batches)) in enumerate(read.items()):
         report(0.1 + 0.7 * k / len(read), f"scoring {name or 'samples'}")
         groups = cand.extra.get("group") or [None] * len(batches)
@@ -393,8 +386,7 @@ def check_golden(
     new_alarms = [a for a in alarms if a["batch"] in checked]
 
     report(0.9, "saving the history")
-    config = dataset.init_run(
-        method=GOLDEN_RUN_METHOD,
+    record = dict(
         candidate_field=candidate_field,
         golden_field=golden_field,
         iou=iou,
@@ -406,8 +398,7 @@ def check_golden(
         batches=list(dict.fromkeys(e["batch"] for e in history)),
         alarms=alarms,
     )
-    dataset.register_run(key, config, overwrite=True)
-    dataset.save_run_results(key, dataset.init_run_results(key, history=history), cache=False)
+    save_record(dataset, key, GOLDEN_RUN_METHOD, record, results={"history": history})
 
     per_batch: dict = {}
     for entry in entries:

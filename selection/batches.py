@@ -69,8 +69,6 @@ bulk:
 
 from __future__ import annotations
 
-import datetime
-import json
 import operator
 import re
 from collections.abc import Callable, Sequence
@@ -81,18 +79,19 @@ import numpy as np
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from ..quality.iou import box_iou_2d
-from ..training.constants import (
+from ..core.runs import Progress, load_record, now, record_keys, save_record
+from ..quality.algorithms.iou import box_iou_2d
+from ..core.names import (
     DEFAULT_GT_FIELD,
     DEFAULT_PRED_FIELD,
     FROZEN_SPLIT_TAGS,
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
-from ..training.views import camera_slices, root_dataset, units_view
-from . import planner
-from .targeting import DEFAULT_KIND_WEIGHTS
-from .uncertainty import detection_uncertainty
+from ..core.views import camera_slices, root_dataset, units_view
+from .algorithms import planner
+from .algorithms.targeting import DEFAULT_KIND_WEIGHTS
+from .algorithms.uncertainty import detection_uncertainty
 
 __all__ = [
     "BATCH_TAG_PREFIX",
@@ -145,8 +144,6 @@ _NUMBERED_BATCH = re.compile(rf"^{re.escape(BATCH_TAG_PREFIX)}v(\d+)$")
 #: Failure kinds, heaviest first (the order queries are handed to the planner in).
 _KIND_ORDER = tuple(sorted(DEFAULT_KIND_WEIGHTS, key=DEFAULT_KIND_WEIGHTS.get, reverse=True))
 
-Progress = Callable[[float, str], None]
-
 
 # --- public helpers -----------------------------------------------------------------------
 
@@ -158,8 +155,8 @@ def next_batch_name(dataset: fo.Dataset) -> str:
         match = _NUMBERED_BATCH.match(tag)
         if match:
             numbers.append(int(match.group(1)))
-    for key in dataset.list_runs(method=PLAN_RUN_METHOD):
-        match = _NUMBERED_BATCH.match(dataset.get_run_info(key).config.batch)
+    for key in record_keys(dataset, PLAN_RUN_METHOD):
+        match = _NUMBERED_BATCH.match(load_record(dataset, key)["batch"])
         if match:
             numbers.append(int(match.group(1)))
     return f"{BATCH_TAG_PREFIX}v{max(numbers) + 1}"
@@ -174,11 +171,10 @@ def plan_run_key(batch_name: str) -> str:
 def plan_record(dataset: fo.Dataset, batch_name: str) -> dict:
     """The plan record of ``batch_name`` as a plain dict (see the module docstring)."""
     key = plan_run_key(batch_name)
-    if not dataset.has_run(key):
+    record = load_record(dataset, key)
+    if record is None:
         raise ValueError(f"no plan record for batch '{batch_name}' on '{dataset.name}'")
-    config = dataset.get_run_info(key).config
-    # A JSON round trip turns the OrderedDicts FiftyOne deserialises into plain dicts.
-    return json.loads(json.dumps({k: getattr(config, k) for k in _RECORD_KEYS}))
+    return {k: record[k] for k in _RECORD_KEYS}
 
 
 def detection_evaluations(dataset: fo.Dataset, pred_field: str | None = None) -> list[str]:
@@ -1134,10 +1130,9 @@ _RECORD_KEYS = (
 
 
 def _register_record(dataset, result: dict, *, params: dict, summary: dict) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
     record = {
         "batch": result["batch"],
-        "created_at": now.isoformat(timespec="milliseconds"),
+        "created_at": now(),
         "params": params,
         "plan": summary,
         "counts": result["counts"],
@@ -1145,4 +1140,4 @@ def _register_record(dataset, result: dict, *, params: dict, summary: dict) -> N
         "view": result["view"],
         "tags": result["tags"],
     }
-    dataset.register_run(result["run_key"], dataset.init_run(method=PLAN_RUN_METHOD, **record))
+    save_record(dataset, result["run_key"], PLAN_RUN_METHOD, record, overwrite=False)

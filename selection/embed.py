@@ -40,7 +40,7 @@ import dataclasses
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +48,8 @@ import numpy as np
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from .embeddings.image_baseline import l2_normalize
+from ..core.runs import Progress
+from .algorithms.image_features import l2_normalize
 from .embeddings.models import ImageEmbedder, load_image_model, read_rgb
 from .embeddings.patches import check_boxes, crop_patches
 from .embeddings.pointcloud import (
@@ -68,8 +69,6 @@ PATCH_SIZE, PATCH_MARGIN = 96, 0.1
 UNGROUPED = "samples"
 _WRITE_CHUNK = 1024  # samples or objects per bulk write
 _GROUP_CHUNK = 10_000  # scenes per read-compose-write round
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass

@@ -36,20 +36,20 @@ and a delegated worker's result is visible to every client of the database.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import fiftyone as fo
 
+from ..core.runs import Progress, load_record, now, record_keys, save_record
 from .batches import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from .zcore import ZCoreParams, combine_embeddings, zcore_scores
+from .algorithms.zcore import ZCoreParams, combine_embeddings, zcore_scores
+from .zcore_torch import torch_engine
 
 __all__ = [
     "BACKENDS",
@@ -86,8 +86,6 @@ _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 #: Field types that can hold numeric vectors (the values are still checked one by one).
 _VECTOR_TYPES = (fo.VectorField, fo.ArrayField, fo.ListField)
 
-Progress = Callable[[float, str], None]
-
 
 @dataclass
 class _Scoring:
@@ -115,14 +113,13 @@ def zcore_run(dataset: fo.Dataset, score_field: str = ZCORE_FIELD) -> dict:
         When no ZCore run wrote ``score_field`` on ``dataset``.
     """
     key = zcore_run_key(score_field)
-    if not dataset.has_run(key):
-        known = [k[len(ZCORE_RUN_KEY_PREFIX) :] for k in dataset.list_runs(method=ZCORE_RUN_METHOD)]
+    record = load_record(dataset, key)
+    if record is None:
+        known = [k[len(ZCORE_RUN_KEY_PREFIX) :] for k in record_keys(dataset, ZCORE_RUN_METHOD)]
         raise ValueError(
             f"no ZCore run wrote '{score_field}' on '{dataset.name}'; ZCore score fields: {known}"
         )
-    config = dataset.get_run_info(key).config
-    # A JSON round trip turns the OrderedDicts FiftyOne deserialises into plain dicts.
-    return json.loads(json.dumps({k: getattr(config, k) for k in _RECORD_KEYS}))
+    return {k: record[k] for k in _RECORD_KEYS}
 
 
 def resolve_backend(backend: str = "auto", device: str | None = None) -> tuple[str, str]:
@@ -214,6 +211,7 @@ def compute_zcore(
     fields = _check_fields(dataset, embeddings_fields, per_group)
     _check_score_field(dataset, score_field, fields, overwrite)
     backend, device = resolve_backend(backend, device)
+    engine = torch_engine(device) if backend == "torch" else None
 
     report(0.0, "reading embeddings")
     if per_group:
@@ -238,7 +236,7 @@ def compute_zcore(
         def step(fraction: float, offset: int = done, rows: int = scoring.n) -> None:
             report(0.05 + 0.85 * (offset + fraction * rows) / total_rows, f"scoring{where}")
 
-        scores.append(zcore_scores(x, params, backend=backend, device=device, progress=step))
+        scores.append(zcore_scores(x, params, engine=engine, progress=step))
         done += scoring.n
     scoring_seconds = time.perf_counter() - scoring_started
 
@@ -270,10 +268,10 @@ def compute_zcore(
         "device": device,
         "seconds": round(time.perf_counter() - started, 3),
         "scoring_seconds": round(scoring_seconds, 3),
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": now(),
     }
     key = zcore_run_key(score_field)
-    dataset.register_run(key, dataset.init_run(method=ZCORE_RUN_METHOD, **record), overwrite=True)
+    save_record(dataset, key, ZCORE_RUN_METHOD, record)
     report(1.0, f"ZCore scores written to '{score_field}'")
     return {**record, "run_key": key}
 

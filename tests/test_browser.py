@@ -33,7 +33,8 @@ import requests
 
 import fiftyone as fo
 
-from annoloop.panels.loop_panel import PANEL_LABEL, format_map
+from annoloop.panels.loop_panel import PANEL_LABEL
+from annoloop.panels.widgets import format_map
 from fo_helpers import unique_name
 from test_panels import ROUNDS, build_loop_dataset
 

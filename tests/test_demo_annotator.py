@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from annoloop.demo import annotator as an
+from annoloop.demo.algorithms import annotator as an
 
 CLASSES = ("car", "van", "truck", "pedestrian", "cyclist")
 

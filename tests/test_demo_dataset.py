@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from annoloop.demo import annotation as demo_annotation
-from annoloop.demo import annotator as an
-from annoloop.demo import camera as demo_camera
+from annoloop.demo.algorithms import annotator as an
+from annoloop.demo.algorithms import camera as demo_camera
 from annoloop.demo import dataset as demo_dataset
-from annoloop.demo import scenes as sc
+from annoloop.demo.algorithms import scenes as sc
 
 NUM_SCENES = 30
 SEED = 51

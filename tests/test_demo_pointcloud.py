@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from annoloop.demo import pointcloud as pc
-from annoloop.demo import scenes as sc
+from annoloop.demo.algorithms import pointcloud as pc
+from annoloop.demo.algorithms import scenes as sc
 
 
 @pytest.fixture(scope="module")

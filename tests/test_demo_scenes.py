@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from annoloop.demo import camera as cam
-from annoloop.demo import render
-from annoloop.demo import scenes as sc
+from annoloop.demo.algorithms import camera as cam
+from annoloop.demo.algorithms import render
+from annoloop.demo.algorithms import scenes as sc
 
 IMAGE_SIZE = (384, 128)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annoloop.selection.embeddings.image_baseline import l2_normalize
+from annoloop.selection.algorithms.image_features import l2_normalize
 from annoloop.selection.embeddings.models import (
     EFFICIENTNET_LITE0,
     EFFICIENTNET_PIP_COMMAND,

@@ -13,7 +13,7 @@ from fiftyone.operators.executor import ExecutionError
 
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.selection.embed import INFO_KEY, compute_embeddings
-from annoloop.selection.embeddings.image_baseline import baseline_dim, l2_normalize
+from annoloop.selection.algorithms.image_features import baseline_dim, l2_normalize
 from annoloop.selection.embeddings.models import ImageEmbedder
 from annoloop.selection.embeddings.pointcloud import PointCloudDescriptorConfig
 from fo_helpers import run_operator, unique_name

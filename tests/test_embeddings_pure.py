@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annoloop.selection.embeddings.image_baseline import (
+from annoloop.selection.algorithms.image_features import (
     BASELINE_MODEL_NAME,
     baseline_descriptors,
     baseline_dim,

@@ -21,7 +21,7 @@ from annoloop.quality.frozen import (
     check_frozen,
     frozen_record,
 )
-from annoloop.training.constants import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
+from annoloop.core.names import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
 
 SLICES = ("left", "right", "pcd")
 

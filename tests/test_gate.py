@@ -16,7 +16,7 @@ from fo_helpers import run_operator, unique_name
 from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.quality.gate import gate_record, gate_run_key
-from annoloop.training.constants import QUARANTINE_TAG
+from annoloop.core.names import QUARANTINE_TAG
 
 SLICES = ("left", "right", "pcd")
 CLASSES = ["car", "cyclist", "pedestrian", "truck", "van"]

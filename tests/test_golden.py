@@ -14,7 +14,7 @@ from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.quality.frozen import FROZEN_RUN_KEY, create_splits
 from annoloop.quality.golden import GOLDEN_RUN_METHOD, golden_history, golden_run_key
-from annoloop.training.constants import GOLDEN_SPLIT_TAG
+from annoloop.core.names import GOLDEN_SPLIT_TAG
 
 SLICES = ("left", "right", "pcd")
 RUN_KEY = golden_run_key("ground_truth")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from annoloop.selection.kcenter import KCenterResult, kcenter_greedy
+from annoloop.selection.algorithms.kcenter import KCenterResult, kcenter_greedy
 
 
 def _brute_force_kcenter(x, budget, first=None, labeled=()):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from annoloop.loop.efficiency import label_efficiency, labels_to_reach, mean_sd
+from annoloop.loop.algorithms.efficiency import label_efficiency, labels_to_reach, mean_sd
 
 
 def test_the_curve_is_read_between_rounds_by_linear_interpolation():

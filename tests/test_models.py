@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annoloop.selection.embeddings.image_baseline import BASELINE_MODEL_NAME, baseline_dim
+from annoloop.selection.algorithms.image_features import BASELINE_MODEL_NAME, baseline_dim
 from annoloop.selection.embeddings.models import (
     BaselineEmbedder,
     TransformersEmbedder,

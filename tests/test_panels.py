@@ -28,14 +28,15 @@ from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.operators.embeddings import compute_embedding_visualization
 from annoloop.panels import state as st
-from annoloop.panels.loop_panel import BATCH, GOLDEN, LEDGER, STEPS, format_map
-from annoloop.quality.drift import DriftRules
+from annoloop.panels.loop_panel import BATCH, GOLDEN, LEDGER, STEPS
+from annoloop.panels.widgets import format_map
+from annoloop.quality.algorithms.drift import DriftRules
 from annoloop.quality.frozen import create_splits
 from annoloop.quality.gate import gate_label_field
 from annoloop.quality.golden import check_golden
 from annoloop.selection.batches import plan_batch
 from annoloop.selection.embed import compute_embeddings
-from annoloop.training.constants import (
+from annoloop.core.names import (
     GOLDEN_SPLIT_TAG,
     MINING_EVAL_KEY,
     MINING_SPLIT_TAG,
@@ -43,7 +44,7 @@ from annoloop.training.constants import (
     TEST_SPLIT_TAG,
 )
 from annoloop.training.evaluate import evaluate_split
-from annoloop.training.ledger import append_round, ledger_to_json, save_ledger
+from annoloop.training.algorithms.ledger import append_round, ledger_to_json, save_ledger
 from fo_helpers import PLUGIN, queue_operator, unique_name, uri
 from test_plugin import manifest
 

@@ -26,15 +26,15 @@ from annoloop.selection.batches import (
     plan_record,
     plan_run_key,
 )
-from annoloop.selection.uncertainty import detection_uncertainty
-from annoloop.training.constants import (
+from annoloop.selection.algorithms.uncertainty import detection_uncertainty
+from annoloop.core.names import (
     GOLDEN_SPLIT_TAG,
     MINING_SPLIT_TAG,
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
 from annoloop.training.evaluate import evaluate_split
-from annoloop.training.views import split_set
+from annoloop.core.views import split_set
 from fo_helpers import run_operator, unique_name, uri
 
 SLICES = ("left", "right", "pcd")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from annoloop.selection import planner, split_schedule
+from annoloop.selection.algorithms import planner, split_schedule
 from array_helpers import blobs
 
 

@@ -111,7 +111,7 @@ def test_a_wheel_install_is_a_complete_package_and_a_loadable_plugin(tmp_path):
     assert (site / "annoloop" / "fiftyone.yml").is_file()
     # A fresh interpreter that sees only the installed copy, as a user's would.
     probe = (
-        "import json, fiftyone.operators as foo, annoloop, annoloop.selection.planner;"
+        "import json, fiftyone.operators as foo, annoloop, annoloop.selection.algorithms.planner;"
         "assert annoloop.__file__.startswith(%r), annoloop.__file__;"
         "print(json.dumps(foo.OperatorRegistry().list_errors()));"
         "print(json.dumps([o.name for o in foo.list_operators() if o.plugin_name == %r]))"

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from annoloop.quality.drift import DriftRules, batch_summary, detect_drift
-from annoloop.quality.matching import match_detections
-from annoloop.quality.metrics import quality_report
+from annoloop.quality.algorithms.drift import DriftRules, batch_summary, detect_drift
+from annoloop.quality.algorithms.matching import match_detections
+from annoloop.quality.algorithms.metrics import quality_report
 
 GOLDEN = {"car": 600, "person": 400, "truck": 200, "vehicle": 40, "bike": 10}
 COMMON = ["car", "person", "truck"]

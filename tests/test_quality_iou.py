@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from annoloop.quality import iou
+from annoloop.quality.algorithms import iou
 
 
 def _rect(cx, cy, dx, dy, yaw):

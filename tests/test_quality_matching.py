@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from annoloop.quality import iou
-from annoloop.quality.matching import match_detections
+from annoloop.quality.algorithms import iou
+from annoloop.quality.algorithms.matching import match_detections
 
 
 def _reference(gt_img, gt_lab, gt_box, pr_img, pr_lab, pr_box, conf, thr):

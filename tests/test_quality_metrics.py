@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from annoloop.quality.matching import match_detections
-from annoloop.quality.metrics import (
+from annoloop.quality.algorithms.matching import match_detections
+from annoloop.quality.algorithms.metrics import (
     MISSED,
     SPURIOUS,
     attribute_agreement,

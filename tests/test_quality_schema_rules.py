@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from annoloop.quality.schema_rules import RULES, AttributeSpec, load_schema, validate_labels
+from annoloop.quality.algorithms.schema_rules import RULES, AttributeSpec, load_schema, validate_labels
 
 PLAIN = {
     "label_type": "detections",
@@ -263,7 +263,7 @@ def test_bulk_table_reports_exactly_the_injected_violations():
 
 
 def test_every_rule_id_is_documented_and_unique():
-    import annoloop.quality.schema_rules as module
+    import annoloop.quality.algorithms.schema_rules as module
 
     assert len(set(RULES)) == len(RULES)
     assert [r for r in RULES if f"``{r}``" not in module.__doc__] == []

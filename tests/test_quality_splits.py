@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from annoloop.quality.splits import (
+from annoloop.quality.algorithms.splits import (
     diff_fingerprints,
     fingerprint_samples,
     label_fingerprint,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from annoloop.selection import targeting
+from annoloop.selection.algorithms import targeting
 from array_helpers import blobs
 
 

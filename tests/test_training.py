@@ -19,7 +19,7 @@ import fiftyone as fo
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
 from annoloop.training import runs
-from annoloop.training.constants import (
+from annoloop.core.names import (
     GOLDEN_SPLIT_TAG,
     LEDGER_INFO_KEY,
     MINING_EVAL_KEY,
@@ -28,7 +28,7 @@ from annoloop.training.constants import (
     TEST_SPLIT_TAG,
 )
 from annoloop.training.export import export_yolo
-from annoloop.training.views import frozen_media, real_paths
+from annoloop.core.views import frozen_media, real_paths
 from fo_helpers import queue_operator, run_on_worker, run_operator, unique_name
 
 SIZE = (96, 64)

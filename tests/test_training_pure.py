@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from annoloop.training import ledger as lg
+from annoloop.training.algorithms import ledger as lg
 
 
 def _ledger(totals, maps, recalls=None, batches=None):
@@ -189,7 +189,7 @@ def test_plateau_signal_rejects_bad_parameters(kwargs, message):
 
 
 def test_the_ledger_module_does_not_import_fiftyone():
-    code = "import sys, annoloop.training.ledger; print('fiftyone' in sys.modules)"
+    code = "import sys, annoloop.training.algorithms.ledger; print('fiftyone' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

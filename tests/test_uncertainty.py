@@ -5,8 +5,8 @@ import doctest
 import numpy as np
 import pytest
 
-from annoloop.selection import uncertainty
-from annoloop.selection.uncertainty import binary_entropy, detection_uncertainty
+from annoloop.selection.algorithms import uncertainty
+from annoloop.selection.algorithms.uncertainty import binary_entropy, detection_uncertainty
 
 
 def test_the_docstring_examples_hold():

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from annoloop.selection import zcore
-from annoloop.selection.zcore_reference import reference_raw_scores, reference_zcore_scores
+from annoloop.selection.algorithms import zcore
+from annoloop.selection.algorithms.zcore_reference import reference_raw_scores, reference_zcore_scores
+from annoloop.selection.zcore_torch import torch_engine
 
 
 def _pool(n_rows=300, dim=8, seed=0):
@@ -151,7 +152,7 @@ def test_zcore_torch_backend_matches_numpy_backend():
     params = zcore.ZCoreParams(n_sample=600, redund_nn=30, seed=2)
     draws = zcore.draw_samples(x, params)
     np.testing.assert_allclose(
-        zcore.coverage_redundancy_scores(x, draws, params, backend="torch", device="cpu"),
+        zcore.coverage_redundancy_scores(x, draws, params, engine=torch_engine("cpu")),
         zcore.coverage_redundancy_scores(x, draws, params),
         atol=1e-9,
     )
@@ -231,14 +232,6 @@ def test_zcore_rejects_invalid_hyperparameters():
         zcore.ZCoreParams(n_sample=0)
     with pytest.raises(ValueError, match="redund_nn must be an integer >= 1"):
         zcore.ZCoreParams(redund_nn=2.5)
-
-
-def test_zcore_rejects_unknown_backend_or_a_device_the_backend_cannot_use():
-    x = _pool(10, 3)
-    with pytest.raises(ValueError, match="backend must be 'numpy' or 'torch'"):
-        zcore.zcore_scores(x, backend="jax")
-    with pytest.raises(ValueError, match="numpy backend runs on device 'cpu'"):
-        zcore.zcore_scores(x, device="cuda")
 
 
 def test_coverage_redundancy_scores_rejects_draws_outside_the_embedding_dimensions():

@@ -18,7 +18,7 @@ from annoloop.selection.scoring import (
     zcore_run,
     zcore_run_key,
 )
-from annoloop.selection.zcore import ZCoreParams, zcore_scores
+from annoloop.selection.algorithms.zcore import ZCoreParams, zcore_scores
 from fo_helpers import queue_operator, run_on_worker, run_operator, unique_name, uri
 
 NUM_SCENES = 12
@@ -210,6 +210,11 @@ def test_the_torch_backend_gives_nearly_the_numpy_scores_and_is_recorded(scored,
             assert torch_scores[gid]["left"] == pytest.approx(per_slice["left"], abs=1e-3)
     finally:
         dataset.delete()
+
+
+def test_the_numpy_backend_refuses_a_device_other_than_the_cpu(pool):
+    with pytest.raises(ValueError, match="numpy backend runs on device 'cpu'"):
+        compute_zcore(pool, backend="numpy", device="cuda")
 
 
 def test_an_unknown_backend_is_refused_before_anything_is_read(pool):

@@ -1,1 +1,1 @@
-"""Training, prediction, evaluation and autolabel model runners."""
+"""Training: YOLO export and fine-tuning, prediction, evaluation, the ledger, autolabel runs."""

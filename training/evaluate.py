@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 
 import fiftyone as fo
 
-from .constants import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
-from .views import quarantined_ids, root_dataset, split_set
+from ..core.names import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from ..core.views import quarantined_ids, root_dataset, split_set
 
 __all__ = ["EvaluationSummary", "evaluate_split"]
 

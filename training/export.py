@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import fiftyone as fo
 import numpy as np
 
-from .constants import DEFAULT_GT_FIELD
-from .views import camera_slice, frozen_media, frozen_slice, quarantined_ids, real_paths, root_dataset
+from ..core.names import DEFAULT_GT_FIELD
+from ..core.views import camera_slice, frozen_media, frozen_slice, quarantined_ids, real_paths, root_dataset
 
 __all__ = ["ExportLeakError", "TrainableSamples", "YoloExport", "export_yolo", "select_trainable"]
 

@@ -16,8 +16,6 @@ holding the dataset while another one trains calls ``dataset.reload()`` to see t
 
 from __future__ import annotations
 
-import datetime
-import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 
-from .constants import TRAIN_RUN_KEY_PREFIX, TRAIN_RUN_METHOD
+from ..core.runs import load_record, now, record_keys, save_record, update_record
+from ..core.names import TRAIN_RUN_KEY_PREFIX, TRAIN_RUN_METHOD
 
 __all__ = [
     "STATUS_COMPLETED",
@@ -131,8 +130,8 @@ def start_run(
             f"training run '{name}' already exists on '{dataset.name}' (status "
             f"{existing.status}); choose another name or overwrite it"
         )
-    record = RunRecord(name=name, status=STATUS_STARTED, params=dict(params), started_at=_now())
-    dataset.register_run(key, _config(dataset, record), overwrite=overwrite)
+    record = RunRecord(name=name, status=STATUS_STARTED, params=dict(params), started_at=now())
+    save_record(dataset, key, TRAIN_RUN_METHOD, record.to_dict(), overwrite=overwrite)
     return record
 
 
@@ -152,13 +151,13 @@ def complete_run(
         **{
             **record.to_dict(),
             "status": STATUS_COMPLETED,
-            "finished_at": _now(),
+            "finished_at": now(),
             "weights": str(weights),
             "metrics": dict(metrics or {}),
             "outputs": dict(outputs or {}),
         }
     )
-    dataset.update_run_config(record.key, _config(dataset, record))
+    update_record(dataset, record.key, TRAIN_RUN_METHOD, record.to_dict())
     return record
 
 
@@ -167,9 +166,9 @@ def fail_run(dataset: fo.Dataset, name: str, error: BaseException | str) -> RunR
     record = _started(dataset, name)
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     record = RunRecord(
-        **{**record.to_dict(), "status": STATUS_FAILED, "finished_at": _now(), "error": message}
+        **{**record.to_dict(), "status": STATUS_FAILED, "finished_at": now(), "error": message}
     )
-    dataset.update_run_config(record.key, _config(dataset, record))
+    update_record(dataset, record.key, TRAIN_RUN_METHOD, record.to_dict())
     return record
 
 
@@ -177,27 +176,25 @@ def update_outputs(dataset: fo.Dataset, name: str, outputs: Mapping) -> RunRecor
     """Merge ``outputs`` into a run's outputs (e.g. test-set metrics found later)."""
     record = get_run(dataset, name)
     record = RunRecord(**{**record.to_dict(), "outputs": {**record.outputs, **dict(outputs)}})
-    dataset.update_run_config(record.key, _config(dataset, record))
+    update_record(dataset, record.key, TRAIN_RUN_METHOD, record.to_dict())
     return record
 
 
 def get_run(dataset: fo.Dataset, name: str) -> RunRecord:
     """The record of training run ``name``."""
     key = run_key(name)
-    if not dataset.has_run(key):
+    stored = load_record(dataset, key)
+    if stored is None:
         known = [r.name for r in list_runs(dataset)]
         raise ValueError(f"no training run '{name}' on '{dataset.name}'; runs: {known}")
-    config = dataset.get_run_info(key).config
-    # A JSON round trip turns the OrderedDicts FiftyOne deserialises into plain dicts.
-    values = {k: getattr(config, k) for k in RunRecord.__dataclass_fields__ if hasattr(config, k)}
-    return RunRecord(**json.loads(json.dumps(values)))
+    return RunRecord(**{k: v for k, v in stored.items() if k in RunRecord.__dataclass_fields__})
 
 
 def list_runs(dataset: fo.Dataset, status: str | None = None) -> list[RunRecord]:
     """Training run records, oldest start first; only those with ``status`` when given."""
     records = [
         get_run(dataset, key[len(TRAIN_RUN_KEY_PREFIX) :])
-        for key in dataset.list_runs(method=TRAIN_RUN_METHOD)
+        for key in record_keys(dataset, TRAIN_RUN_METHOD)
     ]
     records.sort(key=lambda r: r.started_at)
     return [r for r in records if status is None or r.status == status]
@@ -229,9 +226,3 @@ def _started(dataset: fo.Dataset, name: str) -> RunRecord:
     return record
 
 
-def _config(dataset: fo.Dataset, record: RunRecord):
-    return dataset.init_run(method=TRAIN_RUN_METHOD, **record.to_dict())
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from .constants import DEFAULT_PRED_FIELD
-from .views import camera_slice
+from ..core.runs import Progress
+from ..core.names import DEFAULT_PRED_FIELD
+from ..core.views import camera_slice
 
 __all__ = [
     "MODEL_CHOICES",
@@ -40,8 +40,6 @@ __all__ = [
 MODEL_CHOICES = ("yolov8n", "yolov8s", "yolov8m", "yolo11n", "yolo11s", "yolo11m")
 #: Samples whose predictions are written to the database in one bulk ``set_values``.
 _WRITE_CHUNK = 1024
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)

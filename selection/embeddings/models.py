@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_baseline import BASELINE_MODEL_NAME, baseline_descriptors, l2_normalize
+from ..algorithms.image_features import BASELINE_MODEL_NAME, baseline_descriptors, l2_normalize
 from .patches import resize_rgb
 
 #: Model types whose image embedding is the CLS token of the last hidden state (their

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_baseline import l2_normalize
+from ..algorithms.image_features import l2_normalize
 
 #: The name under which this descriptor is recorded.
 POINTCLOUD_DESCRIPTOR_NAME = "fpfh-geometry"

@@ -21,19 +21,18 @@ the duplicate check keeps a repeated accept from copying a box twice.
 
 from __future__ import annotations
 
-import datetime
 from collections import Counter
-from collections.abc import Callable
 
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from ...core.runs import Progress, now
 from ...quality.gate import detections_field, resolve_schema
-from ...quality.iou import box_iou_2d_paired
-from ...quality.schema_rules import load_schema, validate_labels
-from ..constants import DEFAULT_GT_FIELD
-from ..views import camera_slice, root_dataset
+from ...quality.algorithms.iou import box_iou_2d_paired
+from ...quality.algorithms.schema_rules import load_schema, validate_labels
+from ...core.names import DEFAULT_GT_FIELD
+from ...core.views import camera_slice, root_dataset
 from .base import check_confidence
 from .run import DEFAULT_OUTPUT_FIELD, autolabel_runs, field_classes
 
@@ -45,8 +44,6 @@ _DECISION = {"accept": "accepted", "discard": "discarded"}
 #: Label tag of every label accepted from a model; ``autolabel:<run id>`` names the run.
 AUTOLABEL_TAG = "autolabel"
 _CHUNK = 1024  # samples read, decided and written together
-
-Progress = Callable[[float, str], None]
 
 
 def _run_tag(run_id: str) -> str:
@@ -199,7 +196,7 @@ def review_autolabels(
     outcomes: Counter = Counter()
     per_class: Counter = Counter()
     n_removed = n_candidates = 0
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    reviewed_at = now()
     for begin in range(0, len(ids), _CHUNK):
         chunk_ids = ids[begin : begin + _CHUNK]
         chunk = view.select(chunk_ids, ordered=True)
@@ -234,7 +231,7 @@ def review_autolabels(
             for d, r in zip(dets.detections, rows):
                 d["review"] = str(outcome[r])
             dets["review"] = decision
-            dets["reviewed_at"] = now
+            dets["reviewed_at"] = reviewed_at
         if new_targets:
             chunk.set_values(label_field, new_targets, key_field="id")
         chunk.set_values(autolabel_field, dict(zip(chunk_ids, candidates)), key_field="id", dynamic=True)

@@ -36,24 +36,24 @@ two prompts of that class) are suppressed above :data:`.base.NMS_IOU`.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from ...core.runs import Progress, load_record, now, record_keys, save_record, update_record
 from ...quality.gate import detections_field
-from ...quality.iou import box_iou_2d
-from ..constants import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
-from ..views import camera_slice, frozen_slice, root_dataset
+from ...quality.algorithms.iou import box_iou_2d
+from ...core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
+from ...core.views import camera_slice, frozen_slice, root_dataset
 from .base import MODELS, NMS_IOU, check_confidence, load_detector, normalise, resolve_checkpoint
 
 __all__ = [
@@ -76,12 +76,6 @@ STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-Progress = Callable[[float, str], None]
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -201,7 +195,7 @@ def autolabel_runs(dataset: fo.Dataset, output_field: str | None = None) -> list
 
     A process that holds ``dataset`` while a worker writes calls ``dataset.reload()`` first.
     """
-    records = [autolabel_run(dataset, key[len(AUTOLABEL_RUN_KEY_PREFIX) :]) for key in dataset.list_runs(method=AUTOLABEL_RUN_METHOD)]
+    records = [autolabel_run(dataset, key[len(AUTOLABEL_RUN_KEY_PREFIX) :]) for key in record_keys(dataset, AUTOLABEL_RUN_METHOD)]
     records.sort(key=lambda r: r["started_at"])
     return [r for r in records if output_field is None or r["output_field"] == output_field]
 
@@ -209,18 +203,18 @@ def autolabel_runs(dataset: fo.Dataset, output_field: str | None = None) -> list
 def autolabel_run(dataset: fo.Dataset, run_id: str) -> dict:
     """The record of autolabel run ``run_id`` (see the module docstring)."""
     key = _run_key(run_id)
-    if not dataset.has_run(key):
+    record = load_record(dataset, key)
+    if record is None:
         raise ValueError(f"no autolabel run {run_id!r} on dataset '{dataset.name}'")
-    config = dataset.get_run_info(key).config.serialize()
-    return json.loads(json.dumps({k: v for k, v in config.items() if k not in ("cls", "type", "method")}))
+    return record
 
 
 def _save_run(dataset: fo.Dataset, record: dict, *, new: bool) -> None:
-    config = dataset.init_run(method=AUTOLABEL_RUN_METHOD, **record)
+    key = _run_key(record["run_id"])
     if new:
-        dataset.register_run(_run_key(record["run_id"]), config)
+        save_record(dataset, key, AUTOLABEL_RUN_METHOD, record, overwrite=False)
     else:
-        dataset.update_run_config(_run_key(record["run_id"]), config)
+        update_record(dataset, key, AUTOLABEL_RUN_METHOD, record)
 
 
 # ------------------------------------------------------------------------------ validation
@@ -508,7 +502,7 @@ def autolabel(
                 "status": STATUS_STARTED,
                 "fingerprint": fingerprint,
                 "label_field": label_field,
-                "started_at": _now(),
+                "started_at": now(),
                 "finished_at": None,
                 "error": None,
                 "summary": {},
@@ -550,7 +544,7 @@ def autolabel(
     if record:  # a run that labeled something now, or an interrupted one that had nothing left
         if score_golden:
             summary["golden"] = _score_golden(dataset, output_field, run_id, slice_name)
-        done = {**record, "status": STATUS_COMPLETED, "finished_at": _now(), "summary": summary}
+        done = {**record, "status": STATUS_COMPLETED, "finished_at": now(), "summary": summary}
         _save_run(dataset, done, new=False)
     report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
     return summary

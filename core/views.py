@@ -17,7 +17,7 @@ import fiftyone as fo
 from bson import ObjectId
 from fiftyone import ViewField as F
 
-from .constants import (
+from .names import (
     DEFAULT_GT_FIELD,
     FROZEN_SPLIT_TAGS,
     MINING_SPLIT_TAG,

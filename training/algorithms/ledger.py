@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .constants import LEDGER_INFO_KEY
+from ...core.names import LEDGER_INFO_KEY
 
 __all__ = [
     "RECOMMEND_BIGGER_MODEL",

@@ -1,0 +1,1 @@
+"""Pure loop arithmetic: label efficiency between strategies' learning curves."""

@@ -1,0 +1,1 @@
+"""Pure label-quality algorithms: numpy arrays and dataclasses in and out, no FiftyOne."""

@@ -1,0 +1,1 @@
+"""Pure training bookkeeping: the label-efficiency ledger and its plateau signal."""
