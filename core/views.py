@@ -43,6 +43,21 @@ def camera_slices(dataset: fo.Dataset) -> list[str]:
     return [name for name, media in dataset.group_media_types.items() if media == "image"]
 
 
+def default_camera_slice(dataset: fo.Dataset) -> str:
+    """The camera slice a form preselects: the group's default slice when it is an image
+    slice, else the first one.
+
+    Raises
+    ------
+    ValueError
+        When ``dataset`` has no camera slice.
+    """
+    cameras = camera_slices(dataset)
+    if not cameras:
+        raise ValueError(f"dataset '{dataset.name}' has no camera slice")
+    return dataset.default_group_slice if dataset.default_group_slice in cameras else cameras[0]
+
+
 def camera_slice(samples: fo.core.collections.SampleCollection, slice_name: str | None):
     """The image samples of one camera slice of ``samples``, as a flat view.
 

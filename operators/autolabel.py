@@ -23,7 +23,7 @@ from ..training import runs
 from ..core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ..core.views import frozen_slice, tagged_groups
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-from .training import _check_slice, _choice_input, _field_input, _slice_input
+from .forms import check_slice, dropdown, label_field_dropdown, slice_dropdown
 
 DEFAULT_MODEL = "owlv2"
 TARGET_VIEW = "view"
@@ -139,13 +139,13 @@ class Autolabel(AnnoloopOperator):
         if dataset is None:
             return no_dataset_form(inputs)
         _target_input(ctx, inputs)
-        slice_name = _slice_input(inputs, dataset, ctx.params.get("slice"))
+        slice_name = slice_dropdown(inputs, dataset, ctx.params.get("slice"))
         model = ctx.params.get("model") if ctx.params.get("model") in MODELS else DEFAULT_MODEL
-        _choice_input(inputs, "model", list(MODELS), DEFAULT_MODEL, "Model", MODELS[model].description)
+        dropdown(inputs, "model", list(MODELS), DEFAULT_MODEL, "Model", MODELS[model].description)
         if model == "trained":
             names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
             if names:
-                _choice_input(inputs, "checkpoint", names, names[-1], "Training run")
+                dropdown(inputs, "checkpoint", names, names[-1], "Training run")
             else:
                 inputs.view("no_run", types.Warning(label="No completed training run: train a detector first"))
         else:
@@ -163,7 +163,7 @@ class Autolabel(AnnoloopOperator):
                 label="Text encoder",
                 description="CLIP text model (hub id in the cache, or a directory)",
             )
-        _field_input(inputs, dataset, "label_field", DEFAULT_GT_FIELD, "Labels the classes come from")
+        label_field_dropdown(inputs, dataset, "label_field", "Labels the classes come from", default=DEFAULT_GT_FIELD)
         label_field = ctx.params.get("label_field") or DEFAULT_GT_FIELD
         inputs.list(
             "classes",
@@ -229,7 +229,7 @@ class Autolabel(AnnoloopOperator):
             label_field=p.get("label_field") or DEFAULT_GT_FIELD,
             min_confidence=p.get("min_confidence", 0.3),
             class_thresholds=_thresholds(p.get("class_thresholds") or None),
-            slice_name=_check_slice(dataset, p.get("slice")),
+            slice_name=check_slice(dataset, p.get("slice")),
             output_field=p.get("output_field") or DEFAULT_OUTPUT_FIELD,
             batch_size=p.get("batch_size", 8),
             chunk_size=p.get("chunk_size", 128),
@@ -272,8 +272,8 @@ class ReviewAutolabels(AnnoloopOperator):
         choices.add_choice("discard", label="Discard", description="Keep them out (and undo an accept)")
         inputs.enum("action", list(ACTIONS), default="accept", label="Decision", view=choices)
         _target_input(ctx, inputs)
-        _slice_input(inputs, dataset, ctx.params.get("slice"))
-        _field_input(inputs, dataset, "autolabel_field", DEFAULT_OUTPUT_FIELD, "Auto-labels")
+        slice_dropdown(inputs, dataset, ctx.params.get("slice"))
+        label_field_dropdown(inputs, dataset, "autolabel_field", "Auto-labels", default=DEFAULT_OUTPUT_FIELD)
         field = ctx.params.get("autolabel_field") or DEFAULT_OUTPUT_FIELD
         latest = autolabel_runs(dataset, field)
         inputs.str(
@@ -305,7 +305,7 @@ class ReviewAutolabels(AnnoloopOperator):
             autolabel_field=p.get("autolabel_field") or DEFAULT_OUTPUT_FIELD,
             label_field=p.get("label_field") or None,
             min_confidence=p.get("min_confidence", 0.5),
-            slice_name=_check_slice(dataset, p.get("slice")),
+            slice_name=check_slice(dataset, p.get("slice")),
             schema=p.get("schema") or None,
             duplicate_iou=p.get("duplicate_iou", 0.7),
             progress=progress_reporter(ctx),

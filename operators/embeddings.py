@@ -25,6 +25,7 @@ from fiftyone import ViewField as F
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD, IMAGE, POINT_CLOUD
 from ..selection.embeddings.models import EFFICIENTNET_LITE0
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
+from .forms import detections_fields
 
 MODEL_KINDS = {
     "baseline": "Baseline (colour + gradient histograms; no weights, offline)",
@@ -50,10 +51,6 @@ def _embeddable_slices(dataset) -> list[str]:
         return []
     media_types = dataset.group_media_types
     return [s for s in dataset.group_slices if media_types[s] in (IMAGE, POINT_CLOUD)]
-
-
-def _detections_fields(dataset) -> list[str]:
-    return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
 
 
 def _has_labels(dataset, field: str) -> bool:
@@ -146,7 +143,7 @@ class ComputeEmbeddings(AnnoloopOperator):
                 label="Scene embedding field",
                 description="The scene's embedding, stored on every sample of the group",
             )
-        fields = _detections_fields(dataset)
+        fields = detections_fields(dataset)
         if fields:
             inputs.bool(
                 "patches",
@@ -248,7 +245,7 @@ class ComputeVisualization(AnnoloopOperator):
             inputs.enum(
                 "slice", slices, default=slice_name, label="Slice", view=types.DropdownView()
             )
-        detection_fields = _detections_fields(dataset)
+        detection_fields = detections_fields(dataset)
         if detection_fields:
             inputs.enum(
                 "patches_field",
@@ -353,7 +350,7 @@ def compute_embedding_visualization(
     methods = available_methods()
     if method not in methods:
         raise ValueError(f"method must be one of {methods} here, got {method!r}")
-    if patches_field is not None and patches_field not in _detections_fields(dataset):
+    if patches_field is not None and patches_field not in detections_fields(dataset):
         raise ValueError(
             f"patches_field '{patches_field}' is not a Detections field of '{dataset.name}'"
         )

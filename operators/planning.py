@@ -21,7 +21,7 @@ from ..selection.algorithms.split_schedule import scheduled_coverage_fraction
 from ..core.names import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
 from ..core.views import camera_slices
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-from .quality import _detections_fields, _dropdown
+from .forms import detections_fields, dropdown
 
 _METHOD_HELP = {
     "kcenter": "k-center greedy over the embeddings (recommended)",
@@ -62,7 +62,7 @@ class PlanBatch(AnnoloopOperator):
             slices = list(dataset.group_slices)
             slice_name = params.get("slice") if params.get("slice") in slices else None
             slice_name = slice_name or dataset.default_group_slice
-            _dropdown(
+            dropdown(
                 inputs,
                 "slice",
                 slices,
@@ -79,7 +79,7 @@ class PlanBatch(AnnoloopOperator):
             return types.Property(inputs)
         preferred = [DEFAULT_GROUP_FIELD, DEFAULT_EMBEDDINGS_FIELD]
         default_field = next((f for f in preferred if f in fields), fields[0])
-        _dropdown(inputs, "embeddings_field", fields, default_field, "Embeddings")
+        dropdown(inputs, "embeddings_field", fields, default_field, "Embeddings")
         inputs.int(
             "budget",
             default=100,
@@ -231,7 +231,7 @@ def _failure_inputs(inputs: types.Object, dataset, params: dict) -> str | None:
             ),
         )
         return None
-    _dropdown(
+    dropdown(
         inputs,
         "eval_key",
         evaluations,
@@ -247,7 +247,7 @@ def _failure_inputs(inputs: types.Object, dataset, params: dict) -> str | None:
         description="Query with the failing objects' patch embeddings, not their samples'",
     )
     if params.get("use_patches"):
-        _dropdown(
+        dropdown(
             inputs,
             "patches_field",
             [config.gt_field, config.pred_field],
@@ -270,7 +270,7 @@ def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, p
         if chosen is None:
             inputs.view("no_image_slice", types.Warning(label="No image slice to predict on"))
             return False
-        _dropdown(
+        dropdown(
             inputs,
             "uncertainty_slice",
             images,
@@ -281,7 +281,7 @@ def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, p
         view = dataset.select_group_slices(chosen)
     # The label field is unset on the pool by definition, so it cannot hold predictions.
     label_field = params.get("label_field") or DEFAULT_GT_FIELD
-    fields = [f for f in _detections_fields(view) if f != label_field]
+    fields = [f for f in detections_fields(view) if f != label_field]
     if not fields:
         inputs.view(
             "no_predictions",
@@ -292,7 +292,7 @@ def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, p
         )
         return False
     default = DEFAULT_PRED_FIELD if DEFAULT_PRED_FIELD in fields else fields[0]
-    _dropdown(
+    dropdown(
         inputs,
         "uncertainty_field",
         fields,

@@ -10,39 +10,11 @@ written, so a bad call fails with a clear message and leaves the dataset as it w
 
 from __future__ import annotations
 
-import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..core.names import DEFAULT_GT_FIELD
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-
-
-def _dropdown(
-    inputs: types.Object, name: str, choices, default, label: str, description: str = ""
-) -> None:
-    """A string parameter shown as a dropdown (a str, so ``execute`` explains bad values)."""
-    view = types.DropdownView()
-    for choice in choices:
-        view.add_choice(choice, label=choice)
-    inputs.str(name, default=default, label=label, description=description, view=view)
-
-
-def _detections_fields(dataset) -> list[str]:
-    return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
-
-
-def _label_field_dropdown(
-    inputs: types.Object, dataset, name: str, label: str, description: str = ""
-) -> str | None:
-    """A dropdown of the dataset's Detections fields, ground truth by default; returns that
-    default, or None (the form then says so) when the dataset has no such field."""
-    fields = _detections_fields(dataset)
-    if not fields:
-        inputs.view("no_field", types.Warning(label="The dataset has no Detections field"))
-        return None
-    default = DEFAULT_GT_FIELD if DEFAULT_GT_FIELD in fields else fields[0]
-    _dropdown(inputs, name, fields, default, label, description)
-    return default
+from .forms import detections_fields, dropdown, label_field_dropdown
 
 
 def _slices_param(params) -> list[str] | None:
@@ -111,9 +83,9 @@ class CreateSplits(AnnoloopOperator):
             label="Near-duplicate field",
             description="Scene a sample nearly duplicates; linked scenes stay together",
         )
-        fields = _detections_fields(ctx.dataset)
+        fields = detections_fields(ctx.dataset)
         if fields:
-            _dropdown(
+            dropdown(
                 inputs,
                 "source_field",
                 fields,
@@ -180,7 +152,7 @@ class ValidateLabels(AnnoloopOperator):
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
-        default = _label_field_dropdown(inputs, ctx.dataset, "label_field", "Label field")
+        default = label_field_dropdown(inputs, ctx.dataset, "label_field", "Label field")
         if default is None:
             return types.Property(inputs)
         field = ctx.params.get("label_field") or default
@@ -261,7 +233,7 @@ class CheckGolden(AnnoloopOperator):
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
-        default = _label_field_dropdown(
+        default = label_field_dropdown(
             inputs,
             ctx.dataset,
             "candidate_field",
@@ -277,7 +249,7 @@ class CheckGolden(AnnoloopOperator):
             description="Default: the field create_splits filled",
         )
         inputs.float("iou", default=0.5, label="IoU threshold", description="In (0, 1]")
-        _dropdown(inputs, "batch_by", BATCH_BY, "attribute", "Batches from")
+        dropdown(inputs, "batch_by", BATCH_BY, "attribute", "Batches from")
         batch_by = ctx.params.get("batch_by", "attribute")
         if batch_by == "attribute":
             inputs.str(

@@ -28,8 +28,9 @@ from ..core.names import (
     DEFAULT_PRED_FIELD,
     MINING_EVAL_KEY,
 )
-from ..core.views import camera_slice, camera_slices
+from ..core.views import camera_slice
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
+from .forms import check_slice, dropdown, label_field_dropdown, slice_dropdown
 
 DEFAULT_MODEL = "yolov8n"
 TARGET_TEST = "test"
@@ -60,15 +61,15 @@ class TrainDetector(AnnoloopOperator):
         dataset = ctx.dataset
         if dataset is None:
             return no_dataset_form(inputs)
-        slice_name = _slice_input(inputs, dataset, ctx.params.get("slice"))
-        _field_input(inputs, dataset, "label_field", DEFAULT_GT_FIELD, "Training labels")
+        slice_name = slice_dropdown(inputs, dataset, ctx.params.get("slice"))
+        label_field_dropdown(inputs, dataset, "label_field", "Training labels", default=DEFAULT_GT_FIELD)
         inputs.str(
             "run_name",
             default=_next_run_name(dataset),
             label="Run name",
             description="Letters, digits and underscores; recorded on the dataset",
         )
-        _choice_input(
+        dropdown(
             inputs,
             "model",
             MODEL_CHOICES,
@@ -214,7 +215,7 @@ class ApplyDetector(AnnoloopOperator):
         completed = runs.list_runs(dataset, status=runs.STATUS_COMPLETED)
         names = [r.name for r in completed]
         if names:
-            _choice_input(inputs, "run_name", names, names[-1], "Training run")
+            dropdown(inputs, "run_name", names, names[-1], "Training run")
         else:
             inputs.view("no_runs", types.Notice(label="No completed training run: give weights"))
         inputs.str(
@@ -226,7 +227,7 @@ class ApplyDetector(AnnoloopOperator):
         run = next((r for r in completed if r.name == ctx.params.get("run_name")), None)
         run = run or (completed[-1] if completed else None)
         run_slice = run.params.get("slice") if run else None
-        _slice_input(inputs, dataset, ctx.params.get("slice") or run_slice)
+        slice_dropdown(inputs, dataset, ctx.params.get("slice") or run_slice)
         inputs.str("pred_field", default=DEFAULT_PRED_FIELD, label="Predictions field")
         choices = types.RadioGroup()
         for value, label in _TARGETS.items():
@@ -253,7 +254,7 @@ class ApplyDetector(AnnoloopOperator):
             raise ValueError("give a completed training run or a weights file")
         if not os.path.isfile(weights):
             raise ValueError(f"weights '{weights}' do not exist")
-        slice_name = _check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
+        slice_name = check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
         target = p.get("target", TARGET_TEST)
         if target not in _TARGETS:
             raise ValueError(f"target must be one of {sorted(_TARGETS)}; got {target!r}")
@@ -308,11 +309,11 @@ class EvaluateModel(AnnoloopOperator):
         dataset = ctx.dataset
         if dataset is None:
             return no_dataset_form(inputs)
-        _field_input(inputs, dataset, "pred_field", DEFAULT_PRED_FIELD, "Predictions")
-        _field_input(inputs, dataset, "gt_field", DEFAULT_GT_FIELD, "Ground truth")
+        label_field_dropdown(inputs, dataset, "pred_field", "Predictions", default=DEFAULT_PRED_FIELD)
+        label_field_dropdown(inputs, dataset, "gt_field", "Ground truth", default=DEFAULT_GT_FIELD)
         pred_field = ctx.params.get("pred_field") or DEFAULT_PRED_FIELD
         run = _run_that_predicted(dataset, pred_field)
-        _slice_input(
+        slice_dropdown(
             inputs, dataset, ctx.params.get("slice") or (run.params.get("slice") if run else None)
         )
         split_choices = types.RadioGroup()
@@ -326,7 +327,7 @@ class EvaluateModel(AnnoloopOperator):
         inputs.float("iou", default=0.5, min=0.05, max=0.95, label="IoU threshold")
         names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
         if names:
-            _choice_input(
+            dropdown(
                 inputs,
                 "run_name",
                 names,
@@ -357,7 +358,7 @@ class EvaluateModel(AnnoloopOperator):
         run = runs.get_run(dataset, run_name) if run_name else _run_that_predicted(dataset, pred_field)
         if run is not None and run.status != runs.STATUS_COMPLETED:
             raise ValueError(f"training run '{run.name}' is {run.status}, not completed")
-        slice_name = _check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
+        slice_name = check_slice(dataset, p.get("slice") or (run.params.get("slice") if run else None))
         split = p.get("split") or "test"
         if split not in ("test", "mining"):
             raise ValueError(f"split must be 'test' or 'mining'; got {split!r}")
@@ -406,49 +407,6 @@ def _split_eval_key(split: str) -> str:
     return MINING_EVAL_KEY if split == "mining" else DEFAULT_EVAL_KEY
 
 
-def _check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
-    """Validate a slice choice; a grouped dataset falls back to its first camera slice."""
-    if dataset.media_type == "group" and not slice_name:
-        cameras = camera_slices(dataset)
-        if not cameras:
-            raise ValueError(f"dataset '{dataset.name}' has no camera slice")
-        slice_name = cameras[0]
-    camera_slice(dataset, slice_name)
-    return slice_name
-
-
-def _slice_input(inputs: types.Object, dataset: fo.Dataset, current: str | None) -> str | None:
-    """Add the camera-slice choice for a grouped dataset; return the slice in effect."""
-    cameras = camera_slices(dataset)
-    if not cameras:
-        return None
-    default = current if current in cameras else ("left" if "left" in cameras else cameras[0])
-    _choice_input(inputs, "slice", cameras, default, "Camera slice")
-    return default
-
-
-def _field_input(inputs: types.Object, dataset: fo.Dataset, name: str, default: str, label: str) -> None:
-    fields = sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
-    if not fields:
-        inputs.view(f"no_{name}", types.Warning(label=f"{label}: the dataset has no Detections field"))
-        return
-    _choice_input(inputs, name, fields, default if default in fields else fields[0], label)
-
-
-def _choice_input(
-    inputs: types.Object, name: str, choices, default: str, label: str, description: str = ""
-) -> None:
-    """A string parameter shown as a dropdown of ``choices``.
-
-    A string, not an enum: FiftyOne rejects an enum value outside the choices with a bare
-    "validation error", while ``execute`` explains what is wrong (e.g. which slices exist).
-    """
-    dropdown = types.DropdownView()
-    for choice in choices:
-        dropdown.add_choice(choice, label=choice)
-    inputs.str(name, default=default, label=label, description=description, view=dropdown)
-
-
 def _next_run_name(dataset: fo.Dataset) -> str:
     taken = {r.name for r in runs.list_runs(dataset)}
     index = len(taken)
@@ -486,7 +444,7 @@ def _train_params(params: dict, dataset: fo.Dataset) -> dict:
     overwrite = bool(params.get("overwrite", False))
     if not overwrite and dataset.has_run(runs.run_key(run_name)):
         raise ValueError(f"training run '{run_name}' already exists; choose another name or overwrite it")
-    slice_name = _check_slice(dataset, params.get("slice"))
+    slice_name = check_slice(dataset, params.get("slice"))
     label_field = params.get("label_field") or DEFAULT_GT_FIELD
     if label_field not in dataset.get_field_schema(embedded_doc_type=fo.Detections):
         raise ValueError(f"label field {label_field!r} is not a Detections field of '{dataset.name}'")

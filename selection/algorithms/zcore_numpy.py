@@ -30,7 +30,7 @@ N = 100k, 512-d. Here, per sample:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

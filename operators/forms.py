@@ -1,0 +1,84 @@
+"""Form inputs every operator builds the same way: dropdowns, label-field and slice pickers.
+
+Choices are string parameters shown as dropdowns, not enums: FiftyOne rejects an enum value
+outside its choices with a bare "validation error", while ``execute`` can say what is wrong
+(for example which slices exist).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import fiftyone as fo
+import fiftyone.operators.types as types
+
+from ..core.names import DEFAULT_GT_FIELD
+from ..core.views import camera_slice, camera_slices, default_camera_slice
+
+__all__ = [
+    "check_slice",
+    "detections_fields",
+    "dropdown",
+    "label_field_dropdown",
+    "slice_dropdown",
+]
+
+
+def dropdown(
+    inputs: types.Object,
+    name: str,
+    choices: Sequence[str],
+    default: str | None,
+    label: str,
+    description: str = "",
+) -> None:
+    """A string parameter ``name`` shown as a dropdown of ``choices``."""
+    view = types.DropdownView()
+    for choice in choices:
+        view.add_choice(choice, label=choice)
+    inputs.str(name, default=default, label=label, description=description, view=view)
+
+
+def detections_fields(dataset: fo.Dataset) -> list[str]:
+    """The dataset's ``Detections`` fields, sorted."""
+    return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
+
+
+def label_field_dropdown(
+    inputs: types.Object,
+    dataset: fo.Dataset,
+    name: str,
+    label: str,
+    description: str = "",
+    default: str = DEFAULT_GT_FIELD,
+) -> str | None:
+    """A dropdown of the dataset's Detections fields, ``default`` when it is one of them.
+
+    Returns the default shown, or None (with a warning in the form) when the dataset has no
+    Detections field.
+    """
+    fields = detections_fields(dataset)
+    if not fields:
+        inputs.view(f"no_{name}", types.Warning(label=f"{label}: the dataset has no Detections field"))
+        return None
+    shown = default if default in fields else fields[0]
+    dropdown(inputs, name, fields, shown, label, description)
+    return shown
+
+
+def slice_dropdown(inputs: types.Object, dataset: fo.Dataset, current: str | None) -> str | None:
+    """The camera-slice choice of a grouped dataset; returns the slice in effect (None if flat)."""
+    cameras = camera_slices(dataset)
+    if not cameras:
+        return None
+    default = current if current in cameras else default_camera_slice(dataset)
+    dropdown(inputs, "slice", cameras, default, "Camera slice")
+    return default
+
+
+def check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
+    """Validate a slice choice; a grouped dataset falls back to its default camera slice."""
+    if dataset.media_type == "group" and not slice_name:
+        slice_name = default_camera_slice(dataset)
+    camera_slice(dataset, slice_name)
+    return slice_name
