@@ -1,4 +1,7 @@
-"""Which samples training and evaluation see: one camera slice, the frozen splits, quarantine.
+"""Views every stage shares: flat slices of a grouped dataset, camera slices, the frozen
+splits, quarantine, and the units (scenes or samples) the App shows.
+
+A grouped dataset is flattened one way, :func:`slice_views`: one flat view per slice.
 
 Frozen splits are decided per *group* (scene): when any sample of a group, on any slice,
 carries ``split:test`` or ``split:golden``, every slice of that group is frozen. A right
@@ -34,6 +37,65 @@ def root_dataset(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
     if isinstance(samples, fo.Dataset):
         return samples
     return fo.load_dataset(samples.dataset_name)
+
+
+def slice_views(
+    samples: fo.core.collections.SampleCollection,
+    slices: Sequence[str] | str | None = None,
+    media: Iterable[str] | None = None,
+) -> dict:
+    """``{slice name: flat view}`` of a collection, one per group slice, in the dataset's order.
+
+    The one way annoloop flattens a grouped dataset: each slice becomes its own flat view
+    because ``select_group_slices`` refuses to mix media types (images and point clouds) in
+    one view.
+
+    Parameters
+    ----------
+    samples : SampleCollection
+        A grouped collection, a flat view of some slices of a grouped dataset (its slices are
+        found by group name), or a flat dataset / view, which gives ``{None: samples}``.
+    slices : str or sequence of str, optional
+        Slices to keep, in this order; default every slice present (of ``media`` types).
+    media : iterable of str, optional
+        Media types to keep when ``slices`` is not given (e.g. ``("image",)``).
+
+    Returns
+    -------
+    dict
+        Slice name to flat view; ``{None: samples}`` for an ungrouped dataset.
+
+    Raises
+    ------
+    ValueError
+        On slices of an ungrouped dataset, or slices the collection does not hold.
+    """
+    dataset = root_dataset(samples)
+    if isinstance(slices, str):
+        slices = [slices]
+    if dataset.media_type != "group":
+        if slices:
+            raise ValueError(
+                f"dataset '{dataset.name}' is not grouped, so it has no slices {list(slices)}"
+            )
+        return {None: samples}
+    name_path = f"{dataset.group_field}.name"
+    if samples.media_type == "group":
+        held = set(samples.group_slices)
+    else:
+        held = set(samples.distinct(name_path))
+    present = [s for s in dataset.group_slices if s in held]
+    if slices:
+        unknown = [s for s in slices if s not in present]
+        if unknown:
+            raise ValueError(f"unknown group slices {unknown}; the collection has {present}")
+        chosen = list(dict.fromkeys(slices))
+    else:
+        kinds = dataset.group_media_types
+        chosen = [s for s in present if media is None or kinds[s] in set(media)]
+    if samples.media_type == "group":
+        return {s: samples.select_group_slices(s) for s in chosen}
+    return {s: samples.match(F(name_path) == s) for s in chosen}
 
 
 def camera_slices(dataset: fo.Dataset) -> list[str]:
@@ -119,9 +181,8 @@ def tagged_groups(dataset: fo.Dataset, tags: Iterable[str]) -> list[str]:
     """Ids of the groups in which any sample, on any slice, has one of ``tags``."""
     tags = list(tags)
     group_ids = set()
-    for name in dataset.group_slices:
-        tagged = dataset.select_group_slices(name).match_tags(tags)
-        group_ids.update(tagged.values(f"{dataset.group_field}.id"))
+    for view in slice_views(dataset).values():
+        group_ids.update(view.match_tags(tags).values(f"{dataset.group_field}.id"))
     return sorted(group_ids)
 
 
@@ -142,10 +203,7 @@ def frozen_media(dataset: fo.Dataset, tags: Iterable[str] = FROZEN_SPLIT_TAGS) -
     if dataset.media_type != "group":
         return real_paths(dataset.match_tags(tags).values("filepath"))
     groups = dataset.select_groups(tagged_groups(dataset, tags))
-    paths = set()
-    for name in dataset.group_slices:
-        paths |= real_paths(groups.select_group_slices(name).values("filepath"))
-    return paths
+    return {p for view in slice_views(groups).values() for p in real_paths(view.values("filepath"))}
 
 
 def quarantined_ids(samples, label_field: str) -> list[str]:

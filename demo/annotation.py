@@ -15,6 +15,7 @@ from typing import Sequence
 import fiftyone as fo
 import numpy as np
 
+from ..core.views import slice_views
 from .algorithms import annotator as an
 
 ORACLE_FIELD = "oracle"
@@ -126,25 +127,16 @@ def _batch_name(batch) -> tuple[str, int | None]:
 
 
 def _slice_views(collection, slices: Sequence[str]) -> dict:
-    """``{slice name: (flat view, is_3d)}`` of the samples to label.
-
-    Image and point-cloud slices are flattened separately: ``select_group_slices`` refuses
-    to mix media types in one flat view.
-    """
+    """``{slice name: (flat view, is_3d)}`` of the samples to label (``"samples"`` when flat)."""
     if collection.media_type != "group":
         is_3d = collection.media_type in ("point-cloud", "3d")
         return {"samples": (collection, is_3d)}
     if isinstance(slices, str) or not slices:
         raise ValueError(f"slices must be a non-empty sequence of slice names, got {slices!r}")
     media_types = collection.group_media_types
-    unknown = [s for s in slices if s not in media_types]
-    if unknown:
-        raise ValueError(
-            f"unknown group slices {unknown}; the collection has {sorted(media_types)}"
-        )
     return {
-        s: (collection.select_group_slices(s), media_types[s] in ("point-cloud", "3d"))
-        for s in dict.fromkeys(slices)
+        s: (view, media_types[s] in ("point-cloud", "3d"))
+        for s, view in slice_views(collection, slices).items()
     }
 
 

@@ -49,7 +49,7 @@ from ..core.names import (
     TEST_SPLIT_TAG,
 )
 from ..training.algorithms.ledger import ledger_from_json, load_ledger, plateau_signal
-from ..core.views import root_dataset, units_view
+from ..core.views import root_dataset, slice_views, units_view
 
 __all__ = [
     "BASELINE_LEDGER_INFO_KEY",
@@ -94,17 +94,11 @@ def _unit_path(dataset: fo.Dataset) -> str:
     return f"{dataset.group_field}.id" if _grouped(dataset) else "id"
 
 
-def _flat_views(dataset: fo.Dataset) -> list:
-    """One flat view per slice of a grouped dataset; the dataset itself otherwise."""
-    if _grouped(dataset):
-        return [dataset.select_group_slices(name) for name in dataset.group_slices]
-    return [dataset]
-
 
 def _units_where(dataset: fo.Dataset, narrow: Callable) -> set[str]:
     """Units in which a sample of any slice is in ``narrow(flat view)``."""
     path = _unit_path(dataset)
-    return {u for view in _flat_views(dataset) for u in narrow(view).distinct(path)}
+    return {u for view in slice_views(dataset).values() for u in narrow(view).distinct(path)}
 
 
 def _tagged_units(dataset: fo.Dataset, tags: Iterable[str]) -> set[str]:
@@ -151,7 +145,7 @@ def loop_overview(dataset: fo.Dataset, label_field: str = DEFAULT_GT_FIELD) -> d
         ``qa:quarantine``).
     """
     dataset = root_dataset(dataset)
-    tags = {t for view in _flat_views(dataset) for t in view.distinct("tags")}
+    tags = {t for view in slice_views(dataset).values() for t in view.distinct("tags")}
     batch_prefix = DEFAULT_BATCH_TAG_PREFIX
     return {
         "unit": "scene" if _grouped(dataset) else "sample",
@@ -454,9 +448,8 @@ def quarantine_state(dataset: fo.Dataset) -> dict:
         (violations per gate rule, summed over the gated label fields).
     """
     dataset = root_dataset(dataset)
-    names = list(dataset.group_slices) if _grouped(dataset) else [None]
     per_slice = {}
-    for name, view in zip(names, _flat_views(dataset)):
+    for name, view in slice_views(dataset).items():
         per_slice[name] = {
             "samples": view.match_tags(QUARANTINE_TAG).count(),
             "labels": int(view.count_label_tags().get(QUARANTINE_TAG, 0)),

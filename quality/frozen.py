@@ -35,7 +35,7 @@ import fiftyone as fo
 
 from ..core.runs import Progress, load_record, load_results, now, save_record
 from ..core.names import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
-from ..core.views import root_dataset
+from ..core.views import root_dataset, slice_views
 from .gate import detections_field
 from .algorithms.splits import label_fingerprint, select_splits
 
@@ -87,15 +87,9 @@ class FrozenSplitWarning(UserWarning):
     """A frozen label changed (warned by ``check_frozen``)."""
 
 
-def _slices(dataset: fo.Dataset) -> dict:
-    """``{slice: flat view}`` over every slice (``{None: dataset}`` when not grouped)."""
-    if dataset.media_type != "group":
-        return {None: dataset}
-    return {name: dataset.select_group_slices(name) for name in dataset.group_slices}
-
 
 def _first_slice(dataset: fo.Dataset):
-    return next(iter(_slices(dataset).values()))
+    return next(iter(slice_views(dataset).values()))
 
 
 def split_defaults(dataset: fo.Dataset) -> dict:
@@ -171,7 +165,7 @@ def _check_fraction_or_count(name: str, value) -> float | int:
 
 def _existing_splits(dataset: fo.Dataset) -> dict:
     counts = {
-        split: sum(v.match_tags(tag).count() for v in _slices(dataset).values())
+        split: sum(v.match_tags(tag).count() for v in slice_views(dataset).values())
         for split, tag in SPLIT_TAGS.items()
     }
     views = [v for v in SPLIT_VIEWS.values() if dataset.has_saved_view(v)]
@@ -303,7 +297,7 @@ def create_splits(
 
     # Read: one row per sample, on every slice.
     report(0.0, "reading scenes")
-    slices = _slices(dataset)
+    slices = slice_views(dataset)
     group_path = f"{dataset.group_field}.id" if dataset.media_type == "group" else "id"
     scene_path = scene_field or group_path
     paths = ["id", scene_path] + ([duplicate_field] if duplicate_field else []) + strata_fields
@@ -455,7 +449,7 @@ def _fingerprints(dataset: fo.Dataset, split: str, fields: Sequence[str]) -> tup
     """``({field: {sample id: digest}}, member ids)`` of the samples tagged with ``split``."""
     out = {f: {} for f in fields}
     members = set()
-    for view in _slices(dataset).values():
+    for view in slice_views(dataset).values():
         cols = view.match_tags(SPLIT_TAGS[split]).values(["id", *fields])
         members.update(cols[0])
         for f, labels in zip(fields, cols[1:]):

@@ -21,7 +21,7 @@ once the sample has no violation left in any field. The gate only removes the sa
 from samples it had quarantined itself (samples with records), so a tag set by hand on a
 sample without records stays.
 
-:func:`slice_views` and :func:`read_detections` are shared with the golden-set and frozen
+:func:`checkable_slice_views` and :func:`read_detections` are shared with the golden-set and frozen
 split glue: they turn a (grouped) collection into flat per-slice views and a ``Detections``
 field into flat per-label arrays.
 """
@@ -39,7 +39,7 @@ from fiftyone import ViewField as F
 
 from ..core.runs import Progress, load_record, now, save_record
 from ..core.names import QUARANTINE_TAG
-from ..core.views import root_dataset, tagged_groups
+from ..core.views import root_dataset, slice_views, tagged_groups
 from .algorithms.schema_rules import load_schema, validate_labels
 
 __all__ = [
@@ -53,7 +53,7 @@ __all__ = [
     "gate_run_key",
     "read_detections",
     "resolve_schema",
-    "slice_views",
+    "checkable_slice_views",
 ]
 
 #: Sample field holding the gate's violation records (new shared name, owned here).
@@ -75,15 +75,15 @@ _RECORD_CLS = "DynamicEmbeddedDocument"
 # --------------------------------------------------------------------------- shared reads
 
 
-def slice_views(samples, slices: Sequence[str] | None = None) -> dict:
-    """``{slice name: (flat view, is_3d)}`` of the samples to work on.
+def checkable_slice_views(samples, slices: Sequence[str] | None = None) -> dict:
+    """``{slice name: (flat view, is_3d)}`` of the slices whose labels can be checked.
 
     Parameters
     ----------
     samples : Dataset or DatasetView
         Grouped or flat. For a grouped collection every chosen slice of every group in it is
-        returned as its own flat view (image and point-cloud samples cannot share one). A
-        flat dataset gives one entry keyed ``None``.
+        returned as its own flat view (:func:`annoloop.core.views.slice_views`). A flat
+        dataset gives one entry keyed ``None``.
     slices : sequence of str, optional
         Slices to keep; default every image, point-cloud and 3D slice present.
 
@@ -92,53 +92,28 @@ def slice_views(samples, slices: Sequence[str] | None = None) -> dict:
     ValueError
         On slices of a flat dataset, unknown slices, or slices of another media type.
     """
+    views = slice_views(samples, slices, media=_CHECKED_MEDIA)
     dataset = root_dataset(samples)
-    if isinstance(slices, str):
-        slices = [slices]
     if dataset.media_type != "group":
-        if slices:
-            raise ValueError(
-                f"dataset '{dataset.name}' is not grouped, so it has no slices {list(slices)}"
-            )
         if samples.media_type not in _CHECKED_MEDIA:
             raise ValueError(
                 f"dataset '{dataset.name}' holds {samples.media_type} samples; "
                 f"only {list(_CHECKED_MEDIA)} are supported"
             )
         return {None: (samples, samples.media_type in MEDIA_3D)}
-
     media = dataset.group_media_types
-    name_path = f"{dataset.group_field}.name"
-    if samples.media_type == "group":
-        present = list(media)
-    else:  # a flat view made of some slices of a grouped dataset
-        present = [s for s in media if s in set(samples.distinct(name_path))]
-    if slices:
-        unknown = [s for s in slices if s not in present]
-        if unknown:
-            raise ValueError(
-                f"slices {unknown} are not in the collection; it has {present}"
-            )
-        wrong = [s for s in slices if media[s] not in _CHECKED_MEDIA]
-        if wrong:
-            raise ValueError(
-                f"slices {wrong} hold {[media[s] for s in wrong]} samples; "
-                f"only {list(_CHECKED_MEDIA)} are supported"
-            )
-        chosen = list(dict.fromkeys(slices))
-    else:
-        chosen = [s for s in present if media[s] in _CHECKED_MEDIA]
-        if not chosen:
-            raise ValueError(
-                f"the collection has no image or point-cloud slice (slices: {present})"
-            )
-
-    def flat(name):
-        if samples.media_type == "group":
-            return samples.select_group_slices(name)
-        return samples.match(F(name_path) == name)
-
-    return {s: (flat(s), media[s] in MEDIA_3D) for s in chosen}
+    wrong = [s for s in views if media[s] not in _CHECKED_MEDIA]
+    if wrong:
+        raise ValueError(
+            f"slices {wrong} hold {[media[s] for s in wrong]} samples; "
+            f"only {list(_CHECKED_MEDIA)} are supported"
+        )
+    if not views:
+        raise ValueError(
+            "the collection has no image or point-cloud slice "
+            f"(slices: {list(slice_views(samples))})"
+        )
+    return {s: (view, media[s] in MEDIA_3D) for s, view in views.items()}
 
 
 def detections_field(samples, field_name: str, what: str = "label field") -> None:
@@ -619,7 +594,7 @@ def gate_label_field(
         raise ValueError(f"box_tolerance must be >= 0; got {box_tolerance}")
     spec = resolve_schema(dataset, label_field, schema)
     load_schema(spec)  # a malformed schema fails here, before anything is read
-    views = slice_views(samples, slices)
+    views = checkable_slice_views(samples, slices)
 
     batch = None
     if batch_tag:

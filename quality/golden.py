@@ -32,7 +32,7 @@ from ..core.names import GOLDEN_SPLIT_TAG
 from ..core.views import root_dataset, tagged_groups
 from .algorithms.drift import DriftRules, batch_summary, detect_drift
 from .frozen import DEFAULT_GOLDEN_FIELD, check_frozen, frozen_record, on_slice
-from .gate import detections_field, read_detections, slice_views
+from .gate import checkable_slice_views, detections_field, read_detections
 from .algorithms.matching import match_detections
 from .algorithms.metrics import quality_report
 
@@ -273,7 +273,7 @@ def check_golden(
 
     # Read every slice and assign batches before scoring anything.
     report(0.0, "reading the golden set")
-    views = slice_views(golden_set, slices)
+    views = checkable_slice_views(golden_set, slices)
     read = {}
     for name, (view, is_3d) in views.items():
         gt = read_detections(view, golden_field, is_3d)

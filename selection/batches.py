@@ -88,7 +88,7 @@ from ..core.names import (
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
-from ..core.views import camera_slices, root_dataset, units_view
+from ..core.views import camera_slices, root_dataset, slice_views, units_view
 from .algorithms import planner
 from .algorithms.targeting import DEFAULT_KIND_WEIGHTS
 from .algorithms.uncertainty import detection_uncertainty
@@ -219,7 +219,7 @@ def default_round(dataset: fo.Dataset, has_evaluation: bool) -> int:
     came from elsewhere.
     """
     batches = set()
-    for view in _slice_views(dataset):
+    for view in slice_views(dataset).values():
         batches.update(
             t
             for t in view.match_tags(list(FROZEN_SPLIT_TAGS), bool=False).distinct("tags")
@@ -743,20 +743,14 @@ def _refuse_missing(mask: np.ndarray, field: str, what: str, slice_name, hint: s
 # --- reading ------------------------------------------------------------------------------
 
 
-def _slice_views(collection) -> list:
-    """Flat views of every slice of a grouped collection (``[collection]`` otherwise)."""
-    if collection.media_type != "group":
-        return [collection]
-    return [collection.select_group_slices(s) for s in collection.group_slices]
-
 
 def _distinct_tags(dataset) -> set[str]:
-    return {t for view in _slice_views(dataset) for t in view.distinct("tags")}
+    return {t for view in slice_views(dataset).values() for t in view.distinct("tags")}
 
 
 def _units(dataset, unit_path: str, narrow: Callable) -> set[str]:
     """Units in which a sample of any slice matches ``narrow(slice view)``."""
-    return {u for view in _slice_views(dataset) for u in narrow(view).values(unit_path)}
+    return {u for view in slice_views(dataset).values() for u in narrow(view).values(unit_path)}
 
 
 @dataclass
@@ -1076,7 +1070,7 @@ def _write(dataset, grouped: bool, batch_name: str, plan, picks: list, evaluatio
     """Tags, pick records and the saved view, each as bulk calls per slice."""
     for source in sorted(set(plan.source)):
         units = [p["id"] for p in picks if p["source"] == source]
-        for view in _slice_views(units_view(dataset, units)):
+        for view in slice_views(units_view(dataset, units)).values():
             view.tag_samples([batch_name, SOURCE_TAG_PREFIX + source])
 
     _declare_pick_field(dataset)
@@ -1084,7 +1078,7 @@ def _write(dataset, grouped: bool, batch_name: str, plan, picks: list, evaluatio
     eval_key = evaluation.key if evaluation else None
     unit_path = f"{dataset.group_field}.id" if grouped else "id"
     picked = units_view(dataset, list(by_unit))
-    for view in _slice_views(picked):
+    for view in slice_views(picked).values():
         sample_ids, units = view.values(["id", unit_path])
         docs = {}
         for sample_id, unit in zip(sample_ids, units):

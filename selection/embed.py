@@ -49,6 +49,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from ..core.runs import Progress
+from ..core.views import slice_views
 from .algorithms.image_features import l2_normalize
 from .embeddings.models import ImageEmbedder, load_image_model, read_rgb
 from .embeddings.patches import check_boxes, crop_patches
@@ -316,7 +317,8 @@ def _select_units(collection, slices, grouped: bool) -> list[_Unit]:
         chosen = list(dict.fromkeys(slices))
     if not chosen:
         raise ValueError(f"the collection has no image or point-cloud slices: {media_types}")
-    return [_Unit(s, media_types[s], collection.select_group_slices(s)) for s in chosen]
+    views = slice_views(collection, chosen)
+    return [_Unit(s, media_types[s], views[s]) for s in chosen]
 
 
 def _flattened_units(collection, media_types: dict) -> list[_Unit]:

@@ -45,6 +45,7 @@ import numpy as np
 
 import fiftyone as fo
 
+from ..core.views import slice_views
 from ..core.runs import Progress, load_record, now, record_keys, save_record
 from .batches import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
@@ -414,8 +415,7 @@ def _read_samples(collection, fields: list[str], name: str = "") -> _Scoring:
 def _read_slices(collection, fields: list[str]) -> list[_Scoring]:
     """Per-slice scoring: every slice of a grouped collection that holds the embeddings."""
     scorings = []
-    for slice_name in _slices(collection):
-        view = collection.select_group_slices(slice_name)
+    for slice_name, view in slice_views(collection).items():
         counts = [view.count(f) for f in fields]
         if not any(counts):
             continue  # e.g. a slice that was never embedded
@@ -428,7 +428,7 @@ def _read_slices(collection, fields: list[str]) -> list[_Scoring]:
                 )
         scorings.append(_read_samples(view, fields, slice_name))
     if not scorings:
-        if not any(len(collection.select_group_slices(s)) for s in _slices(collection)):
+        if not any(len(view) for view in slice_views(collection).values()):
             raise ValueError("the collection has no samples to score")
         raise ValueError(f"no slice of the collection holds {fields}; run compute_embeddings first")
     return scorings
@@ -439,8 +439,8 @@ def _read_groups(collection, fields: list[str]) -> _Scoring:
     dataset = collection._dataset
     group_id = f"{dataset.group_field}.id"
     per_slice = {}
-    for slice_name in _slices(collection):
-        values = collection.select_group_slices(slice_name).values(["id", group_id, *fields])
+    for slice_name, view in slice_views(collection).items():
+        values = view.values(["id", group_id, *fields])
         if values[0]:
             per_slice[slice_name] = values
     if not per_slice:
@@ -492,11 +492,6 @@ def _read_groups(collection, fields: list[str]) -> _Scoring:
             scoring.layout.append({"field": field_name, "slices": slices, "dim": block.shape[1]})
     return scoring
 
-
-def _slices(collection) -> list[str]:
-    """The collection's group slices in the dataset's order."""
-    present = set(collection.group_slices)
-    return [s for s in collection._dataset.group_slices if s in present]
 
 
 # --- writing ------------------------------------------------------------------------------
