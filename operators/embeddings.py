@@ -22,7 +22,8 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
-from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD, IMAGE, POINT_CLOUD
+from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
+from ..selection.embedding_units import IMAGE, POINT_CLOUD
 from ..selection.embeddings.models import EFFICIENTNET_LITE0
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 from .forms import detections_fields
