@@ -39,17 +39,21 @@ import dataclasses
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-import numpy as np
 
 import fiftyone as fo
 
-from ..core.views import slice_views
 from ..core.runs import Progress, load_record, now, record_keys, save_record
 from .batches import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from .algorithms.zcore import ZCoreParams, combine_embeddings, zcore_scores
+from .algorithms.zcore import ZCoreParams, zcore_scores
+from .score_matrices import (
+    ScoreMatrix,
+    read_groups,
+    read_samples,
+    read_slices,
+    to_matrix,
+    write_scores,
+)
 from .zcore_torch import torch_engine
 
 __all__ = [
@@ -86,18 +90,6 @@ _RECORD_KEYS = (
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 #: Field types that can hold numeric vectors (the values are still checked one by one).
 _VECTOR_TYPES = (fo.VectorField, fo.ArrayField, fo.ListField)
-
-
-@dataclass
-class _Scoring:
-    """One matrix to score, where its rows' scores go, and how it was built."""
-
-    name: str  # slice name, or "" for the whole collection
-    n: int  # rows
-    #: (slice or None, sample ids, row of each sample): the samples that get each row's score
-    targets: list[tuple[str | None, list[str], np.ndarray]] = field(default_factory=list)
-    blocks: list[np.ndarray] = field(default_factory=list)
-    layout: list[dict] = field(default_factory=list)
 
 
 def zcore_run_key(score_field: str = ZCORE_FIELD) -> str:
@@ -207,38 +199,19 @@ def compute_zcore(
     if not isinstance(params, ZCoreParams):
         raise ValueError(f"params must be a ZCoreParams, got {type(params).__name__}")
     dataset = collection._dataset
-    grouped = collection.media_type == "group"
-    per_group = grouped and bool(group_score)
+    per_group = collection.media_type == "group" and bool(group_score)
     fields = _check_fields(dataset, embeddings_fields, per_group)
     _check_score_field(dataset, score_field, fields, overwrite)
     backend, device = resolve_backend(backend, device)
     engine = torch_engine(device) if backend == "torch" else None
 
     report(0.0, "reading embeddings")
-    if per_group:
-        scorings = [_read_groups(collection, fields)]
-        unit = "group"
-    elif grouped:
-        scorings = _read_slices(collection, fields)
-        unit = "slice sample"
-    else:
-        scorings = [_read_samples(collection, fields)]
-        unit = "sample"
-    matrices = [_combine(s) for s in scorings]
+    unit, scorings = _read(collection, fields, per_group)
+    matrices = [to_matrix(s) for s in scorings]
 
     # Validation is over: from here on, compute and write.
-    scores = []
-    total_rows = sum(s.n for s in scorings)
-    done = 0
     scoring_started = time.perf_counter()
-    for scoring, x in zip(scorings, matrices):
-        where = f" ({scoring.name})" if scoring.name else ""
-
-        def step(fraction: float, offset: int = done, rows: int = scoring.n) -> None:
-            report(0.05 + 0.85 * (offset + fraction * rows) / total_rows, f"scoring{where}")
-
-        scores.append(zcore_scores(x, params, engine=engine, progress=step))
-        done += scoring.n
+    scores = _score(scorings, matrices, params, engine, report)
     scoring_seconds = time.perf_counter() - scoring_started
 
     report(0.92, "writing scores")
@@ -246,7 +219,7 @@ def compute_zcore(
         dataset.clear_sample_field(score_field)
     if dataset.get_field(score_field) is None:
         dataset.add_sample_field(score_field, fo.FloatField)
-    written = _write(collection, score_field, scorings, scores)
+    written = write_scores(collection, score_field, scorings, scores)
 
     record = {
         "score_field": score_field,
@@ -254,7 +227,7 @@ def compute_zcore(
         "unit": unit,
         "blocks": scorings[0].layout if len(scorings) == 1 else None,
         "dim": int(matrices[0].shape[1]) if len(matrices) == 1 else None,
-        "n": total_rows,
+        "n": sum(s.n for s in scorings),
         "samples_written": written,
         "slices": (
             {
@@ -275,6 +248,33 @@ def compute_zcore(
     save_record(dataset, key, ZCORE_RUN_METHOD, record)
     report(1.0, f"ZCore scores written to '{score_field}'")
     return {**record, "run_key": key}
+
+
+def _read(collection, fields: list[str], per_group: bool) -> tuple[str, list[ScoreMatrix]]:
+    """The unit of selection and the matrices to score (see the module docstring)."""
+    if per_group:
+        return "group", [read_groups(collection, fields)]
+    if collection.media_type == "group":
+        return "slice sample", read_slices(collection, fields)
+    return "sample", [read_samples(collection, fields)]
+
+
+def _score(
+    scorings: list[ScoreMatrix], matrices: list, params: ZCoreParams, engine, report
+) -> list:
+    """ZCore scores of each matrix, progress spread over their rows (5 % .. 90 %)."""
+    scores = []
+    total_rows = sum(s.n for s in scorings)
+    done = 0
+    for scoring, x in zip(scorings, matrices):
+        where = f" ({scoring.name})" if scoring.name else ""
+
+        def step(fraction: float, offset: int = done, rows: int = scoring.n) -> None:
+            report(0.05 + 0.85 * (offset + fraction * rows) / total_rows, f"scoring{where}")
+
+        scores.append(zcore_scores(x, params, engine=engine, progress=step))
+        done += scoring.n
+    return scores
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -340,169 +340,3 @@ def _count_everywhere(dataset, path: str) -> int:
     return dataset.select_group_slices(_allow_mixed=True).count(path)
 
 
-def _stack(field_name: str, where: str, vectors: list) -> np.ndarray:
-    """The (present) vectors as the rows of one float32 matrix.
-
-    Raises a ValueError naming the field and the counts for non-numeric values and for
-    vectors of different lengths.
-    """
-    arrays = []
-    for v in vectors:
-        try:
-            arr = np.asarray(v, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"embeddings field '{field_name}' holds non-numeric values "
-                f"({type(v).__name__}) {where}"
-            ) from None
-        if arr.ndim != 1:
-            raise ValueError(
-                f"embeddings field '{field_name}' holds values of shape {arr.shape} {where}; "
-                "each must be a 1-D vector"
-            )
-        arrays.append(arr)
-    lengths, counts = np.unique([len(a) for a in arrays], return_counts=True)
-    if len(lengths) > 1:
-        spread = ", ".join(f"{c} of length {n}" for n, c in zip(lengths, counts))
-        raise ValueError(
-            f"embeddings field '{field_name}' has vectors of {len(lengths)} different lengths "
-            f"{where} ({spread}); one field must hold one embedding space per slice"
-        )
-    return np.stack(arrays)
-
-
-def _missing_error(field_name: str, missing: int, total: int, where: str) -> ValueError:
-    return ValueError(
-        f"embeddings field '{field_name}' is missing on {missing} of {total} samples {where}; "
-        "run compute_embeddings on them, or score a view without them"
-    )
-
-
-def _combine(scoring: _Scoring) -> np.ndarray:
-    """The scoring's blocks as one matrix; NaN / inf rows are reported per field."""
-    for block, part in zip(scoring.blocks, scoring.layout):
-        try:
-            combine_embeddings(block)
-        except ValueError as error:
-            where = f" on slice(s) {part['slices']}" if part["slices"] else ""
-            raise ValueError(f"embeddings field '{part['field']}'{where}: {error}") from None
-    return combine_embeddings(scoring.blocks)
-
-
-# --- reading ------------------------------------------------------------------------------
-
-
-def _read_samples(collection, fields: list[str], name: str = "") -> _Scoring:
-    """One row per sample of a non-grouped collection (or one slice of a grouped one)."""
-    where = f"on slice '{name}'" if name else "in the collection"
-    values = collection.values(["id", *fields])
-    if not values[0]:
-        raise ValueError(f"the collection has no samples to score {where}".rstrip())
-    ids = values[0]
-    scoring = _Scoring(name, len(ids), [(name or None, ids, np.arange(len(ids)))])
-    for field_name, vectors in zip(fields, values[1:]):
-        present = [v is not None for v in vectors]
-        if not all(present):
-            raise _missing_error(field_name, present.count(False), len(vectors), where)
-        matrix = _stack(field_name, where, vectors)
-        scoring.blocks.append(matrix)
-        scoring.layout.append(
-            {"field": field_name, "slices": [name] if name else [], "dim": matrix.shape[1]}
-        )
-    return scoring
-
-
-def _read_slices(collection, fields: list[str]) -> list[_Scoring]:
-    """Per-slice scoring: every slice of a grouped collection that holds the embeddings."""
-    scorings = []
-    for slice_name, view in slice_views(collection).items():
-        counts = [view.count(f) for f in fields]
-        if not any(counts):
-            continue  # e.g. a slice that was never embedded
-        for field_name, count in zip(fields, counts):
-            if count == 0:
-                raise ValueError(
-                    f"embeddings field '{field_name}' has no values on slice '{slice_name}', "
-                    f"where {[f for f, c in zip(fields, counts) if c]} do; per-slice scoring "
-                    "needs every field on every scored slice"
-                )
-        scorings.append(_read_samples(view, fields, slice_name))
-    if not scorings:
-        if not any(len(view) for view in slice_views(collection).values()):
-            raise ValueError("the collection has no samples to score")
-        raise ValueError(f"no slice of the collection holds {fields}; run compute_embeddings first")
-    return scorings
-
-
-def _read_groups(collection, fields: list[str]) -> _Scoring:
-    """One row per group: each field's slices, a repeated (scene-level) block taken once."""
-    dataset = collection._dataset
-    group_id = f"{dataset.group_field}.id"
-    per_slice = {}
-    for slice_name, view in slice_views(collection).items():
-        values = view.values(["id", group_id, *fields])
-        if values[0]:
-            per_slice[slice_name] = values
-    if not per_slice:
-        raise ValueError("the collection has no samples to score")
-    groups = sorted({g for values in per_slice.values() for g in values[1]})
-    row = {g: i for i, g in enumerate(groups)}
-    scoring = _Scoring("", len(groups))
-    for slice_name, (ids, gids, *_) in per_slice.items():
-        scoring.targets.append((slice_name, ids, np.array([row[g] for g in gids])))
-
-    for f, field_name in enumerate(fields):
-        taken: list[tuple[np.ndarray, np.ndarray, list[str]]] = []  # (block, has rows, slices)
-        for (slice_name, (ids, _, *vectors)), (_, _, rows) in zip(
-            per_slice.items(), scoring.targets
-        ):
-            where = f"on slice '{slice_name}'"
-            present = [v is not None for v in vectors[f]]
-            if not any(present):
-                continue  # this field does not live on this slice
-            if not all(present):
-                raise _missing_error(field_name, present.count(False), len(ids), where)
-            matrix = _stack(field_name, where, vectors[f])
-            block = np.zeros((len(groups), matrix.shape[1]), dtype=np.float32)
-            block[rows] = matrix
-            has = np.zeros(len(groups), dtype=bool)
-            has[rows] = True
-            for earlier, earlier_has, slices in taken:
-                both = earlier_has & has
-                if (
-                    earlier.shape == block.shape
-                    and both.any()
-                    and np.array_equal(earlier[both], block[both])
-                ):
-                    # The same scene vector stored on another slice: fill the groups that
-                    # lack a sample on the earlier slice, add no dimensions.
-                    earlier[has & ~earlier_has] = block[has & ~earlier_has]
-                    earlier_has |= has
-                    slices.append(slice_name)
-                    break
-            else:
-                taken.append((block, has, [slice_name]))
-        if not taken:
-            raise ValueError(
-                f"embeddings field '{field_name}' has no values in the collection; "
-                "run compute_embeddings first"
-            )
-        for block, _, slices in taken:
-            scoring.blocks.append(block)
-            scoring.layout.append({"field": field_name, "slices": slices, "dim": block.shape[1]})
-    return scoring
-
-
-
-# --- writing ------------------------------------------------------------------------------
-
-
-def _write(collection, score_field: str, scorings: list[_Scoring], scores: list) -> int:
-    """Bulk-write each row's score to its samples; returns the number of samples written."""
-    written = 0
-    for scoring, row_scores in zip(scorings, scores):
-        for slice_name, ids, rows in scoring.targets:
-            view = collection.select_group_slices(slice_name) if slice_name else collection
-            view.set_values(score_field, dict(zip(ids, row_scores[rows].tolist())), key_field="id")
-            written += len(ids)
-    return written
