@@ -4,14 +4,64 @@ The same checkout is two things:
 
 * a FiftyOne plugin (``@annoloop/annoloop``): FiftyOne's loader imports this file and calls
   :func:`register`;
-* a Python package for SDK users (``import annoloop``) when the checkout is importable under
-  that name (``pip install -e .`` or the README's scripts).
+* a Python package for SDK users (``import annoloop``), with one function per user action:
 
-Nothing heavy is imported here: FiftyOne re-imports plugins often, and SDK users pay only for
-what they use.
+  ==========================  ===========================================================
+  ``compute_embeddings``      embed samples, objects (patches) and scenes
+  ``compute_zcore``           zero-shot coreset (ZCore) scores of a pool (``ZCoreParams``)
+  ``create_splits``           frozen test / mining / golden splits
+  ``check_frozen``            verify that frozen labels did not change
+  ``validate_labels``         the schema gate: violations recorded, units quarantined
+  ``check_golden``            golden-set QA of a batch, with drift alarms
+  ``plan_batch``              the next batch to label: coverage + targeting
+  ``autolabel``               a foundation or trained detector labels a view
+  ``review_autolabels``       accept / reject auto-labels into the label field
+  ``evaluate_split``          evaluate predictions on the frozen test or mining split
+  ``load_demo_dataset``       the offline synthetic driving dataset
+  ==========================  ===========================================================
+
+Each name is imported from its implementation on first use (``help(annoloop.plan_batch)``
+shows the full documentation): FiftyOne re-imports plugins often, so nothing heavy is
+imported here, and SDK users pay only for what they use.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+#: SDK name -> (module, attribute) of its implementation.
+_SDK = {
+    "compute_embeddings": ("selection.embed", "compute_embeddings"),
+    "compute_zcore": ("selection.scoring", "compute_zcore"),
+    "ZCoreParams": ("selection.algorithms.zcore", "ZCoreParams"),
+    "create_splits": ("quality.frozen", "create_splits"),
+    "check_frozen": ("quality.frozen", "check_frozen"),
+    "validate_labels": ("quality.gate", "gate_label_field"),
+    "check_golden": ("quality.golden", "check_golden"),
+    "plan_batch": ("selection.batches", "plan_batch"),
+    "autolabel": ("training.autolabel.run", "autolabel"),
+    "review_autolabels": ("training.autolabel.review", "review_autolabels"),
+    "evaluate_split": ("training.evaluate", "evaluate_split"),
+    "load_demo_dataset": ("demo.dataset", "load_demo_dataset"),
+}
+
+__all__ = ["register", *sorted(_SDK)]
+
+
+def __getattr__(name: str):
+    # PEP 562: the SDK functions resolve lazily, so registering the plugin stays cheap.
+    if name not in _SDK:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _SDK[name]
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SDK})
 
 
 def register(p) -> None:
