@@ -1,0 +1,142 @@
+"""Per-dataset write locks: one writer at a time, and a dead writer's lock expires.
+
+Two annoloop writes to one dataset at the same instant (two planners both claiming
+``batch:v1``, two ``create_splits`` merging their draws) must not interleave. A lock is one
+document in annoloop's own collection of FiftyOne's MongoDB database, keyed by dataset: it
+is taken atomically (an upsert that only matches a free or expired lock, so a second taker
+hits the unique ``_id``), names its owner (host, pid, action) and carries a lease. The holder
+renews the lease from a background thread while it works; a killed holder stops renewing,
+so its lock expires after one lease and the next caller takes it — no manual clean-up.
+
+Every process that reaches the same database (the App, a delegated worker, an SDK script
+on another machine) sees the same locks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import fiftyone as fo
+import fiftyone.core.odm.database as fod
+from pymongo.errors import DuplicateKeyError
+
+__all__ = ["DEFAULT_LEASE_S", "DEFAULT_WAIT_S", "DatasetLocked", "dataset_lock", "lock_holder"]
+
+_COLLECTION = "annoloop_locks"
+#: Seconds a lock outlives its last renewal: how long a killed writer blocks others.
+DEFAULT_LEASE_S = 60.0
+#: Seconds a caller waits for a busy dataset before it gives up with :class:`DatasetLocked`.
+DEFAULT_WAIT_S = 10.0
+
+
+class DatasetLocked(RuntimeError):
+    """Another writer holds the dataset's lock (the message says who, since when)."""
+
+
+def _locks():
+    return fod.get_db_conn()[_COLLECTION]
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def lock_holder(dataset: fo.Dataset) -> dict | None:
+    """The live lock on ``dataset`` (``owner``, ``action``, ``since``, ``expires_at``), or None."""
+    doc = _locks().find_one({"_id": dataset.name, "expires_at": {"$gt": _utcnow()}})
+    return None if doc is None else {k: doc[k] for k in ("owner", "action", "since", "expires_at")}
+
+
+def _try_take(key: str, token: str, owner: str, action: str, lease_s: float) -> bool:
+    now = _utcnow()
+    try:
+        _locks().update_one(
+            {"_id": key, "$or": [{"expires_at": {"$lte": now}}, {"token": token}]},
+            {
+                "$set": {
+                    "token": token,
+                    "owner": owner,
+                    "action": action,
+                    "since": now,
+                    "expires_at": now + datetime.timedelta(seconds=lease_s),
+                }
+            },
+            upsert=True,
+        )
+    except DuplicateKeyError:  # held by someone else, and not expired
+        return False
+    return True
+
+
+def _renew(key: str, token: str, lease_s: float) -> bool:
+    expires = _utcnow() + datetime.timedelta(seconds=lease_s)
+    done = _locks().update_one({"_id": key, "token": token}, {"$set": {"expires_at": expires}})
+    return done.matched_count == 1
+
+
+@contextmanager
+def dataset_lock(
+    dataset: fo.Dataset,
+    action: str,
+    *,
+    wait_s: float = DEFAULT_WAIT_S,
+    lease_s: float = DEFAULT_LEASE_S,
+) -> Iterator[None]:
+    """Hold ``dataset``'s write lock for the duration of the ``with`` block.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        The dataset to write (locks are per dataset name, across processes and machines).
+    action : str
+        What the holder does, shown to whoever has to wait (e.g. ``"plan_batch"``).
+    wait_s : float, default=10
+        How long to wait for a busy dataset before giving up.
+    lease_s : float, default=60
+        Lease length; renewed every ``lease_s / 3`` while the block runs.
+
+    Raises
+    ------
+    DatasetLocked
+        When another writer still holds the lock after ``wait_s``; nothing was written.
+
+    Examples
+    --------
+    >>> with dataset_lock(dataset, "plan_batch"):  # doctest: +SKIP
+    ...     write_the_batch()
+    """
+    key, token = dataset.name, uuid.uuid4().hex
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + wait_s
+    while not _try_take(key, token, owner, action, lease_s):
+        if time.monotonic() >= deadline:
+            holder = lock_holder(dataset) or {}
+            raise DatasetLocked(
+                f"dataset '{dataset.name}' is being written by {holder.get('action', '?')} "
+                f"({holder.get('owner', '?')}, since {holder.get('since', '?')} UTC); nothing "
+                f"was written — run this again when it has finished (a writer that died "
+                f"releases the lock within {lease_s:.0f} s)"
+            )
+        time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(lease_s / 3):
+            if not _renew(key, token, lease_s):
+                return
+
+    renewer = threading.Thread(target=heartbeat, name=f"annoloop-lock-{key}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+        _locks().delete_one({"_id": key, "token": token})
