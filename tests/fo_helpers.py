@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 PLUGIN = "@annoloop/annoloop"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def uri(operator: str) -> str:
@@ -54,12 +54,12 @@ def run_on_worker(op_id):
 
 @contextmanager
 def delegated_worker():
-    """A real ``fiftyone delegated launch`` process, stopped by its pid on exit."""
-    fiftyone_cli = Path(sys.executable).with_name("fiftyone")
+    """A real, monitored ``fiftyone delegated launch`` worker (``scripts/worker.sh``, the
+    README's command), stopped by its process group on exit."""
     log_path = Path(os.environ["ANNOLOOP_TEST_SESSION_DIR"]) / f"worker-{uuid.uuid4().hex[:6]}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(fiftyone_cli), "delegated", "launch"],
+            ["bash", str(REPO_ROOT / "scripts" / "worker.sh")],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=dict(os.environ),
