@@ -23,7 +23,8 @@ from ..training import runs
 from ..core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ..core.views import frozen_slice, tagged_groups
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-from .forms import check_slice, dropdown, label_field_dropdown, slice_dropdown
+from ..training.params import check_slice
+from .forms import dropdown, label_field_dropdown, slice_dropdown
 
 DEFAULT_MODEL = "owlv2"
 TARGET_VIEW = "view"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 
-import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..selection.batches import ZCORE_FIELD
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
+from ..selection.visualization import vector_fields
 from ..selection.algorithms.zcore import ZCoreParams
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
@@ -45,11 +45,6 @@ _BACKENDS = {
     "numpy": "CPU: exact, multi-threaded",
     "torch": "PyTorch on a GPU when available, else its CPU",
 }
-
-
-def vector_fields(dataset) -> list[str]:
-    """The dataset's sample-level vector fields, sorted."""
-    return sorted(dataset.get_field_schema(ftype=fo.VectorField))
 
 
 def default_embeddings_field(dataset, fields: list[str]) -> str:
