@@ -141,21 +141,13 @@ class ComputeZCore(AnnoloopOperator):
         fields = params.get("embeddings_fields") or None
         if isinstance(fields, str):
             fields = [f.strip() for f in fields.split(",") if f.strip()]
-        zcore_params = ZCoreParams(
-            **{
-                name: _integer(params.get(name, getattr(ZCoreParams(), name)))
-                for name in HYPERPARAMETERS
-            },
-            seed=_integer(params.get("seed", 0)),
-            n_workers=_integer(params.get("n_workers", 1)),
-        )
         score_field = params.get("score_field") or ZCORE_FIELD
         result = compute_zcore(
             ctx.target_view(),
             embeddings_fields=fields,
             score_field=score_field,
             group_score=bool(params.get("group_score", True)),
-            params=zcore_params,
+            params=_zcore_params(params),
             backend=params.get("backend") or "auto",
             overwrite=bool(params.get("overwrite", False)),
             progress=progress_reporter(ctx),
@@ -173,6 +165,16 @@ class ComputeZCore(AnnoloopOperator):
         outputs.str("run_key", label="Run record")
         outputs.str("next_step", label="Next", view=types.MarkdownView())
         return types.Property(outputs)
+
+
+def _zcore_params(params: dict) -> ZCoreParams:
+    """The form's hyperparameters, seed and threads (defaults: :class:`ZCoreParams`'s)."""
+    defaults = ZCoreParams()
+    return ZCoreParams(
+        **{name: _integer(params.get(name, getattr(defaults, name))) for name in HYPERPARAMETERS},
+        seed=_integer(params.get("seed", 0)),
+        n_workers=_integer(params.get("n_workers", 1)),
+    )
 
 
 def _integer(value):
