@@ -21,9 +21,11 @@ import fiftyone.operators.types as types
 
 from ..training import runs
 from ..core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
-from ..core.views import frozen_slice, tagged_groups
+from ..core.views import frozen_slice
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-from .forms import check_slice, dropdown, label_field_dropdown, slice_dropdown
+from ..training.autolabel.targets import selected_scenes, tagged_scenes
+from ..training.params import check_slice
+from .forms import dropdown, label_field_dropdown, slice_dropdown
 
 DEFAULT_MODEL = "owlv2"
 TARGET_VIEW = "view"
@@ -39,29 +41,12 @@ _TARGETS = {
 def target_samples(ctx, dataset: fo.Dataset):
     """The samples an autolabel / review call acts on (see the module docstring)."""
     target = ctx.params.get("target") or TARGET_VIEW
-    grouped = dataset.media_type == "group"
     if target == TARGET_VIEW:
         return ctx.view
     if target == TARGET_SELECTED:
-        ids = list(ctx.selected or [])
-        if not ids:
-            raise ValueError("no samples are selected: select some in the App, or target the view")
-        if not grouped:
-            return dataset.select(ids)
-        groups = {
-            g
-            for name in dataset.group_slices
-            for g in dataset.select_group_slices(name).select(ids).values(f"{dataset.group_field}.id")
-        }
-        return dataset.select_groups(sorted(groups))
+        return selected_scenes(dataset, ctx.selected or [])
     if target == TARGET_TAG:
-        tag = (ctx.params.get("batch_tag") or "").strip()
-        if not tag:
-            raise ValueError("target 'tag' needs a batch_tag")
-        view = dataset.select_groups(tagged_groups(dataset, [tag])) if grouped else dataset.match_tags(tag)
-        if not len(view):
-            raise ValueError(f"no sample of dataset '{dataset.name}' has the tag {tag!r}")
-        return view
+        return tagged_scenes(dataset, ctx.params.get("batch_tag"))
     raise ValueError(f"target must be one of {sorted(_TARGETS)}; got {target!r}")
 
 

@@ -8,77 +8,35 @@ is delegated by default: on a large pool it takes a while.
 
 ``compute_visualization`` runs FiftyOne Brain's ``compute_visualization`` on one slice's
 stored embeddings (sample, scene or patch level), so the App's Embeddings panel can plot
-them and colour the points by any field, e.g. ``zcore``.
+them and colour the points by any field, e.g. ``zcore``; see :mod:`..selection.visualization`.
 
-Both validate their parameters before anything is written.
+Both are forms over those functions, which validate every parameter before they write.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
-
-import fiftyone as fo
 import fiftyone.operators.types as types
-from fiftyone import ViewField as F
 
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from ..selection.embedding_units import IMAGE, POINT_CLOUD
-from ..selection.embeddings.models import EFFICIENTNET_LITE0
+from ..selection.embed_choices import (
+    MODEL_KINDS,
+    SELF_CONTAINED_KINDS,
+    default_patches_field,
+    model_spec,
+)
+from ..selection.visualization import (
+    available_methods,
+    compute_embedding_visualization,
+    default_brain_key,
+    embeddable_slices,
+    vector_fields,
+)
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 from .forms import detections_fields
-
-MODEL_KINDS = {
-    "baseline": "Baseline (colour + gradient histograms; no weights, offline)",
-    EFFICIENTNET_LITE0: (
-        "EfficientNet-Lite0, ImageNet-pretrained (weights ship in a pip package; offline)"
-    ),
-    "hf": "Hugging Face checkpoint (CLIP, SigLIP, DINOv2, ViT): hub id or local directory",
-    "ultralytics": "Ultralytics YOLO backbone: a .pt checkpoint or a model .yaml",
-    "zoo": "FiftyOne zoo model (its weights must already be downloaded)",
-}
-#: Kinds that name one model, so they need no ``model_path``.
-_SELF_CONTAINED_KINDS = ("baseline", EFFICIENTNET_LITE0)
-VIZ_METHODS = ("pca", "tsne", "umap")
-_PREFERRED_PATCH_FIELDS = ("ground_truth", "oracle")
 
 
 def _target(ctx):
     return ctx.target_view() if hasattr(ctx, "target_view") else ctx.view
-
-
-def _embeddable_slices(dataset) -> list[str]:
-    if dataset.media_type != "group":
-        return []
-    media_types = dataset.group_media_types
-    return [s for s in dataset.group_slices if media_types[s] in (IMAGE, POINT_CLOUD)]
-
-
-def _has_labels(dataset, field: str) -> bool:
-    """Whether any sample (of the active slice) has at least one detection in ``field``."""
-    return len(dataset.match(F(f"{field}.detections").length() > 0).limit(1)) > 0
-
-
-def _default_patches_field(dataset, fields: list[str]) -> str | None:
-    """``ground_truth`` if it has labels, else ``oracle``, else any field with labels."""
-    ordered = [f for f in _PREFERRED_PATCH_FIELDS if f in fields] + [
-        f for f in fields if f not in _PREFERRED_PATCH_FIELDS
-    ]
-    return next((f for f in ordered if _has_labels(dataset, f)), fields[0] if fields else None)
-
-
-def model_spec(kind: str, path: str | None) -> str:
-    """The :func:`~..selection.embeddings.models.load_image_model` spec for a form choice."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"model_kind must be one of {sorted(MODEL_KINDS)}, got {kind!r}")
-    if kind in _SELF_CONTAINED_KINDS:
-        return kind
-    path = (path or "").strip()
-    if not path:
-        raise ValueError(
-            f"model_kind '{kind}' needs model_path (a checkpoint id, path or zoo name)"
-        )
-    return f"{kind}:{path}"
 
 
 class ComputeEmbeddings(AnnoloopOperator):
@@ -94,7 +52,7 @@ class ComputeEmbeddings(AnnoloopOperator):
         if dataset is None:
             return no_dataset_form(inputs)
         _target(ctx)  # offers the dataset / current view / selection choice
-        slices = _embeddable_slices(dataset)
+        slices = embeddable_slices(dataset)
         if slices:
             inputs.list(
                 "slices",
@@ -118,7 +76,7 @@ class ComputeEmbeddings(AnnoloopOperator):
             "model_kind", kinds.values(), default="baseline", label="Image model", view=kinds
         )
         kind = ctx.params.get("model_kind", "baseline")
-        if kind not in _SELF_CONTAINED_KINDS:
+        if kind not in SELF_CONTAINED_KINDS:
             inputs.str(
                 "model_path",
                 required=True,
@@ -156,7 +114,7 @@ class ComputeEmbeddings(AnnoloopOperator):
                 inputs.enum(
                     "patches_field",
                     fields,
-                    default=_default_patches_field(dataset, fields),
+                    default=default_patches_field(dataset, fields),
                     label="Object label field",
                     view=types.DropdownView(),
                 )
@@ -200,27 +158,6 @@ class ComputeEmbeddings(AnnoloopOperator):
         return types.Property(outputs)
 
 
-def _vector_fields(collection, patches_field: str | None) -> list[str]:
-    """Vector fields of the samples, or vector attributes of ``patches_field``'s detections."""
-    if patches_field is None:
-        return sorted(collection.get_field_schema(ftype=fo.VectorField))
-    schema = collection.get_field_schema(flat=True)
-    prefix = f"{patches_field}.detections."
-    return sorted(
-        path[len(prefix) :]
-        for path, f in schema.items()
-        if path.startswith(prefix) and isinstance(f, fo.VectorField)
-    )
-
-
-def default_brain_key(
-    slice_name: str | None, embeddings: str, patches_field: str | None, method: str
-) -> str:
-    """``viz_<slice>_<field>[_<patches>]_<method>`` made a valid identifier."""
-    parts = ["viz", slice_name, patches_field, embeddings, method]
-    return re.sub(r"\W", "_", "_".join(p for p in parts if p))
-
-
 class ComputeVisualization(AnnoloopOperator):
     default_delegated = False  # PCA is instant; choose "Schedule" for t-SNE / UMAP on big pools
 
@@ -234,7 +171,7 @@ class ComputeVisualization(AnnoloopOperator):
         if dataset is None:
             return no_dataset_form(inputs)
         _target(ctx)
-        slices = _embeddable_slices(dataset)
+        slices = embeddable_slices(dataset)
         slice_name = None
         if slices:
             requested = ctx.params.get("slice")
@@ -262,7 +199,7 @@ class ComputeVisualization(AnnoloopOperator):
             else None
         )
         collection = dataset.select_group_slices(slice_name) if slice_name else dataset
-        candidates = _vector_fields(collection, patches_field)
+        candidates = vector_fields(collection, patches_field)
         if not candidates:
             inputs.view(
                 "no_embeddings",
@@ -296,12 +233,10 @@ class ComputeVisualization(AnnoloopOperator):
 
     def execute(self, ctx) -> dict:
         params = ctx.params
-        view = _target(ctx)
-        slice_name = params.get("slice") or None
         return compute_embedding_visualization(
-            view,
+            _target(ctx),
             embeddings=params.get("embeddings") or DEFAULT_EMBEDDINGS_FIELD,
-            slice_name=slice_name,
+            slice_name=params.get("slice") or None,
             patches_field=params.get("patches_field") or None,
             method=params.get("method") or "pca",
             brain_key=params.get("brain_key") or None,
@@ -314,82 +249,3 @@ class ComputeVisualization(AnnoloopOperator):
         outputs.int("num_points", label="Points")
         outputs.str("method", label="Method")
         return types.Property(outputs)
-
-
-def available_methods() -> list[str]:
-    """Dimensionality reductions usable here: UMAP only with umap-learn installed."""
-    return [m for m in VIZ_METHODS if m != "umap" or importlib.util.find_spec("umap") is not None]
-
-
-def compute_embedding_visualization(
-    collection,
-    *,
-    embeddings: str,
-    slice_name: str | None = None,
-    patches_field: str | None = None,
-    method: str = "pca",
-    brain_key: str | None = None,
-    overwrite: bool = False,
-) -> dict:
-    """Validate, then run ``fiftyone.brain.compute_visualization`` on stored embeddings.
-
-    ``slice_name`` is required for grouped collections (a layout is per slice); the run is
-    stored on the dataset under ``brain_key`` (default from :func:`default_brain_key`).
-    """
-    import fiftyone.brain as fob
-
-    dataset = collection._dataset
-    if collection.media_type == "group":
-        slices = _embeddable_slices(dataset)
-        if slice_name not in slices:
-            raise ValueError(
-                f"slice must be one of {slices} for a grouped dataset, got {slice_name!r}"
-            )
-        collection = collection.select_group_slices(slice_name)
-    elif slice_name:
-        raise ValueError(f"slice {slice_name!r} given, but the collection is not grouped")
-    methods = available_methods()
-    if method not in methods:
-        raise ValueError(f"method must be one of {methods} here, got {method!r}")
-    if patches_field is not None and patches_field not in detections_fields(dataset):
-        raise ValueError(
-            f"patches_field '{patches_field}' is not a Detections field of '{dataset.name}'"
-        )
-    candidates = _vector_fields(collection, patches_field)
-    if embeddings not in candidates:
-        where = f"on the detections of '{patches_field}'" if patches_field else "on the samples"
-        raise ValueError(
-            f"embeddings '{embeddings}' is not a vector field {where}; found {candidates}"
-        )
-    path = f"{patches_field}.detections.{embeddings}" if patches_field else embeddings
-    count = collection.count(path)
-    if count < 2:
-        raise ValueError(f"'{path}' has {count} embeddings in this view; a layout needs at least 2")
-    brain_key = brain_key or default_brain_key(slice_name, embeddings, patches_field, method)
-    if not re.fullmatch(r"[A-Za-z_]\w*", brain_key):
-        raise ValueError(
-            "brain_key must be letters, digits and underscores, not starting with a digit; "
-            f"got {brain_key!r}"
-        )
-    if brain_key in dataset.list_brain_runs():
-        if not overwrite:
-            raise ValueError(
-                f"brain run '{brain_key}' exists; pass overwrite=True or another brain_key"
-            )
-        dataset.delete_brain_run(brain_key)
-
-    results = fob.compute_visualization(
-        collection,
-        embeddings=embeddings,
-        patches_field=patches_field,
-        method=method,
-        brain_key=brain_key,
-        num_dims=2,
-        progress=False,
-    )
-    return {
-        "brain_key": brain_key,
-        "num_points": int(len(results.points)),
-        "method": method,
-        "embeddings": path,
-    }

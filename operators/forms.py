@@ -1,5 +1,7 @@
 """Form inputs every operator builds the same way: dropdowns, label-field and slice pickers.
 
+The slice a form sends is validated by :func:`..training.params.check_slice`.
+
 Choices are string parameters shown as dropdowns, not enums: FiftyOne rejects an enum value
 outside its choices with a bare "validation error", while ``execute`` can say what is wrong
 (for example which slices exist).
@@ -13,10 +15,9 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..core.names import DEFAULT_GT_FIELD
-from ..core.views import camera_slice, camera_slices, default_camera_slice
+from ..core.views import camera_slices, default_camera_slice
 
 __all__ = [
-    "check_slice",
     "detections_fields",
     "dropdown",
     "label_field_dropdown",
@@ -74,11 +75,3 @@ def slice_dropdown(inputs: types.Object, dataset: fo.Dataset, current: str | Non
     default = current if current in cameras else default_camera_slice(dataset)
     dropdown(inputs, "slice", cameras, default, "Camera slice")
     return default
-
-
-def check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
-    """Validate a slice choice; a grouped dataset falls back to its default camera slice."""
-    if dataset.media_type == "group" and not slice_name:
-        slice_name = default_camera_slice(dataset)
-    camera_slice(dataset, slice_name)
-    return slice_name

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 
-import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..selection.batches import ZCORE_FIELD
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
+from ..selection.visualization import vector_fields
 from ..selection.algorithms.zcore import ZCoreParams
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
@@ -45,11 +45,6 @@ _BACKENDS = {
     "numpy": "CPU: exact, multi-threaded",
     "torch": "PyTorch on a GPU when available, else its CPU",
 }
-
-
-def vector_fields(dataset) -> list[str]:
-    """The dataset's sample-level vector fields, sorted."""
-    return sorted(dataset.get_field_schema(ftype=fo.VectorField))
 
 
 def default_embeddings_field(dataset, fields: list[str]) -> str:
@@ -146,21 +141,13 @@ class ComputeZCore(AnnoloopOperator):
         fields = params.get("embeddings_fields") or None
         if isinstance(fields, str):
             fields = [f.strip() for f in fields.split(",") if f.strip()]
-        zcore_params = ZCoreParams(
-            **{
-                name: _integer(params.get(name, getattr(ZCoreParams(), name)))
-                for name in HYPERPARAMETERS
-            },
-            seed=_integer(params.get("seed", 0)),
-            n_workers=_integer(params.get("n_workers", 1)),
-        )
         score_field = params.get("score_field") or ZCORE_FIELD
         result = compute_zcore(
             ctx.target_view(),
             embeddings_fields=fields,
             score_field=score_field,
             group_score=bool(params.get("group_score", True)),
-            params=zcore_params,
+            params=_zcore_params(params),
             backend=params.get("backend") or "auto",
             overwrite=bool(params.get("overwrite", False)),
             progress=progress_reporter(ctx),
@@ -178,6 +165,16 @@ class ComputeZCore(AnnoloopOperator):
         outputs.str("run_key", label="Run record")
         outputs.str("next_step", label="Next", view=types.MarkdownView())
         return types.Property(outputs)
+
+
+def _zcore_params(params: dict) -> ZCoreParams:
+    """The form's hyperparameters, seed and threads (defaults: :class:`ZCoreParams`'s)."""
+    defaults = ZCoreParams()
+    return ZCoreParams(
+        **{name: _integer(params.get(name, getattr(defaults, name))) for name in HYPERPARAMETERS},
+        seed=_integer(params.get("seed", 0)),
+        n_workers=_integer(params.get("n_workers", 1)),
+    )
 
 
 def _integer(value):

@@ -9,7 +9,9 @@ run. Clicking a ledger row or point, a share of the batch, a golden batch or the
 quarantine button loads the matching samples as the App's view.
 
 Everything shown is read by :mod:`.state` when the panel loads (and on "Refresh"); small
-values live in the panel state, tables and plots in the panel data.
+values live in the panel state, tables and plots in the panel data. The plots, table rows
+and sentences are built by :mod:`.loop_charts`; this module handles events and lays out the
+sections.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..training.algorithms.ledger import STATE_NOT_LEARNING
+from . import loop_charts as charts
 from . import state as st
-from .widgets import INLINE, SHRINK, dropdown, flex, format_gain, format_map, format_rate
+from .widgets import INLINE, SHRINK, dropdown, flex
 
 PANEL_NAME = "annotation_loop"
 PANEL_LABEL = "Annotation loop"
@@ -40,11 +43,14 @@ LEDGER, BATCH = "ledger_section", "batch_section"
 GOLDEN, QUARANTINE = "golden_section", "quarantine_section"
 
 _ALARM_ROW_COLOR = "rgba(244, 67, 54, 0.22)"
-_STRATEGY_COLOR = "#FF6D04"  # FiftyOne orange
-_BASELINE_COLOR = "#9E9E9E"
-_SHARE_COLORS = {"coverage": "#4C9AFF", "fn": "#FF6D04", "confusion": "#B681FF", "fp": "#F2C14E"}
-_KIND_WORDS = {"fn": "misses", "confusion": "confusions", "fp": "false positives"}
-_MAX_ALARMS_SHOWN = 6
+_PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+
+
+def _table(columns, on_click_row, **kwargs) -> types.TableView:
+    table = types.TableView(on_click_row=on_click_row, **kwargs)
+    for key, label in columns:
+        table.add_column(key, label=label)
+    return table
 
 
 class AnnotationLoopPanel(foo.Panel):
@@ -89,17 +95,13 @@ class AnnotationLoopPanel(foo.Panel):
         batches = ctx.panel.state.ledger_batches or []
         row = ctx.params.get("row")
         if isinstance(row, int) and 0 <= row < len(batches):
-            self._show(ctx, st.batch_view(ctx.dataset, batches[row]), f"batch {batches[row]}")
+            self._show_batch(ctx, batches[row])
 
     def open_ledger_point(self, ctx) -> None:
-        batch = ctx.params.get("id")
-        if batch:
-            self._show(ctx, st.batch_view(ctx.dataset, batch), f"batch {batch}")
+        self._show_batch(ctx, ctx.params.get("id"))
 
     def open_batch(self, ctx) -> None:
-        batch = (ctx.panel.state.composition or {}).get("batch")
-        if batch:
-            self._show(ctx, st.batch_view(ctx.dataset, batch), f"batch {batch}")
+        self._show_batch(ctx, (ctx.panel.state.composition or {}).get("batch"))
 
     def open_share(self, ctx) -> None:
         batch = (ctx.panel.state.composition or {}).get("batch")
@@ -129,6 +131,10 @@ class AnnotationLoopPanel(foo.Panel):
 
     def open_quarantine(self, ctx) -> None:
         self._show(ctx, st.quarantine_view(ctx.dataset), "quarantined samples")
+
+    def _show_batch(self, ctx, batch: str | None) -> None:
+        if batch:
+            self._show(ctx, st.batch_view(ctx.dataset, batch), f"batch {batch}")
 
     def _show(self, ctx, view, what: str) -> None:
         if view is None:
@@ -166,9 +172,9 @@ class AnnotationLoopPanel(foo.Panel):
         ctx.panel.data.set(
             {
                 # Data lives at each view's path: section, stack, name.
-                f"{LEDGER}.table": [_ledger_row(r) for r in rounds],
-                f"{LEDGER}.row.plot": _ledger_traces(ledger),
-                f"{BATCH}.row.plot": _composition_traces(composition) if composition else [],
+                f"{LEDGER}.table": [charts.ledger_row(r) for r in rounds],
+                f"{LEDGER}.row.plot": charts.ledger_traces(ledger),
+                f"{BATCH}.row.plot": charts.composition_traces(composition) if composition else [],
             }
         )
         self._load_golden(ctx, previous.get("candidate_field"), previous.get("slice"))
@@ -178,35 +184,18 @@ class AnnotationLoopPanel(foo.Panel):
         if golden is None:
             ctx.panel.state.golden = None
             return
-        rows = golden["rows"]
-        if slice_name not in golden["slices"]:
-            # Plot the slice that needs attention: the one with the most alarms.
-            alarms = [a["slice"] for a in golden["alarms"]]
-            order = golden["slices"]
-            slice_name = max(order, key=lambda name: (alarms.count(name), -order.index(name)))
+        slice_name = charts.plotted_slice(golden, slice_name)
         ctx.panel.state.golden = {
-            "candidate_field": golden["candidate_field"],
-            "candidate_fields": golden["candidate_fields"],
-            "slices": golden["slices"],
+            **{k: golden[k] for k in ("candidate_field", "candidate_fields", "slices", "iou", "classes")},
             "slice": slice_name,
-            "iou": golden["iou"],
-            "classes": golden["classes"],
             "n_alarms": len(golden["alarms"]),
-            # The alarms of the plotted slice, latest last.
-            "alarms": [
-                f"{a['batch']}: {a['message']}" for a in golden["alarms"] if a["slice"] == slice_name
-            ][-_MAX_ALARMS_SHOWN:],
-            "row_batches": [r["batch"] for r in rows],
+            "alarms": charts.slice_alarms(golden, slice_name),
+            "row_batches": [r["batch"] for r in golden["rows"]],
         }
         ctx.panel.data.set(
             {
-                f"{GOLDEN}.table": {
-                    "columns": ["batch", "slice", "samples", "recall", "precision", "iou", "alarms"]
-                    + [f"class_{c}" for c in golden["classes"]],
-                    "rows": [_golden_row(r, golden["classes"]) for r in rows],
-                    "selected_rows": [i for i, r in enumerate(rows) if r["alarms"]],
-                },
-                f"{GOLDEN}.plot": _golden_traces(golden, slice_name),
+                f"{GOLDEN}.table": charts.golden_table(golden),
+                f"{GOLDEN}.plot": charts.golden_traces(golden, slice_name),
             }
         )
 
@@ -220,7 +209,22 @@ class AnnotationLoopPanel(foo.Panel):
             return types.Property(panel, view=types.GridView(orientation="vertical"))
 
         # View names differ from state keys: the App merges state and data by path.
-        panel.md(f"**{s.dataset}** · {_overview_line(s.overview)}", name="summary_line")
+        panel.md(f"**{s.dataset}** · {charts.overview_line(s.overview)}", name="summary_line")
+        self._render_steps(panel)
+        if s.scheduled:
+            panel.md(charts.scheduled_line(s.scheduled), name="scheduled_line")
+        for path, label, render in (
+            (LEDGER, "Ledger of rounds", self._render_ledger),
+            (BATCH, "Current batch", self._render_batch),
+            (GOLDEN, "Golden set", self._render_golden),
+            (QUARANTINE, "Quarantine", self._render_quarantine),
+        ):
+            render(panel.v_stack(path, label=label, gap=1, componentsProps=SHRINK), s)
+        return types.Property(
+            panel, view=types.GridView(orientation="vertical", gap=3, pad=2, componentsProps=SHRINK)
+        )
+
+    def _render_steps(self, panel: types.Object) -> None:
         # A wrapping row: buttons keep their width and flow onto a second line in a narrow panel.
         steps = panel.grid("steps", gap=1)
         for operator, label, icon in STEPS:
@@ -238,30 +242,11 @@ class AnnotationLoopPanel(foo.Panel):
             ("refresh", "Refresh", "refresh", self.refresh),
         ):
             steps.btn(
-                name,
-                label=label,
-                icon=icon,
-                variant="outlined",
-                on_click=on_click,
-                componentsProps=INLINE,
+                name, label=label, icon=icon, variant="outlined", on_click=on_click, componentsProps=INLINE
             )
-        if s.scheduled:
-            panel.md(_scheduled_line(s.scheduled), name="scheduled_line")
 
-        for path, label, render in (
-            (LEDGER, "Ledger of rounds", self._render_ledger),
-            (BATCH, "Current batch", self._render_batch),
-            (GOLDEN, "Golden set", self._render_golden),
-            (QUARANTINE, "Quarantine", self._render_quarantine),
-        ):
-            render(panel.v_stack(path, label=label, gap=1, componentsProps=SHRINK), s)
-        return types.Property(
-            panel, view=types.GridView(orientation="vertical", gap=3, pad=2, componentsProps=SHRINK)
-        )
-
-    def _render_ledger(self, section, s) -> None:
-        latest = s.latest
-        if latest is None:
+    def _render_ledger(self, section: types.Object, s) -> None:
+        if s.latest is None:
             section.view(
                 "empty",
                 types.Notice(
@@ -273,48 +258,19 @@ class AnnotationLoopPanel(foo.Panel):
         row = section.grid("row", gap=3)
         row.plot(
             "plot",
-            layout=_ledger_layout(s.has_baseline),
-            config={"displayModeBar": False, "responsive": True},
+            layout=charts.ledger_layout(s.has_baseline),
+            config=_PLOT_CONFIG,
             on_click=self.open_ledger_point,
             componentsProps=flex(480),
         )
         side = row.v_stack("side", gap=2, componentsProps=flex(320))
-        side.md(
-            f"**Round {latest['round']}**: mAP **{format_map(latest['map'])}** with "
-            f"{latest['total_labels']} labels, {format_gain(latest['delta_map_per_100'])} mAP "
-            "per 100 labels. Click a round to open its batch.",
-            name="latest",
+        side.md(charts.latest_round_text(s.latest), name="latest")
+        side.view("plateau", _plateau_view(s.plateau))
+        section.list(
+            "table", types.Object(), view=_table(charts.LEDGER_COLUMNS, self.open_ledger_row)
         )
-        plateau = s.plateau
-        if plateau.get("state") == STATE_NOT_LEARNING:
-            side.view(
-                "plateau", types.Warning(label="Not learning yet", description=plateau["reason"])
-            )
-        elif plateau["plateaued"]:
-            side.view(
-                "plateau",
-                types.Warning(
-                    label=f"Plateau: {plateau['recommendation']}", description=plateau["reason"]
-                ),
-            )
-        else:
-            side.view(
-                "plateau", types.Notice(label="Still improving", description=plateau["reason"])
-            )
-        table = types.TableView(on_click_row=self.open_ledger_row)
-        for key, label in (
-            ("round", "Round"),
-            ("batch", "Batch"),
-            ("labels_added", "Labels added"),
-            ("total_labels", "Labels"),
-            ("map", "mAP"),
-            ("gain", "Δ mAP / 100 labels"),
-            ("weakest", "Weakest class (recall)"),
-        ):
-            table.add_column(key, label=label)
-        section.list("table", types.Object(), view=table)
 
-    def _render_batch(self, section, s) -> None:
+    def _render_batch(self, section: types.Object, s) -> None:
         c = s.composition
         if not c:
             section.view(
@@ -326,19 +282,10 @@ class AnnotationLoopPanel(foo.Panel):
             return
         row = section.grid("row", gap=3)
         text = row.v_stack("text", gap=1, componentsProps=flex(420))
-        text.md(
-            f"**{c['batch']}**, round {c['round']}: **{c['n_coverage']}** coverage + "
-            f"**{c['n_targeting']}** targeting {c['unit']}s, {c['labeled']} of {c['budget']} "
-            "labeled so far.\n\n" + "\n".join(f"- {r}" for r in c["reasons"]),
-            name="reasons",
-        )
+        text.md(charts.batch_text(c), name="reasons")
         buttons = text.h_stack("buttons", gap=1)
         buttons.btn(
-            "open",
-            label="Open batch",
-            icon="open_in_new",
-            variant="outlined",
-            on_click=self.open_batch,
+            "open", label="Open batch", icon="open_in_new", variant="outlined", on_click=self.open_batch
         )
         for share in ("coverage", "targeting"):
             buttons.btn(
@@ -350,13 +297,13 @@ class AnnotationLoopPanel(foo.Panel):
             )
         row.plot(
             "plot",
-            layout=_composition_layout(),
-            config={"displayModeBar": False, "responsive": True},
+            layout=charts.composition_layout(),
+            config=_PLOT_CONFIG,
             on_click=self.open_share,
             componentsProps=flex(360),
         )
 
-    def _render_golden(self, section, s) -> None:
+    def _render_golden(self, section: types.Object, s) -> None:
         g = s.golden
         if not g:
             section.view(
@@ -367,7 +314,20 @@ class AnnotationLoopPanel(foo.Panel):
                 ),
             )
             return
-        pickers = section.h_stack("pickers", gap=2, columns=3)
+        self._render_golden_pickers(section.h_stack("pickers", gap=2, columns=3), g)
+        section.md(charts.golden_caption(g), name="caption")
+        if g["n_alarms"]:
+            banner, alarm_list = charts.alarm_lines(g)
+            section.view("alarms", types.Error(label=banner))
+            if alarm_list:
+                section.md(alarm_list, name="alarm_list")
+        section.plot("plot", layout=charts.golden_layout(g["slice"]), config=_PLOT_CONFIG)
+        table = _table(charts.GOLDEN_COLUMNS, self.open_golden_row, selected_color=_ALARM_ROW_COLOR)
+        for cls in g["classes"]:
+            table.add_column(f"class_{cls}", label=f"{cls} recall")
+        section.obj("table", view=table)
+
+    def _render_golden_pickers(self, pickers: types.Object, g: dict) -> None:
         if len(g["candidate_fields"]) > 1:
             dropdown(
                 pickers,
@@ -381,63 +341,15 @@ class AnnotationLoopPanel(foo.Panel):
             dropdown(
                 pickers, "slice", g["slices"], g["slice"], "Slice plotted", self.select_golden_slice
             )
-        section.md(
-            f"Annotations in `{g['candidate_field']}` scored against the golden labels at IoU "
-            f"{g['iou']:.2f}, per batch. Rows with a drift alarm are highlighted; click a row to "
-            "open its golden samples.",
-            name="caption",
-        )
-        if g["n_alarms"]:
-            where = f" on {g['slice']}" if g["slice"] else ""
-            latest = f"; the latest{where}:" if g["alarms"] else f", none{where}"
-            section.view(
-                "alarms",
-                types.Error(
-                    label=f"{g['n_alarms']} drift alarm{'s' if g['n_alarms'] != 1 else ''}{latest}"
-                ),
-            )
-            if g["alarms"]:
-                section.md("\n".join(f"- {a}" for a in g["alarms"]), name="alarm_list")
-        section.plot(
-            "plot",
-            layout=_golden_layout(g["slice"]),
-            config={"displayModeBar": False, "responsive": True},
-        )
-        table = types.TableView(on_click_row=self.open_golden_row, selected_color=_ALARM_ROW_COLOR)
-        for key, label in (
-            ("batch", "Batch"),
-            ("slice", "Slice"),
-            ("samples", "Samples"),
-            ("recall", "Recall"),
-            ("precision", "Precision"),
-            ("iou", "Mean IoU"),
-            ("alarms", "Alarms"),
-        ):
-            table.add_column(key, label=label)
-        for cls in g["classes"]:
-            table.add_column(f"class_{cls}", label=f"{cls} recall")
-        section.obj("table", view=table)
 
-    def _render_quarantine(self, section, s) -> None:
-        q = s.quarantine
-        if not q["units"]:
+    def _render_quarantine(self, section: types.Object, s) -> None:
+        if not s.quarantine["units"]:
             section.md(
                 "Nothing quarantined: every checked label passed the schema gate.", name="none"
             )
             return
-        per_slice = ", ".join(
-            f"{name or 'samples'}: {v['samples']} samples / {v['labels']} labels"
-            for name, v in q["per_slice"].items()
-            if v["samples"] or v["labels"]
-        )
-        rules = ", ".join(f"{rule} ({n})" for rule, n in q["by_rule"].items())
         row = section.grid("row", gap=3, align_y="center")
-        row.md(
-            f"**{q['units']}** {q['unit']}{'s' if q['units'] != 1 else ''} held back from training "
-            f"({per_slice})." + (f"\n\nViolations by rule: {rules}." if rules else ""),
-            name="counts",
-            componentsProps=flex(420),
-        )
+        row.md(charts.quarantine_text(s.quarantine), name="counts", componentsProps=flex(420))
         row.btn(
             "open",
             label="Open quarantined",
@@ -448,192 +360,12 @@ class AnnotationLoopPanel(foo.Panel):
         )
 
 
-# --- tables and plots ---------------------------------------------------------------------
-
-
-def _overview_line(o: dict) -> str:
-    unit = o["unit"]
-    return (
-        f"**{o['units']}** {unit}s · **{o['labeled']}** labeled · **{o['batched']}** in "
-        f"batches · **{o['test']}** frozen test · **{o['golden']}** golden · "
-        f"**{o['quarantined']}** quarantined"
-    )
-
-
-def _scheduled_line(runs: list) -> str:
-    items = ", ".join(f"`{r['operator']}` ({r['state']})" for r in runs)
-    return f"Scheduled on delegated workers: {items}"
-
-
-def _ledger_row(r: dict) -> dict:
-    weakest = "—"
-    if r["weakest_class"]:
-        weakest = f"{r['weakest_class']} ({format_rate(r['weakest_recall'])})"
-    return {
-        "round": r["round"],
-        "batch": r["batch"],
-        "labels_added": r["labels_added"],
-        "total_labels": r["total_labels"],
-        "map": format_map(r["map"]),
-        "gain": format_gain(r["delta_map_per_100"]),
-        "weakest": weakest,
-    }
-
-
-def _ledger_traces(ledger: dict) -> list[dict]:
-    rounds = ledger["rounds"]
-    traces = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "name": "annoloop",
-            "x": [r["total_labels"] for r in rounds],
-            "y": [r["map"] for r in rounds],
-            "ids": [r["batch"] for r in rounds],
-            "text": [f"round {r['round']} · {r['batch']}" for r in rounds],
-            "hovertemplate": "%{text}<br>%{x} labels · mAP %{y:.3f}<extra></extra>",
-            "line": {"color": _STRATEGY_COLOR, "width": 3},
-            "marker": {"size": 9},
-        }
-    ]
-    if ledger["baseline"]:
-        base = ledger["baseline"]
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "lines+markers",
-                "name": "random baseline",
-                "x": [r["total_labels"] for r in base],
-                "y": [r["map"] for r in base],
-                "hovertemplate": "random · %{x} labels · mAP %{y:.3f}<extra></extra>",
-                "line": {"color": _BASELINE_COLOR, "width": 2, "dash": "dash"},
-                "marker": {"size": 7},
-            }
+def _plateau_view(plateau: dict) -> types.View:
+    """Not learning yet, plateaued (with the recommendation) or still improving."""
+    if plateau.get("state") == STATE_NOT_LEARNING:
+        return types.Warning(label="Not learning yet", description=plateau["reason"])
+    if plateau["plateaued"]:
+        return types.Warning(
+            label=f"Plateau: {plateau['recommendation']}", description=plateau["reason"]
         )
-    return traces
-
-
-def _ledger_layout(has_baseline: bool) -> dict:
-    return {
-        "height": 320,
-        "margin": {"l": 55, "r": 10, "t": 30, "b": 45},
-        "xaxis": {"title": {"text": "labels spent"}, "rangemode": "tozero"},
-        "yaxis": {"title": {"text": "mAP (frozen test set)"}, "rangemode": "tozero"},
-        "showlegend": has_baseline,
-        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        "paper_bgcolor": "rgba(0,0,0,0)",
-        "plot_bgcolor": "rgba(0,0,0,0)",
-    }
-
-
-def _composition_traces(c: dict) -> list[dict]:
-    traces = [
-        {
-            "type": "bar",
-            "orientation": "h",
-            "name": "coverage",
-            "x": [c["n_coverage"]],
-            "y": [c["batch"]],
-            "ids": ["coverage"],
-            "marker": {"color": _SHARE_COLORS["coverage"]},
-            "text": [f"{c['n_coverage']} coverage"],
-            "hovertemplate": "coverage: %{x}<extra></extra>",
-        }
-    ]
-    targets = c["targets"]
-    untyped = c["n_targeting"] - sum(targets.values())
-    for kind, n in (*targets.items(), ("targeting", untyped)):
-        if n > 0:
-            traces.append(
-                {
-                    "type": "bar",
-                    "orientation": "h",
-                    "name": f"targeting · {kind}" if kind != "targeting" else "targeting",
-                    "x": [n],
-                    "y": [c["batch"]],
-                    "ids": ["targeting"],
-                    "marker": {"color": _SHARE_COLORS.get(kind, _STRATEGY_COLOR)},
-                    "text": [
-                        f"{n} targeting" if kind == "targeting" else f"{n} near {_KIND_WORDS[kind]}"
-                    ],
-                    "hovertemplate": f"targeting near {kind}: %{{x}}<extra></extra>",
-                }
-            )
-    return traces
-
-
-def _composition_layout() -> dict:
-    return {
-        "height": 170,
-        "barmode": "stack",
-        "margin": {"l": 10, "r": 10, "t": 10, "b": 40},
-        "xaxis": {"title": {"text": "picks"}},
-        "yaxis": {"visible": False},
-        "showlegend": False,
-        "uniformtext": {"minsize": 10, "mode": "hide"},
-        "paper_bgcolor": "rgba(0,0,0,0)",
-        "plot_bgcolor": "rgba(0,0,0,0)",
-    }
-
-
-def _golden_row(r: dict, classes: list) -> list:
-    return [
-        r["batch"],
-        r["slice"] or "—",
-        r["n_samples"],
-        format_rate(r["recall"]),
-        format_rate(r["precision"]),
-        format_rate(r["mean_iou"]),
-        len(r["alarms"]) or "",
-        *(format_rate(r["recall_per_class"].get(c)) for c in classes),
-    ]
-
-
-def _golden_traces(golden: dict, slice_name) -> list[dict]:
-    """Recall per class over the batches on one slice, drift alarms marked."""
-    rows = [r for r in golden["rows"] if r["slice"] == slice_name]
-    batches = [r["batch"] for r in rows]
-    traces = [
-        {
-            "type": "scatter",
-            "mode": "lines+markers",
-            "name": cls,
-            "x": batches,
-            "y": [r["recall_per_class"].get(cls) for r in rows],
-        }
-        for cls in golden["classes"]
-    ]
-    alarmed = [a for a in golden["alarms"] if a["slice"] == slice_name]
-    if alarmed:
-        recall = {(r["batch"], c): v for r in rows for c, v in r["recall_per_class"].items()}
-        overall = {r["batch"]: r["recall"] for r in rows}
-        traces.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "name": "drift alarm",
-                "x": [str(a["batch"]) for a in alarmed],
-                "y": [
-                    recall.get((str(a["batch"]), a["class"]), overall.get(str(a["batch"])))
-                    for a in alarmed
-                ],
-                "text": [a["message"] for a in alarmed],
-                "hovertemplate": "%{text}<extra></extra>",
-                "marker": {"symbol": "x", "size": 13, "color": "#F44336", "line": {"width": 2}},
-            }
-        )
-    return traces
-
-
-def _golden_layout(slice_name) -> dict:
-    where = f" ({slice_name})" if slice_name else ""
-    return {
-        "height": 300,
-        "margin": {"l": 55, "r": 10, "t": 40, "b": 40},
-        "yaxis": {"title": {"text": f"recall on the golden set{where}"}, "range": [0, 1.05]},
-        "xaxis": {"type": "category"},
-        "showlegend": True,
-        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0},
-        "paper_bgcolor": "rgba(0,0,0,0)",
-        "plot_bgcolor": "rgba(0,0,0,0)",
-    }
+    return types.Notice(label="Still improving", description=plateau["reason"])

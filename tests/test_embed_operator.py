@@ -422,7 +422,7 @@ def test_visualization_rejects_bad_parameters(embedded, params, message):
     ],
 )
 def test_the_visualization_sdk_validates_before_running(embedded, kwargs, message):
-    from annoloop.operators.embeddings import compute_embedding_visualization
+    from annoloop.selection.visualization import compute_embedding_visualization
 
     dataset, _ = embedded
     runs = dataset.list_brain_runs()
@@ -432,7 +432,7 @@ def test_the_visualization_sdk_validates_before_running(embedded, kwargs, messag
 
 
 def test_a_layout_needs_at_least_two_embedded_samples(embedded):
-    from annoloop.operators.embeddings import compute_embedding_visualization
+    from annoloop.selection.visualization import compute_embedding_visualization
 
     dataset, _ = embedded
     with pytest.raises(ValueError, match="has 1 embeddings"):
@@ -452,7 +452,7 @@ def test_visualization_keeps_an_existing_brain_run_unless_told_to_replace_it(emb
 def test_umap_is_offered_only_when_umap_learn_is_installed():
     import importlib.util
 
-    from annoloop.operators.embeddings import available_methods
+    from annoloop.selection.visualization import available_methods
 
     assert ("umap" in available_methods()) == (importlib.util.find_spec("umap") is not None)
     assert available_methods()[:2] == ["pca", "tsne"]

@@ -26,7 +26,6 @@ from fiftyone import ViewField as F
 
 from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
-from annoloop.operators.embeddings import compute_embedding_visualization
 from annoloop.panels import state as st
 from annoloop.panels.loop_panel import BATCH, GOLDEN, LEDGER, STEPS
 from annoloop.panels.widgets import format_map
@@ -36,6 +35,7 @@ from annoloop.quality.gate import gate_label_field
 from annoloop.quality.golden import check_golden
 from annoloop.selection.batches import plan_batch
 from annoloop.selection.embed import compute_embeddings
+from annoloop.selection.visualization import compute_embedding_visualization
 from annoloop.core.names import (
     GOLDEN_SPLIT_TAG,
     MINING_EVAL_KEY,

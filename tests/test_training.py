@@ -367,3 +367,18 @@ def test_train_detector_completes_on_a_delegated_worker(tiny):
     tiny.reload()  # the worker wrote the record; this process's copy is stale
     record = runs.get_run(tiny, "worker")
     assert record.status == runs.STATUS_COMPLETED and Path(record.weights).is_file()
+
+
+def test_the_sdk_functions_behind_the_operators_validate_before_writing(tiny):
+    from annoloop.training.detector import apply_detector, evaluate_model
+    from annoloop.training.params import next_run_name, train_params
+
+    with pytest.raises(ValueError, match="give a completed training run or a weights file"):
+        apply_detector(tiny)
+    with pytest.raises(ValueError, match="slice 'middle' does not exist"):
+        evaluate_model(tiny, slice_name="middle", record=False)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1; got 0"):
+        train_params(tiny, epochs=0)
+    params = train_params(tiny, imgsz=64)
+    assert (params["run_name"], params["slice"], params["imgsz"]) == (next_run_name(tiny), "left", 64)
+    assert runs.list_runs(tiny) == [] and tiny.list_evaluations() == []
