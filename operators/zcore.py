@@ -15,7 +15,7 @@ import os
 import fiftyone as fo
 import fiftyone.operators.types as types
 
-from ..selection.batches import ZCORE_FIELD
+from ..core.names import ZCORE_FIELD
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.algorithms.zcore import ZCoreParams
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter

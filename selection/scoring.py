@@ -47,7 +47,7 @@ import fiftyone as fo
 
 from ..core.views import slice_views
 from ..core.runs import Progress, load_record, now, record_keys, save_record
-from .batches import ZCORE_FIELD
+from ..core.names import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from .algorithms.zcore import ZCoreParams, combine_embeddings, zcore_scores
 from .zcore_torch import torch_engine
