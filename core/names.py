@@ -30,3 +30,11 @@ BASELINE_LEDGER_INFO_KEY = "annoloop_ledger_random"
 #: FiftyOne custom-run ``method`` and key prefix of training run records.
 TRAIN_RUN_METHOD = "annoloop.train"
 TRAIN_RUN_KEY_PREFIX = "annoloop_train_"
+
+#: Tags of planned batches start with this (``batch:v1``, ``batch:v2``, ...); golden QA
+#: splits its history by the same tags.
+BATCH_TAG_PREFIX = "batch:"
+#: Tags naming the share a pick came from: ``source:coverage`` or ``source:targeting``.
+SOURCE_TAG_PREFIX = "source:"
+#: Per-sample coverage scores that ``compute_zcore`` writes and ``coverage_method="zcore"`` reads.
+ZCORE_FIELD = "zcore"

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
-from ..selection import batches
-from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
-from ..selection.algorithms.split_schedule import scheduled_coverage_fraction
-from ..core.names import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
+from ..core.names import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD, ZCORE_FIELD
 from ..core.views import camera_slices
+from ..selection import batches
+from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
+from ..selection.pool import default_uncertainty_slice
+from ..selection.request import PlanRequest, plan_defaults
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .forms import detections_fields, dropdown
 
@@ -27,7 +27,7 @@ _METHOD_HELP = {
     "kcenter": "k-center greedy over the embeddings (recommended)",
     "zcore": (
         "Highest ZCore scores with redundancy control "
-        f"(needs the '{batches.ZCORE_FIELD}' field)"
+        f"(needs the '{ZCORE_FIELD}' field)"
     ),
     "random": "Uniformly random (seeded): the baseline that follows the pool's frequencies",
 }
@@ -70,19 +70,21 @@ class PlanBatch(AnnoloopOperator):
                 "Embeddings of slice",
                 "The slice whose embeddings stand for the scene (a scene embedding is on all)",
             )
-        fields = batches.embedding_fields(dataset, slice_name)
-        if not fields:
+        uncertainty = params.get("targeting_source") == "uncertainty"
+        defaults = plan_defaults(dataset, slice_name, params.get("targeting_source") or "failures")
+        if not defaults.embeddings_fields:
             inputs.view(
                 "no_embeddings",
                 types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
             )
             return types.Property(inputs)
-        preferred = [DEFAULT_GROUP_FIELD, DEFAULT_EMBEDDINGS_FIELD]
-        default_field = next((f for f in preferred if f in fields), fields[0])
-        dropdown(inputs, "embeddings_field", fields, default_field, "Embeddings")
+        dropdown(
+            inputs, "embeddings_field", defaults.embeddings_fields, defaults.embeddings_field,
+            "Embeddings",
+        )
         inputs.int(
             "budget",
-            default=100,
+            default=defaults.budget,
             required=True,
             label="Budget",
             description="Scenes (grouped datasets) or samples to pick",
@@ -98,17 +100,13 @@ class PlanBatch(AnnoloopOperator):
             label="Targeting source",
             view=sources,
         )
-        uncertainty = params.get("targeting_source") == "uncertainty"
         if uncertainty:
             if not _uncertainty_inputs(inputs, dataset, slice_name, params):
                 return types.Property(inputs)
-            eval_key = None
         else:
-            eval_key = _failure_inputs(inputs, dataset, params)
+            _failure_inputs(inputs, dataset, params, defaults.evaluations)
 
-        # Predictions on the pool come from a trained model: the cold start is over.
-        round_index = batches.default_round(dataset, eval_key is not None or uncertainty)
-        scheduled = scheduled_coverage_fraction(round_index)
+        round_index, scheduled = defaults.round_index, defaults.scheduled_fraction
         inputs.bool(
             "use_schedule",
             default=True,
@@ -135,19 +133,19 @@ class PlanBatch(AnnoloopOperator):
         inputs.enum(
             "coverage_method",
             methods.values(),
-            default=DEFAULT_COVERAGE_METHOD,
+            default=defaults.coverage_method,
             label="Coverage method",
             view=methods,
         )
         inputs.str(
             "batch_name",
-            default=batches.next_batch_name(dataset),
+            default=defaults.batch_name,
             label="Batch name",
             description="Tag of the picks; must be new",
         )
         inputs.str(
             "label_field",
-            default=DEFAULT_GT_FIELD,
+            default=defaults.label_field,
             label="Label field",
             description="Samples labeled here are not in the pool",
         )
@@ -163,34 +161,8 @@ class PlanBatch(AnnoloopOperator):
 
     def execute(self, ctx) -> dict:
         require_dataset(ctx)
-        p = ctx.params
-        use_schedule = p.get("use_schedule")
-        if use_schedule is None:  # SDK call: a given fraction is explicit
-            use_schedule = p.get("coverage_fraction") is None
-        patches_field = p.get("patches_field") if p.get("use_patches", True) else None
-        targeting_source = p.get("targeting_source") or "failures"
-        # The form keeps an evaluation chosen before switching to uncertainty: drop it.
-        failures = targeting_source == "failures"
-        result = batches.plan_batch(
-            ctx.target_view(),
-            p.get("budget"),
-            embeddings_field=p.get("embeddings_field"),
-            batch_name=p.get("batch_name") or None,
-            coverage_fraction=None if use_schedule else p.get("coverage_fraction"),
-            coverage_method=p.get("coverage_method") or DEFAULT_COVERAGE_METHOD,
-            targeting_source=targeting_source,
-            uncertainty_field=p.get("uncertainty_field") or DEFAULT_PRED_FIELD,
-            uncertainty_slice=p.get("uncertainty_slice") or None,
-            eval_key=(p.get("eval_key") or None) if failures else None,
-            pred_field=(p.get("pred_field") or None) if failures else None,
-            patches_field=(patches_field or None) if failures else None,
-            round_index=p.get("round_index"),
-            neighbors_per_failure=p.get("neighbors_per_failure"),
-            seed=p.get("seed", 0),
-            dry_run=bool(p.get("dry_run", False)),
-            slice_name=p.get("slice") or None,
-            label_field=p.get("label_field") or None,
-            progress=progress_reporter(ctx),
+        result = batches.plan(
+            ctx.target_view(), request_from_params(ctx.params), progress_reporter(ctx)
         )
         if not result["dry_run"] and not ctx.delegated:
             ctx.trigger("reload_dataset")  # show the new tags and saved view in the App
@@ -214,11 +186,65 @@ class PlanBatch(AnnoloopOperator):
         return types.Property(outputs)
 
 
-def _failure_inputs(inputs: types.Object, dataset, params: dict) -> str | None:
-    """The evaluation whose failures are targeted (and its patch option); returns its key,
-    None (the form says so) when the dataset has no targetable detection evaluation (one of
-    the test split is never offered: see :func:`..selection.batches.targetable_evaluations`)."""
-    evaluations = batches.targetable_evaluations(dataset)
+def request_from_params(params: dict) -> PlanRequest:
+    """The plan request of this operator's parameters (its form's, or an SDK call's).
+
+    ``use_schedule`` False takes ``coverage_fraction``; unset, a given fraction is explicit.
+    The failure settings are dropped with uncertainty targeting: the form keeps an
+    evaluation chosen before switching to uncertainty.
+    """
+    p = params
+    use_schedule = p.get("use_schedule")
+    if use_schedule is None:  # SDK call: a given fraction is explicit
+        use_schedule = p.get("coverage_fraction") is None
+    patches_field = p.get("patches_field") if p.get("use_patches", True) else None
+    targeting_source = p.get("targeting_source") or "failures"
+    failures = targeting_source == "failures"
+    return PlanRequest(
+        budget=p.get("budget"),
+        embeddings_field=p.get("embeddings_field"),
+        batch_name=p.get("batch_name") or None,
+        coverage_fraction=None if use_schedule else p.get("coverage_fraction"),
+        coverage_method=p.get("coverage_method") or DEFAULT_COVERAGE_METHOD,
+        targeting_source=targeting_source,
+        uncertainty_field=p.get("uncertainty_field") or DEFAULT_PRED_FIELD,
+        uncertainty_slice=p.get("uncertainty_slice") or None,
+        eval_key=(p.get("eval_key") or None) if failures else None,
+        pred_field=(p.get("pred_field") or None) if failures else None,
+        patches_field=(patches_field or None) if failures else None,
+        round_index=p.get("round_index"),
+        neighbors_per_failure=p.get("neighbors_per_failure"),
+        seed=p.get("seed", 0),
+        dry_run=bool(p.get("dry_run", False)),
+        slice_name=p.get("slice") or None,
+        label_field=p.get("label_field") or None,
+    )
+
+
+def params_from_request(request: PlanRequest) -> dict:
+    """This operator's form parameters for ``request`` (what a panel prefills the form with):
+    the budget, embeddings, coverage method and schedule, and the evaluation and slice when
+    set."""
+    params = {
+        "budget": request.budget,
+        "embeddings_field": request.embeddings_field,
+        "coverage_method": request.coverage_method,
+        "use_schedule": request.coverage_fraction is None,
+        "dry_run": request.dry_run,
+    }
+    optional = {
+        "coverage_fraction": request.coverage_fraction,
+        "eval_key": request.eval_key,
+        "slice": request.slice_name,
+    }
+    params.update({k: v for k, v in optional.items() if v is not None})
+    return params
+
+
+def _failure_inputs(inputs: types.Object, dataset, params: dict, evaluations: list) -> None:
+    """The evaluation whose failures are targeted (and its patch option), among the
+    targetable ``evaluations``; the form says so when there is none (one of the test split
+    is never offered: see :func:`..selection.failures.targetable_evaluations`)."""
     eval_key = params.get("eval_key")
     if eval_key not in evaluations:
         eval_key = evaluations[-1] if evaluations else None
@@ -230,7 +256,7 @@ def _failure_inputs(inputs: types.Object, dataset, params: dict) -> str | None:
                 "Evaluate the model on the mining split to target its failures"
             ),
         )
-        return None
+        return
     dropdown(
         inputs,
         "eval_key",
@@ -255,7 +281,6 @@ def _failure_inputs(inputs: types.Object, dataset, params: dict) -> str | None:
             "Objects of",
             "Missed objects are in the ground truth, false positives in the predictions",
         )
-    return eval_key
 
 
 def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, params) -> bool:
@@ -266,7 +291,7 @@ def _uncertainty_inputs(inputs: types.Object, dataset, slice_name: str | None, p
         images = camera_slices(dataset)
         chosen = params.get("uncertainty_slice")
         if chosen not in images:
-            chosen = batches.default_uncertainty_slice(dataset, slice_name)
+            chosen = default_uncertainty_slice(dataset, slice_name)
         if chosen is None:
             inputs.view("no_image_slice", types.Warning(label="No image slice to predict on"))
             return False

@@ -14,7 +14,7 @@ import os
 
 import fiftyone.operators.types as types
 
-from ..selection.batches import ZCORE_FIELD
+from ..core.names import ZCORE_FIELD
 from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.visualization import vector_fields
 from ..selection.algorithms.zcore import ZCoreParams

@@ -18,18 +18,16 @@ from urllib.parse import quote
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from ..operators.planning import params_from_request
 from ..selection import batches
-from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
-from ..selection.algorithms.split_schedule import scheduled_coverage_fraction
-from ..core.names import DEFAULT_GT_FIELD
+from ..selection.request import PlanRequest, plan_defaults
 from . import state as st
 from .widgets import INLINE, SHRINK, dropdown, flex, format_rate
 
 PANEL_NAME = "batch_planner"
 PANEL_LABEL = "Batch planner"
 
-DEFAULT_BUDGET = 20
 _THUMBNAILS = 6
 PREVIEW = "preview_section"
 
@@ -69,7 +67,7 @@ class BatchPlannerPanel(foo.Panel):
     def preview(self, ctx) -> None:
         s = ctx.panel.state
         try:
-            result = batches.plan_batch(ctx.dataset, dry_run=True, **self._plan_args(s))
+            result = batches.plan(ctx.dataset, self._request(s, dry_run=True))
         except ValueError as err:
             ctx.panel.state.preview = None
             ctx.panel.state.error = str(err)
@@ -96,20 +94,7 @@ class BatchPlannerPanel(foo.Panel):
         )
 
     def create_batch(self, ctx) -> None:
-        args = self._plan_args(ctx.panel.state)
-        params = {
-            "budget": args["budget"],
-            "embeddings_field": args["embeddings_field"],
-            "coverage_method": args["coverage_method"],
-            "use_schedule": args["coverage_fraction"] is None,
-            "dry_run": False,
-        }
-        if args["coverage_fraction"] is not None:
-            params["coverage_fraction"] = args["coverage_fraction"]
-        if args["eval_key"]:
-            params["eval_key"] = args["eval_key"]
-        if args["slice_name"]:
-            params["slice"] = args["slice_name"]
+        params = params_from_request(self._request(ctx.panel.state, dry_run=False))
         ctx.prompt(st.OPERATOR_URI_PREFIX + "plan_batch", params=params, on_success=self.on_created)
 
     def on_created(self, ctx) -> None:
@@ -145,33 +130,23 @@ class BatchPlannerPanel(foo.Panel):
             ctx.panel.state.dataset = None
             return
         dataset.reload()
-        grouped = dataset.media_type == "group"
-        slice_name = dataset.default_group_slice if grouped else None
-        fields = batches.embedding_fields(dataset, slice_name)
-        reference = dataset.select_group_slices(slice_name) if grouped else dataset
-        # The operator's preference (scene embeddings first), among fields set everywhere.
-        ranked = sorted(
-            fields, key=lambda f: (f != DEFAULT_GROUP_FIELD, f != DEFAULT_EMBEDDINGS_FIELD)
-        )
-        complete = [f for f in ranked if reference.count(f) == len(reference)]
-        evaluations = batches.targetable_evaluations(dataset)
-        round_index = batches.default_round(dataset, bool(evaluations))
-        scheduled = scheduled_coverage_fraction(round_index)
+        slice_name = dataset.default_group_slice if dataset.media_type == "group" else None
+        defaults = plan_defaults(dataset, slice_name)
         ctx.panel.state.set(
             {
                 "dataset": dataset.name,
                 "slice_name": slice_name,
-                "fields": fields,
-                "embeddings_field": (complete or ranked or [None])[0],
-                "evaluations": evaluations,
-                "eval_key": evaluations[-1] if evaluations else _NO_EVALUATION,
-                "round": round_index,
-                "scheduled_fraction": scheduled,
-                "budget": _last_budget(dataset),
+                "fields": defaults.embeddings_fields,
+                "embeddings_field": defaults.embeddings_field,
+                "evaluations": defaults.evaluations,
+                "eval_key": defaults.eval_key or _NO_EVALUATION,
+                "round": defaults.round_index,
+                "scheduled_fraction": defaults.scheduled_fraction,
+                "budget": defaults.budget,
                 "use_schedule": True,
-                "coverage_fraction": scheduled,
-                "coverage_method": DEFAULT_COVERAGE_METHOD,
-                "next_batch": batches.next_batch_name(dataset),
+                "coverage_fraction": defaults.scheduled_fraction,
+                "coverage_method": defaults.coverage_method,
+                "next_batch": defaults.batch_name,
                 "preview": None,
                 "error": None,
                 "pick_ids": [],
@@ -179,17 +154,17 @@ class BatchPlannerPanel(foo.Panel):
         )
 
     @staticmethod
-    def _plan_args(s) -> dict:
+    def _request(s, dry_run: bool) -> PlanRequest:
         eval_key = s.eval_key if s.eval_key and s.eval_key != _NO_EVALUATION else None
-        return {
-            "budget": int(s.budget or 0),
-            "embeddings_field": s.embeddings_field,
-            "coverage_fraction": None if s.use_schedule else float(s.coverage_fraction),
-            "coverage_method": s.coverage_method or DEFAULT_COVERAGE_METHOD,
-            "eval_key": eval_key,
-            "slice_name": s.slice_name,
-            "label_field": DEFAULT_GT_FIELD,
-        }
+        return PlanRequest(
+            budget=int(s.budget or 0),
+            embeddings_field=s.embeddings_field,
+            coverage_fraction=None if s.use_schedule else float(s.coverage_fraction),
+            coverage_method=s.coverage_method or DEFAULT_COVERAGE_METHOD,
+            eval_key=eval_key,
+            slice_name=s.slice_name,
+            dry_run=dry_run,
+        )
 
     # --- layout ---------------------------------------------------------------------------
 
@@ -354,14 +329,6 @@ class BatchPlannerPanel(foo.Panel):
 
 def _root_view() -> types.GridView:
     return types.GridView(orientation="vertical", gap=2, pad=2, componentsProps=SHRINK)
-
-
-def _last_budget(dataset) -> int:
-    """The budget of the latest planned batch, else :data:`DEFAULT_BUDGET`."""
-    planned = st.planned_batches(dataset)
-    if not planned:
-        return DEFAULT_BUDGET
-    return batches.plan_record(dataset, planned[-1])["plan"]["budget"]
 
 
 def _excluded(counts: dict) -> str:

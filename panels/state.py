@@ -16,8 +16,9 @@ quarantine          ``qa:quarantine`` sample and label tags; ``annoloop.gate`` r
 scheduled work      FiftyOne's delegated-operation queue
 ==================  ===================================================================
 
-Counts are per *unit*: the scene (group) of a grouped dataset, else the sample, as in the
-batch planner; a scene counts once whichever of its slices carries the tag or the label.
+Counts are per *unit*: the scene (group) of a grouped dataset, else the sample, read from
+the unit catalog (:mod:`..core.catalog`) that the batch planner decides its pool by; a scene
+counts once whichever of its slices carries the tag or the label.
 
 The ``*_view`` functions turn what the user clicked (a ledger row, a share of a batch, a
 golden batch, the quarantine count) into the matching units, or None when none matches.
@@ -26,26 +27,30 @@ golden batch, the quarantine count) into the matching units, or None when none m
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from ..core.catalog import (
+    labeled_units,
+    quarantined_units,
+    read_catalog,
+    tagged_units,
+    unit_path,
+    units_where,
+)
 from ..core.runs import load_records
 from ..quality.gate import GATE_RUN_METHOD
-from ..quality.golden import (
-    DEFAULT_BATCH_ATTRIBUTE,
-    DEFAULT_BATCH_TAG_PREFIX,
-    GOLDEN_RUN_METHOD,
-    golden_history,
-)
-from ..selection.batches import PICK_FIELD, PLAN_RUN_METHOD, SOURCE_TAG_PREFIX, plan_record
+from ..quality.golden import DEFAULT_BATCH_ATTRIBUTE, GOLDEN_RUN_METHOD, golden_history
+from ..selection.plan_record import PICK_FIELD, plan_record, planned_batches
 from ..core.names import (
     BASELINE_LEDGER_INFO_KEY,
     DEFAULT_GT_FIELD,
     GOLDEN_SPLIT_TAG,
     QUARANTINE_TAG,
+    SOURCE_TAG_PREFIX,
     TEST_SPLIT_TAG,
 )
 from ..training.algorithms.ledger import ledger_from_json, load_ledger, plateau_signal
@@ -62,7 +67,6 @@ __all__ = [
     "golden_state",
     "ledger_state",
     "loop_overview",
-    "planned_batches",
     "preview_summary",
     "quarantine_state",
     "quarantine_view",
@@ -90,40 +94,12 @@ def _grouped(dataset: fo.Dataset) -> bool:
     return dataset.media_type == "group"
 
 
-def _unit_path(dataset: fo.Dataset) -> str:
-    return f"{dataset.group_field}.id" if _grouped(dataset) else "id"
-
-
-
-def _units_where(dataset: fo.Dataset, narrow: Callable) -> set[str]:
-    """Units in which a sample of any slice is in ``narrow(flat view)``."""
-    path = _unit_path(dataset)
-    return {u for view in slice_views(dataset).values() for u in narrow(view).distinct(path)}
-
-
-def _tagged_units(dataset: fo.Dataset, tags: Iterable[str]) -> set[str]:
-    tags = list(tags)
-    return _units_where(dataset, lambda view: view.match_tags(tags)) if tags else set()
-
-
-def _labeled_units(dataset: fo.Dataset, label_field: str) -> set[str]:
-    if dataset.get_field(label_field) is None:
-        return set()
-    return _units_where(dataset, lambda view: view.exists(label_field))
-
-
 def _units_with_label_attribute(dataset, label_field: str, attribute: str, value) -> set[str]:
     """Units holding a ``label_field`` detection whose ``attribute`` equals ``value``."""
     if label_field not in dataset.get_field_schema(embedded_doc_type=fo.Detections):
         return set()
     has_value = F(f"{label_field}.detections").filter(F(attribute) == value).length() > 0
-    return _units_where(dataset, lambda view: view.match(has_value))
-
-
-def _quarantined_units(dataset: fo.Dataset) -> set[str]:
-    return _tagged_units(dataset, [QUARANTINE_TAG]) | _units_where(
-        dataset, lambda view: view.match_labels(tags=QUARANTINE_TAG)
-    )
+    return units_where(dataset, lambda view: view.match(has_value))
 
 
 def _view_or_none(dataset: fo.Dataset, units: set[str]):
@@ -144,17 +120,15 @@ def loop_overview(dataset: fo.Dataset, label_field: str = DEFAULT_GT_FIELD) -> d
         ``golden`` (the frozen splits) and ``quarantined`` (a sample or a label tagged
         ``qa:quarantine``).
     """
-    dataset = root_dataset(dataset)
-    tags = {t for view in slice_views(dataset).values() for t in view.distinct("tags")}
-    batch_prefix = DEFAULT_BATCH_TAG_PREFIX
+    catalog = read_catalog(dataset, label_field)
     return {
-        "unit": "scene" if _grouped(dataset) else "sample",
-        "units": len(_units_where(dataset, lambda view: view)),
-        "labeled": len(_labeled_units(dataset, label_field)),
-        "batched": len(_tagged_units(dataset, (t for t in tags if t.startswith(batch_prefix)))),
-        "test": len(_tagged_units(dataset, [TEST_SPLIT_TAG])),
-        "golden": len(_tagged_units(dataset, [GOLDEN_SPLIT_TAG])),
-        "quarantined": len(_quarantined_units(dataset)),
+        "unit": "scene" if catalog.grouped else "sample",
+        "units": len(catalog.units),
+        "labeled": len(catalog.labeled),
+        "batched": len(catalog.batched),
+        "test": len(catalog.splits[TEST_SPLIT_TAG]),
+        "golden": len(catalog.splits[GOLDEN_SPLIT_TAG]),
+        "quarantined": len(catalog.quarantined),
     }
 
 
@@ -196,13 +170,6 @@ def _round_row(entry) -> dict:
 # --- batch composition --------------------------------------------------------------------
 
 
-def planned_batches(dataset: fo.Dataset) -> list[str]:
-    """Names of the batches with a plan record, oldest plan first."""
-    dataset = root_dataset(dataset)
-    records = sorted(load_records(dataset, PLAN_RUN_METHOD), key=lambda r: r["created_at"])
-    return [r["batch"] for r in records]
-
-
 def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | None:
     """How a planned batch splits into coverage and targeting, and why.
 
@@ -230,7 +197,7 @@ def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | N
     batch = batch or batches[-1]
     record = plan_record(dataset, batch)
     plan, params, counts = record["plan"], record["params"], record["counts"]
-    picked = _tagged_units(dataset, [batch])
+    picked = tagged_units(dataset, [batch])
     label_field = params.get("label_field") or DEFAULT_GT_FIELD
     reference = dataset.select_group_slices(params["slice"]) if params.get("slice") else dataset
     targeted = reference.match(F(f"{PICK_FIELD}.batch") == batch).match(
@@ -254,7 +221,7 @@ def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | N
         "targets": {k: int(kinds.get(k, 0)) for k in FAILURE_KINDS},
         "pool": counts.get("pool"),
         "excluded": counts.get("excluded", {}),
-        "labeled": len(picked & _labeled_units(dataset, label_field)),
+        "labeled": len(picked & labeled_units(dataset, label_field)),
         "unit": "scene" if _grouped(dataset) else "sample",
         "view": record["view"],
     }
@@ -334,11 +301,11 @@ def batch_view(
     is how the ledger names batches labeled outside the planner.
     """
     dataset = root_dataset(dataset)
-    units = _tagged_units(dataset, [batch])
+    units = tagged_units(dataset, [batch])
     if not units and source is None:
         units = _units_with_label_attribute(dataset, label_field, DEFAULT_BATCH_ATTRIBUTE, batch)
     if source is not None:
-        units &= _tagged_units(dataset, [SOURCE_TAG_PREFIX + source])
+        units &= tagged_units(dataset, [SOURCE_TAG_PREFIX + source])
     return _view_or_none(dataset, units)
 
 
@@ -423,9 +390,9 @@ def golden_batch_view(dataset: fo.Dataset, candidate_field: str, batch: str):
     )
     if config is None:
         raise ValueError(f"no golden-set history for {candidate_field!r}")
-    golden = _tagged_units(dataset, [GOLDEN_SPLIT_TAG])
+    golden = tagged_units(dataset, [GOLDEN_SPLIT_TAG])
     if config["batch_by"] == "tag":
-        units = _tagged_units(dataset, [config["batch_tag_prefix"] + batch])
+        units = tagged_units(dataset, [config["batch_tag_prefix"] + batch])
     elif config["batch_by"] == "attribute":
         units = _units_with_label_attribute(dataset, candidate_field, config["batch_attribute"], batch)
     else:  # one name for the whole golden set
@@ -460,7 +427,7 @@ def quarantine_state(dataset: fo.Dataset) -> dict:
             by_rule[rule] = by_rule.get(rule, 0) + int(n)
     return {
         "unit": "scene" if _grouped(dataset) else "sample",
-        "units": len(_quarantined_units(dataset)),
+        "units": len(quarantined_units(dataset)),
         "samples": sum(s["samples"] for s in per_slice.values()),
         "labels": sum(s["labels"] for s in per_slice.values()),
         "per_slice": per_slice,
@@ -471,7 +438,7 @@ def quarantine_state(dataset: fo.Dataset) -> dict:
 def quarantine_view(dataset: fo.Dataset):
     """The units with a quarantined sample or label, or None."""
     dataset = root_dataset(dataset)
-    return _view_or_none(dataset, _quarantined_units(dataset))
+    return _view_or_none(dataset, quarantined_units(dataset))
 
 
 # --- scheduled work -----------------------------------------------------------------------
@@ -553,7 +520,7 @@ def embedding_points(
     points = np.asarray(results.points, dtype=float)
     sample_ids = np.asarray(results.sample_ids)
     samples = dataset.select_group_slices(_allow_mixed=True) if _grouped(dataset) else dataset
-    ids, units = samples.select(sample_ids.tolist()).values(["id", _unit_path(dataset)])
+    ids, units = samples.select(sample_ids.tolist()).values(["id", unit_path(dataset)])
     unit_of = dict(zip(ids, units))
     unit = np.array([unit_of.get(i) for i in sample_ids.tolist()], dtype=object)
     keep = set(keep)

@@ -28,7 +28,7 @@ import fiftyone as fo
 import numpy as np
 
 from ..core.runs import Progress, load_results, now, save_record
-from ..core.names import GOLDEN_SPLIT_TAG
+from ..core.names import BATCH_TAG_PREFIX, GOLDEN_SPLIT_TAG
 from ..core.views import root_dataset, tagged_groups
 from .algorithms.drift import DriftRules, batch_summary, detect_drift
 from .frozen import DEFAULT_GOLDEN_FIELD, check_frozen, frozen_record, on_slice
@@ -52,7 +52,7 @@ GOLDEN_RUN_KEY_PREFIX = "annoloop_golden_"
 #: How golden samples are split into batches.
 BATCH_BY = ("attribute", "tag", "name")
 DEFAULT_BATCH_ATTRIBUTE = "batch"
-DEFAULT_BATCH_TAG_PREFIX = "batch:"
+DEFAULT_BATCH_TAG_PREFIX = BATCH_TAG_PREFIX
 _SUMMARY_KEYS = (
     "n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou"
 )

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 import fiftyone as fo
 
 from ..core.runs import Progress, load_record, now, record_keys, save_record
-from .batches import ZCORE_FIELD
+from ..core.names import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from .algorithms.zcore import ZCoreParams, zcore_scores
 from .score_matrices import (

@@ -7,7 +7,8 @@ import pytest
 
 from annoloop.loop.demo_loop import LoopConfig, run_demo_loop
 from annoloop.loop.report import comparison_table, ledger_table, write_report
-from annoloop.selection.batches import plan_record, evaluated_test_samples
+from annoloop.selection.failures import evaluated_test_samples
+from annoloop.selection.plan_record import plan_record
 from annoloop.core.names import (
     BASELINE_LEDGER_INFO_KEY,
     LEDGER_INFO_KEY,

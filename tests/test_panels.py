@@ -34,6 +34,7 @@ from annoloop.quality.frozen import create_splits
 from annoloop.quality.gate import gate_label_field
 from annoloop.quality.golden import check_golden
 from annoloop.selection.batches import plan_batch
+from annoloop.selection.plan_record import planned_batches
 from annoloop.selection.embed import compute_embeddings
 from annoloop.selection.visualization import compute_embedding_visualization
 from annoloop.core.names import (
@@ -254,7 +255,7 @@ def test_batch_composition_describes_the_latest_plan_and_its_pick_reasons(loop):
     assert composition["eval_key"] == MINING_EVAL_KEY and composition["scheduled"]
     assert composition["labeled"] == 0 and composition["view"] == "batch_v2"
     assert any(r.startswith(f"Targeting ({second['n_targeting']})") for r in composition["reasons"])
-    assert st.planned_batches(dataset) == ["batch:v1", "batch:v2"]
+    assert planned_batches(dataset) == ["batch:v1", "batch:v2"]
 
 
 def test_batch_composition_of_an_earlier_batch_counts_its_labeled_picks(loop):
@@ -266,7 +267,7 @@ def test_batch_composition_of_an_earlier_batch_counts_its_labeled_picks(loop):
 
 def test_batch_composition_is_none_before_any_plan(fresh):
     assert st.batch_composition(fresh) is None
-    assert st.planned_batches(fresh) == []
+    assert planned_batches(fresh) == []
 
 
 def test_explain_batch_says_when_the_share_was_set_by_hand_and_why_it_fell_back():

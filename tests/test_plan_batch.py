@@ -20,12 +20,8 @@ import fiftyone as fo
 from fiftyone.operators.executor import ExecutionContext, ExecutionError
 
 from annoloop.selection import batches
-from annoloop.selection.batches import (
-    PICK_FIELD,
-    default_uncertainty_slice,
-    plan_record,
-    plan_run_key,
-)
+from annoloop.selection.plan_record import PICK_FIELD, plan_record, plan_run_key
+from annoloop.selection.pool import default_uncertainty_slice
 from annoloop.selection.algorithms.uncertainty import detection_uncertainty
 from annoloop.core.names import (
     GOLDEN_SPLIT_TAG,
@@ -234,6 +230,36 @@ def test_frozen_golden_quarantined_and_batched_scenes_are_never_picked_from_any_
     # Now nothing is left to pick, whatever the view offers.
     with pytest.raises(ExecutionError, match="exceeds the 0 selectable"):
         plan(dataset, budget=1)
+
+
+def test_the_planners_exclusions_and_the_panels_counts_agree_on_quarantine(dataset):
+    from annoloop.panels import state as st
+
+    # A quarantined label outside the label field still holds its scene back.
+    scene = dataset.select_group_slices("left").match(fo.ViewField("scene") == 12)
+    scene.set_values("predictions", [detections(BOXES[:1], 0.5)])
+    scene.tag_labels(QUARANTINE_TAG, label_fields="predictions")
+    result = plan(dataset, budget=2, dry_run=True)
+    quarantined = result["counts"]["excluded"]["quarantined"]
+    assert quarantined == 2 and 12 not in scenes_of(dataset, result["ids"])
+    assert st.loop_overview(dataset)["quarantined"] == quarantined
+    assert st.quarantine_state(dataset)["units"] == quarantined
+    assert st.loop_overview(dataset)["units"] == result["counts"]["view"] == NUM_SCENES
+
+
+def test_the_form_and_the_panel_share_the_plan_defaults(cold):
+    import fiftyone.operators as foo
+    from annoloop.selection.request import DEFAULT_BUDGET, plan_defaults
+
+    defaults = plan_defaults(cold)
+    assert defaults.budget == DEFAULT_BUDGET == 30 and defaults.embeddings_field == "embedding"
+    operator = foo.OperatorRegistry().get_operator(uri("plan_batch"))
+    form = operator.resolve_input(
+        ExecutionContext(request_params={"dataset_name": cold.name, "params": {}})
+    ).to_json()["type"]["properties"]
+    assert form["budget"]["default"] == DEFAULT_BUDGET
+    plan(cold, budget=7)
+    assert plan_defaults(cold).budget == 7  # the latest plan's budget comes next
 
 
 def test_the_planner_refuses_forbidden_scenes_that_the_callers_view_offers(dataset):

@@ -41,10 +41,15 @@ golden, quarantined, already batched, ...) are never picked by either share.
 
 Everything is reproducible: the same inputs and ``seed`` give the same plan (the seed only
 matters for the first k-center centre when nothing is labeled or targeted yet).
+
+The picking steps live in :mod:`.coverage_picks`; this module stays near 570 lines because
+most of it is the documented result (:class:`BatchPlan`), the keyword API and the input
+validation the planner owns.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,15 +57,9 @@ from typing import Any
 
 import numpy as np
 
-from . import kcenter
+from .coverage_picks import coverage_picks, score_weighted_picks
 from .split_schedule import decide_split
-from .targeting import (
-    TargetingResult,
-    failure_weights,
-    nearest_rows,
-    select_targets,
-    validate_embeddings,
-)
+from .targeting import TargetingResult, failure_weights, select_targets, validate_embeddings
 
 COVERAGE_METHODS = ("kcenter", "zcore", "random")
 #: Where the targeting share comes from: failure queries, or per-row uncertainty scores.
@@ -164,6 +163,21 @@ class BatchPlan:
         }
 
 
+@dataclass(frozen=True)
+class PlanSettings:
+    """How to plan a batch, apart from the data: see :func:`plan_batch` for each setting."""
+
+    budget: int
+    coverage_fraction: float | None = None
+    round_index: int = 0
+    coverage_method: str = DEFAULT_COVERAGE_METHOD
+    targeting_source: str = "failures"
+    kind_weights: Mapping[str, float] | None = None
+    neighbors_per_failure: int | None = None
+    zcore_candidate_factor: int = DEFAULT_ZCORE_CANDIDATE_FACTOR
+    seed: int = 0
+
+
 def plan_batch(
     pool_embeddings: np.ndarray,
     budget: int,
@@ -245,6 +259,119 @@ def plan_batch(
         ``coverage_scores``, negative / NaN scores, or targeting inputs of the other source
         (failures with ``"uncertainty"``, ``uncertainty_scores`` with ``"failures"``).
     """
+    settings = PlanSettings(
+        budget=budget,
+        coverage_fraction=coverage_fraction,
+        round_index=round_index,
+        coverage_method=coverage_method,
+        targeting_source=targeting_source,
+        kind_weights=kind_weights,
+        neighbors_per_failure=neighbors_per_failure,
+        zcore_candidate_factor=zcore_candidate_factor,
+        seed=seed,
+    )
+    return plan(
+        pool_embeddings,
+        settings,
+        labeled_embeddings=labeled_embeddings,
+        excluded=excluded,
+        failure_embeddings=failure_embeddings,
+        failure_kinds=failure_kinds,
+        failure_ids=failure_ids,
+        uncertainty_scores=uncertainty_scores,
+        coverage_scores=coverage_scores,
+        chunk_size=chunk_size,
+    )
+
+
+def plan(
+    pool_embeddings: np.ndarray,
+    settings: PlanSettings,
+    *,
+    labeled_embeddings: np.ndarray | None = None,
+    excluded: np.ndarray | None = None,
+    failure_embeddings: np.ndarray | None = None,
+    failure_kinds: Sequence[str] | None = None,
+    failure_ids: Sequence[str] | None = None,
+    uncertainty_scores: np.ndarray | None = None,
+    coverage_scores: np.ndarray | None = None,
+    chunk_size: int = 65536,
+) -> BatchPlan:
+    """Plan the next batch with ``settings``: validate, split the budget, target, cover.
+
+    The inputs, result and errors are :func:`plan_batch`'s.
+    """
+    rows = _validate_inputs(
+        pool_embeddings,
+        settings,
+        labeled_embeddings,
+        excluded,
+        (failure_embeddings, failure_kinds, failure_ids),
+        uncertainty_scores,
+        coverage_scores,
+    )
+    split = _decide_split(rows, settings)
+    targets = _target(rows, settings, split)
+    n_targeted = len(targets.rows)
+    coverage_rows, coverage_score = coverage_picks(
+        rows.pool,
+        rows.selectable,
+        rows.labeled,
+        targets.rows,
+        split.n_coverage + split.n_targeting - n_targeted,
+        method=settings.coverage_method,
+        scores=rows.coverage_scores,
+        candidate_factor=settings.zcore_candidate_factor,
+        seed=settings.seed,
+        chunk_size=chunk_size,
+    )
+    n_coverage = len(coverage_rows)
+    result = BatchPlan(
+        indices=np.concatenate([targets.rows, coverage_rows]).astype(np.int64),
+        source=("targeting",) * n_targeted + ("coverage",) * n_coverage,
+        score=np.concatenate([targets.score, coverage_score]),
+        near_failure=targets.near_failure + (None,) * n_coverage,
+        near_failure_kind=targets.near_kind + (None,) * n_coverage,
+        distance_to_failure=np.concatenate([targets.distance, np.full(n_coverage, np.nan)]),
+        coverage_fraction=split.coverage_fraction,
+        coverage_method=settings.coverage_method,
+        round=settings.round_index,
+        seed=settings.seed,
+        fallback_reason=targets.fallback_reason,
+        n_coverage=n_coverage,
+        n_targeting=n_targeted,
+        targeting_source=settings.targeting_source,
+    )
+    for array in (result.indices, result.score, result.distance_to_failure):
+        array.setflags(write=False)
+    return result
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Validated planner inputs."""
+
+    pool: np.ndarray
+    labeled: np.ndarray
+    selectable: np.ndarray
+    queries: np.ndarray
+    kinds: list
+    ids: list
+    weights: np.ndarray
+    uncertain: np.ndarray | None  # uncertainty scores; None for failure targeting
+    coverage_scores: np.ndarray | None
+
+    @property
+    def n_targets(self) -> int:
+        """Failure queries, or selectable rows with an uncertainty above 0."""
+        if self.uncertain is None:
+            return len(self.queries)
+        return int(np.count_nonzero(self.uncertain[self.selectable] > 0))
+
+
+def _validate_inputs(
+    pool_embeddings, settings, labeled_embeddings, excluded, failures, uncertainty, coverage
+) -> _Rows:
     pool = validate_embeddings("pool embeddings", pool_embeddings)
     n_rows, dim = pool.shape
     labeled = (
@@ -252,119 +379,115 @@ def plan_batch(
         if labeled_embeddings is None
         else validate_embeddings("labeled embeddings", labeled_embeddings, dim=dim)
     )
-    queries, kinds, ids = _validate_failures(failure_embeddings, failure_kinds, failure_ids, dim)
-    weights = failure_weights(kinds, kind_weights)
-    if coverage_method not in COVERAGE_METHODS:
+    queries, kinds, ids = _validate_failures(*failures, dim)
+    weights = failure_weights(kinds, settings.kind_weights)
+    if settings.coverage_method not in COVERAGE_METHODS:
         raise ValueError(
-            f"coverage_method must be one of {COVERAGE_METHODS}, got {coverage_method!r}"
+            f"coverage_method must be one of {COVERAGE_METHODS}, got {settings.coverage_method!r}"
         )
-    if coverage_scores is not None:
-        coverage_scores = _validate_scores("coverage_scores", coverage_scores, n_rows)
-    uncertain = _validate_uncertainty(targeting_source, uncertainty_scores, len(queries), n_rows)
-    if zcore_candidate_factor < 1:
-        raise ValueError(f"zcore_candidate_factor must be >= 1, got {zcore_candidate_factor}")
+    if coverage is not None:
+        coverage = _validate_scores("coverage_scores", coverage, n_rows)
+    uncertain = _validate_uncertainty(settings.targeting_source, uncertainty, len(queries), n_rows)
+    if settings.zcore_candidate_factor < 1:
+        raise ValueError(
+            f"zcore_candidate_factor must be >= 1, got {settings.zcore_candidate_factor}"
+        )
     selectable = _selectable_rows(excluded, n_rows)
+    return _Rows(pool, labeled, selectable, queries, kinds, ids, weights, uncertain, coverage)
 
-    if uncertain is None:
-        n_targets = len(queries)
-    else:
-        n_targets = int(np.count_nonzero(uncertain[selectable] > 0))
+
+def _decide_split(rows: _Rows, settings: PlanSettings):
+    """The shares of the budget, checked against the selectable rows."""
     split = decide_split(
-        budget,
-        round_index=round_index,
-        n_failures=n_targets,
-        coverage_fraction=coverage_fraction,
+        settings.budget,
+        round_index=settings.round_index,
+        n_failures=rows.n_targets,
+        coverage_fraction=settings.coverage_fraction,
     )
-    budget = split.n_coverage + split.n_targeting
-    if budget > len(selectable):
+    budget, n_rows, n_selectable = split.n_coverage + split.n_targeting, len(rows.pool), len(rows.selectable)
+    if budget > n_selectable:
         raise ValueError(
-            f"budget {budget} exceeds the {len(selectable)} selectable pool rows "
-            f"({n_rows} rows, {n_rows - len(selectable)} excluded); ask for at most "
-            f"{len(selectable)}"
+            f"budget {budget} exceeds the {n_selectable} selectable pool rows "
+            f"({n_rows} rows, {n_rows - n_selectable} excluded); ask for at most "
+            f"{n_selectable}"
         )
-    if coverage_method == "zcore" and coverage_scores is None and split.n_coverage > 0:
+    if settings.coverage_method == "zcore" and rows.coverage_scores is None and split.n_coverage:
         raise ValueError(
             "coverage_method='zcore' needs coverage_scores (e.g. from zcore.zcore_scores)"
         )
+    return split
 
+
+@dataclass(frozen=True)
+class _Targets:
+    rows: np.ndarray
+    score: np.ndarray
+    near_failure: tuple
+    near_kind: tuple
+    distance: np.ndarray
+    fallback_reason: str | None
+
+
+def _target(rows: _Rows, settings: PlanSettings, split) -> _Targets:
+    """The targeting picks of either source, and why the plan deviates, if it does."""
     fallback_reason = split.fallback_reason
-    if uncertain is None:
+    if rows.uncertain is None:
         targets = (
             select_targets(
-                pool,
-                queries,
-                weights,
+                rows.pool,
+                rows.queries,
+                rows.weights,
                 split.n_targeting,
-                candidates=selectable,
-                neighbors_per_query=neighbors_per_failure,
+                candidates=rows.selectable,
+                neighbors_per_query=settings.neighbors_per_failure,
             )
             if split.n_targeting > 0
             else TargetingResult.empty()
         )
-        target_rows, target_score = targets.indices, 1.0 / (1.0 + targets.distances)
         served = targets.query.tolist()
-        near_failure, near_kind = tuple(ids[q] for q in served), tuple(kinds[q] for q in served)
-        distance_to_failure = targets.distances
+        picked = _Targets(
+            targets.indices,
+            1.0 / (1.0 + targets.distances),
+            tuple(rows.ids[q] for q in served),
+            tuple(rows.kinds[q] for q in served),
+            targets.distances,
+            fallback_reason,
+        )
         ran_out = "the failures' nearest rows ran out; raise neighbors_per_failure for more"
     else:
         if fallback_reason:
             fallback_reason = (
                 f"no selectable pool row has an uncertainty score above 0 (the model is "
-                f"confident, or detects nothing, everywhere): all {budget} picks are coverage"
+                f"confident, or detects nothing, everywhere): all "
+                f"{split.n_coverage + split.n_targeting} picks are coverage"
             )
         # Uncertainty already reflects what the model learned from the labels, so only the
         # picks themselves are anchors: the share is not spent on near-duplicates.
-        target_rows, target_score = _score_weighted_picks(
-            pool,
-            selectable[uncertain[selectable] > 0],
-            np.empty((0, dim), dtype=np.float32),
-            uncertain,
-            min(split.n_targeting, n_targets),
-            zcore_candidate_factor,
+        target_rows, target_score = score_weighted_picks(
+            rows.pool,
+            rows.selectable[rows.uncertain[rows.selectable] > 0],
+            np.empty((0, rows.pool.shape[1]), dtype=np.float32),
+            rows.uncertain,
+            min(split.n_targeting, rows.n_targets),
+            settings.zcore_candidate_factor,
             offset=False,
         )
-        near_failure = near_kind = (None,) * len(target_rows)
-        distance_to_failure = np.full(len(target_rows), np.nan)
-        ran_out = f"only {n_targets} selectable rows have an uncertainty score above 0"
-    n_targeted = len(target_rows)
-    if n_targeted < split.n_targeting:
-        fallback_reason = (
-            f"targeting filled {n_targeted} of {split.n_targeting} picks ({ran_out}); "
-            f"coverage filled the other {split.n_targeting - n_targeted}"
+        none = (None,) * len(target_rows)
+        picked = _Targets(
+            target_rows, target_score, none, none, np.full(len(target_rows), np.nan),
+            fallback_reason,
         )
-    coverage_rows, coverage_score = _coverage_picks(
-        pool,
-        selectable,
-        labeled,
-        target_rows,
-        budget - n_targeted,
-        method=coverage_method,
-        scores=coverage_scores,
-        candidate_factor=zcore_candidate_factor,
-        seed=seed,
-        chunk_size=chunk_size,
-    )
-
-    n_coverage = len(coverage_rows)
-    plan = BatchPlan(
-        indices=np.concatenate([target_rows, coverage_rows]).astype(np.int64),
-        source=("targeting",) * n_targeted + ("coverage",) * n_coverage,
-        score=np.concatenate([target_score, coverage_score]),
-        near_failure=near_failure + (None,) * n_coverage,
-        near_failure_kind=near_kind + (None,) * n_coverage,
-        distance_to_failure=np.concatenate([distance_to_failure, np.full(n_coverage, np.nan)]),
-        coverage_fraction=split.coverage_fraction,
-        coverage_method=coverage_method,
-        round=round_index,
-        seed=seed,
-        fallback_reason=fallback_reason,
-        n_coverage=n_coverage,
-        n_targeting=n_targeted,
-        targeting_source=targeting_source,
-    )
-    for array in (plan.indices, plan.score, plan.distance_to_failure):
-        array.setflags(write=False)
-    return plan
+        ran_out = f"only {rows.n_targets} selectable rows have an uncertainty score above 0"
+    n_targeted = len(picked.rows)
+    if n_targeted < split.n_targeting:
+        return dataclasses.replace(
+            picked,
+            fallback_reason=(
+                f"targeting filled {n_targeted} of {split.n_targeting} picks ({ran_out}); "
+                f"coverage filled the other {split.n_targeting - n_targeted}"
+            ),
+        )
+    return picked
 
 
 def _json_float(value: float) -> float | None:
@@ -448,98 +571,3 @@ def _selectable_rows(excluded: np.ndarray | None, n_rows: int) -> np.ndarray:
     mask = np.ones(n_rows, dtype=bool)
     mask[excluded] = False
     return np.flatnonzero(mask).astype(np.int64)
-
-
-def _coverage_picks(
-    pool: np.ndarray,
-    selectable: np.ndarray,
-    labeled: np.ndarray,
-    targeted: np.ndarray,
-    n_picks: int,
-    *,
-    method: str,
-    scores: np.ndarray | None,
-    candidate_factor: int,
-    seed: int,
-    chunk_size: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage rows (never targeted ones) and their scores, relative to labeled + targeted rows."""
-    if n_picks == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0)
-    candidates = np.setdiff1d(selectable, targeted, assume_unique=True)
-    if method == "random":
-        rows = np.random.default_rng(seed).choice(candidates, size=n_picks, replace=False)
-        return rows.astype(np.int64), np.full(n_picks, np.nan)
-    anchors = np.concatenate([labeled, pool[targeted]], axis=0, dtype=np.float32)
-    if method == "zcore":
-        return _score_weighted_picks(
-            pool, candidates, anchors, scores, n_picks, candidate_factor, offset=True
-        )
-    if len(anchors) == 0 and len(candidates) == len(pool):
-        embeddings = pool  # nothing to prepend: avoid copying a possibly huge pool
-    else:
-        # One float32 copy, filled in place: concatenating pool[candidates] would hold two.
-        embeddings = np.empty((len(anchors) + len(candidates), pool.shape[1]), dtype=np.float32)
-        embeddings[: len(anchors)] = anchors
-        for start in range(0, len(candidates), chunk_size):
-            part = candidates[start : start + chunk_size]
-            embeddings[len(anchors) + start : len(anchors) + start + len(part)] = pool[part]
-    result = kcenter.kcenter_greedy(
-        embeddings,
-        n_picks,
-        already_selected=np.arange(len(anchors)) if len(anchors) else None,
-        seed=seed,
-        chunk_size=chunk_size,
-    )
-    rows = candidates[np.asarray(result.indices, dtype=np.int64) - len(anchors)]
-    return rows, np.asarray(result.distances, dtype=np.float64)
-
-
-def _score_weighted_picks(
-    pool: np.ndarray,
-    candidates: np.ndarray,
-    anchors: np.ndarray,
-    scores: np.ndarray,
-    n_picks: int,
-    candidate_factor: int,
-    *,
-    offset: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Score-weighted farthest-point picks among the ``candidate_factor * n_picks``
-    best-scored candidates (ZCore coverage and uncertainty targeting).
-
-    Each step picks the shortlisted row maximising ``weight * distance``: ``distance`` to the
-    nearest anchor (e.g. a labeled or targeted row) or earlier pick, ``weight`` the row's
-    score, minus the lowest candidate score when ``offset`` (ZCore: any offset or positive
-    scale of the scores gives the same picks; all ones when the scores are constant). Without
-    ``offset`` the score itself weighs, as an uncertainty of 0 means "nothing to learn". With
-    no anchors the first pick is the best score; a near-duplicate of anything already covered
-    has distance ~0, so it waits.
-    """
-    if n_picks == 0:
-        return np.empty(0, dtype=np.int64), np.empty(0)
-    candidate_scores = scores[candidates]
-    order = np.argsort(-candidate_scores, kind="stable")[: candidate_factor * n_picks]
-    shortlist = candidates[order]
-    points = np.asarray(pool[shortlist], dtype=np.float64)
-    weight = candidate_scores[order] - (candidate_scores.min() if offset else 0.0)
-    if not weight.any():
-        weight = np.ones(len(shortlist))
-    picks = []
-    if len(anchors):
-        _, nearest = nearest_rows(anchors, points, 1)
-        distance = nearest[:, 0].astype(np.float64)
-    else:  # cold start: the best score opens and the others are measured from it
-        picks.append(0)
-        distance = np.linalg.norm(points - points[0], axis=1)
-    taken = np.zeros(len(shortlist), dtype=bool)
-    taken[picks] = True
-    while len(picks) < n_picks:
-        value = weight * distance
-        value[taken] = -np.inf
-        pick = int(np.argmax(value))  # ties go to the better score (earlier in the list)
-        picks.append(pick)
-        taken[pick] = True
-        np.minimum(distance, np.linalg.norm(points - points[pick], axis=1), out=distance)
-    rows = shortlist[picks]
-    return rows, scores[rows]

@@ -1,0 +1,108 @@
+"""The picking steps the batch planner (:mod:`.planner`) is built from: coverage relative to
+what is labeled or targeted (k-center, ZCore scores or random), and the score-weighted
+farthest-point greedy that ZCore coverage and uncertainty targeting share.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kcenter
+from .targeting import nearest_rows
+
+__all__ = ["coverage_picks", "score_weighted_picks"]
+
+
+def coverage_picks(
+    pool: np.ndarray,
+    selectable: np.ndarray,
+    labeled: np.ndarray,
+    targeted: np.ndarray,
+    n_picks: int,
+    *,
+    method: str,
+    scores: np.ndarray | None,
+    candidate_factor: int,
+    seed: int,
+    chunk_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage rows (never targeted ones) and their scores, relative to labeled + targeted rows."""
+    if n_picks == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    candidates = np.setdiff1d(selectable, targeted, assume_unique=True)
+    if method == "random":
+        rows = np.random.default_rng(seed).choice(candidates, size=n_picks, replace=False)
+        return rows.astype(np.int64), np.full(n_picks, np.nan)
+    anchors = np.concatenate([labeled, pool[targeted]], axis=0, dtype=np.float32)
+    if method == "zcore":
+        return score_weighted_picks(
+            pool, candidates, anchors, scores, n_picks, candidate_factor, offset=True
+        )
+    if len(anchors) == 0 and len(candidates) == len(pool):
+        embeddings = pool  # nothing to prepend: avoid copying a possibly huge pool
+    else:
+        # One float32 copy, filled in place: concatenating pool[candidates] would hold two.
+        embeddings = np.empty((len(anchors) + len(candidates), pool.shape[1]), dtype=np.float32)
+        embeddings[: len(anchors)] = anchors
+        for start in range(0, len(candidates), chunk_size):
+            part = candidates[start : start + chunk_size]
+            embeddings[len(anchors) + start : len(anchors) + start + len(part)] = pool[part]
+    result = kcenter.kcenter_greedy(
+        embeddings,
+        n_picks,
+        already_selected=np.arange(len(anchors)) if len(anchors) else None,
+        seed=seed,
+        chunk_size=chunk_size,
+    )
+    rows = candidates[np.asarray(result.indices, dtype=np.int64) - len(anchors)]
+    return rows, np.asarray(result.distances, dtype=np.float64)
+
+
+def score_weighted_picks(
+    pool: np.ndarray,
+    candidates: np.ndarray,
+    anchors: np.ndarray,
+    scores: np.ndarray,
+    n_picks: int,
+    candidate_factor: int,
+    *,
+    offset: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score-weighted farthest-point picks among the ``candidate_factor * n_picks``
+    best-scored candidates (ZCore coverage and uncertainty targeting).
+
+    Each step picks the shortlisted row maximising ``weight * distance``: ``distance`` to the
+    nearest anchor (e.g. a labeled or targeted row) or earlier pick, ``weight`` the row's
+    score, minus the lowest candidate score when ``offset`` (ZCore: any offset or positive
+    scale of the scores gives the same picks; all ones when the scores are constant). Without
+    ``offset`` the score itself weighs, as an uncertainty of 0 means "nothing to learn". With
+    no anchors the first pick is the best score; a near-duplicate of anything already covered
+    has distance ~0, so it waits.
+    """
+    if n_picks == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    candidate_scores = scores[candidates]
+    order = np.argsort(-candidate_scores, kind="stable")[: candidate_factor * n_picks]
+    shortlist = candidates[order]
+    points = np.asarray(pool[shortlist], dtype=np.float64)
+    weight = candidate_scores[order] - (candidate_scores.min() if offset else 0.0)
+    if not weight.any():
+        weight = np.ones(len(shortlist))
+    picks = []
+    if len(anchors):
+        _, nearest = nearest_rows(anchors, points, 1)
+        distance = nearest[:, 0].astype(np.float64)
+    else:  # cold start: the best score opens and the others are measured from it
+        picks.append(0)
+        distance = np.linalg.norm(points - points[0], axis=1)
+    taken = np.zeros(len(shortlist), dtype=bool)
+    taken[picks] = True
+    while len(picks) < n_picks:
+        value = weight * distance
+        value[taken] = -np.inf
+        pick = int(np.argmax(value))  # ties go to the better score (earlier in the list)
+        picks.append(pick)
+        taken[pick] = True
+        np.minimum(distance, np.linalg.norm(points - points[pick], axis=1), out=distance)
+    rows = shortlist[picks]
+    return rows, scores[rows]

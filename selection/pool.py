@@ -1,0 +1,333 @@
+"""The pool a batch is picked from: which units are plannable, why the others are not, and
+the numbers the planner reads for them (embeddings, ZCore scores, uncertainty).
+
+**Units.** On a grouped dataset the unit of selection is the scene (the group): its
+embedding is read from one slice (default the dataset's default slice; a scene embedding
+such as ``group_embedding`` is the same on every slice). On a flat dataset the unit is the
+sample.
+
+**Pool, labeled, excluded** come from the whole dataset's :mod:`..core.catalog`, never from
+the caller's view. The *pool* is the units of the caller's view that are not labeled; the
+*excluded* ones among them (frozen, quarantined, already batched) are handed to the planner
+as ``excluded`` rows, so the planner itself refuses them even when the view contains them.
+Labeled and batched units outside the frozen splits are the ``labeled_embeddings`` that
+coverage measures against.
+
+**Uncertainty** (``targeting_source="uncertainty"``) needs no labels and no evaluation:
+each pool unit is scored by :func:`.uncertainty.detection_uncertainty` from the confidences
+of the model's predictions on it (``<uncertainty_field>.detections.confidence``, written by
+``apply_detector`` with target ``"pool"``), read on one image slice (default the
+embeddings' slice when it holds images, else the first image slice). A unit whose
+predictions are set but empty scores 0 (the model sees nothing there); every selectable
+pool unit must have predictions, else nothing is planned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+import fiftyone as fo
+
+from ..core.catalog import UnitCatalog, read_catalog, unit_path, units_where
+from ..core.names import DEFAULT_GT_FIELD, ZCORE_FIELD
+from ..core.views import camera_slices
+from .algorithms.uncertainty import detection_uncertainty
+
+__all__ = [
+    "Pool",
+    "UnitTable",
+    "check_embeddings_field",
+    "check_label_field",
+    "check_slice",
+    "check_uncertainty_field",
+    "default_uncertainty_slice",
+    "embedding_fields",
+    "read_pool",
+    "refuse_missing",
+]
+
+_APPLY_TO_POOL = "apply the detector to the pool first (apply_detector with target 'pool')"
+
+
+# --- fields and slices --------------------------------------------------------------------
+
+
+def embedding_fields(dataset: fo.Dataset, slice_name: str | None = None) -> list[str]:
+    """Top-level fields of the (slice's) samples that can hold embeddings: vector fields
+    and lists of numbers."""
+    view = dataset.select_group_slices(slice_name) if slice_name else dataset
+    return sorted(
+        name for name, field in view.get_field_schema().items() if _is_vector_field(field)
+    )
+
+
+def default_uncertainty_slice(dataset: fo.Dataset, slice_name: str | None = None) -> str | None:
+    """The slice whose predictions score a scene's uncertainty: ``slice_name`` (default the
+    dataset's default slice) when it holds images, else the first image slice; None for a
+    flat dataset or a grouped one without image slices."""
+    images = camera_slices(dataset)
+    preferred = slice_name or dataset.default_group_slice
+    return preferred if preferred in images else next(iter(images), None)
+
+
+def check_slice(dataset: fo.Dataset, slice_name: str | None) -> str | None:
+    """The embeddings' slice: ``slice_name`` or the default slice (None for a flat dataset)."""
+    if dataset.media_type != "group":
+        if slice_name:
+            raise ValueError(
+                f"dataset '{dataset.name}' is not grouped; it has no slice {slice_name!r}"
+            )
+        return None
+    slice_name = slice_name or dataset.default_group_slice
+    if slice_name not in dataset.group_slices:
+        raise ValueError(
+            f"slice {slice_name!r} does not exist in '{dataset.name}'; "
+            f"slices: {dataset.group_slices}"
+        )
+    return slice_name
+
+
+def check_embeddings_field(dataset: fo.Dataset, name: str, slice_name: str | None) -> None:
+    """Refuse an embeddings field that is not a vector field of the slice's samples."""
+    reference = dataset.select_group_slices(slice_name) if slice_name else dataset
+    field = reference.get_field(name)
+    if field is None or not _is_vector_field(field):
+        where = f" on slice '{slice_name}'" if slice_name else ""
+        what = "does not exist" if field is None else f"is a {type(field).__name__}, not a vector"
+        raise ValueError(
+            f"embeddings field '{name}' {what}{where} of '{dataset.name}'; vector fields: "
+            f"{embedding_fields(dataset, slice_name)} (compute embeddings first)"
+        )
+
+
+def check_label_field(dataset: fo.Dataset, label_field: str | None) -> str:
+    """``label_field``, which must exist when given; default ``ground_truth`` (may be absent)."""
+    if label_field is None:
+        return DEFAULT_GT_FIELD
+    if not isinstance(label_field, str) or dataset.get_field(label_field) is None:
+        raise ValueError(f"label field {label_field!r} does not exist on '{dataset.name}'")
+    return label_field
+
+
+def check_uncertainty_field(
+    dataset: fo.Dataset, field: str, slice_name: str | None, embeddings_slice: str | None
+) -> str | None:
+    """The slice to read predictions from (None for flat datasets), after checking that
+    ``field`` is a Detections field there."""
+    if dataset.media_type == "group":
+        images = camera_slices(dataset)
+        if slice_name is None:
+            slice_name = default_uncertainty_slice(dataset, embeddings_slice)
+        if slice_name not in images:
+            raise ValueError(
+                f"uncertainty_slice must be an image slice of '{dataset.name}' (predictions "
+                f"are per image); got {slice_name!r}, image slices: {images}"
+            )
+    elif slice_name:
+        raise ValueError(f"dataset '{dataset.name}' is not grouped; it has no slice {slice_name!r}")
+    view = dataset.select_group_slices(slice_name) if slice_name else dataset
+    found = view.get_field(field) if isinstance(field, str) and field else None
+    where = f" on slice '{slice_name}'" if slice_name else ""
+    if found is None:
+        raise ValueError(
+            f"predictions field {field!r} does not exist{where} of '{dataset.name}'; "
+            f"{_APPLY_TO_POOL}"
+        )
+    if not (
+        isinstance(found, fo.EmbeddedDocumentField)
+        and issubclass(found.document_type, fo.Detections)
+    ):
+        kind = getattr(found, "document_type", type(found)).__name__
+        raise ValueError(
+            f"predictions field '{field}'{where} holds {kind}, not Detections; {_APPLY_TO_POOL}"
+        )
+    return slice_name
+
+
+def _is_vector_field(field) -> bool:
+    return isinstance(field, fo.VectorField) or (
+        isinstance(field, fo.ListField) and isinstance(field.field, (fo.FloatField, fo.IntField))
+    )
+
+
+def refuse_missing(mask: np.ndarray, field: str, what: str, slice_name, hint: str = "") -> None:
+    """Raise, with the count, when ``mask`` flags any of ``what`` as lacking ``field``."""
+    count = int(np.count_nonzero(mask))
+    if count:
+        where = f" on slice '{slice_name}'" if slice_name else ""
+        raise ValueError(
+            f"{count} of {len(mask)} {what} have no '{field}'{where}; "
+            f"{hint or 'compute their embeddings first'}"
+        )
+
+
+# --- per-unit values ----------------------------------------------------------------------
+
+
+@dataclass
+class UnitTable:
+    """Per-unit values of the reference slice: embeddings (and ZCore scores)."""
+
+    row: dict  # unit id -> row
+    vectors: np.ndarray  # (units, dim) float32, zeros where missing
+    missing: np.ndarray  # (units,) bool
+    zcore: np.ndarray | None
+    field: str
+
+    @classmethod
+    def read(cls, reference, path: str, field: str, with_zcore: bool) -> UnitTable:
+        """Read ``field`` (and :data:`ZCORE_FIELD`) of every sample of ``reference``."""
+        paths = [path, field]
+        if with_zcore:
+            if reference.get_field(ZCORE_FIELD) is None:
+                raise ValueError(
+                    f"coverage_method='zcore' needs per-sample scores in '{ZCORE_FIELD}'; "
+                    "run compute_zcore first"
+                )
+            paths.append(ZCORE_FIELD)
+        values = reference.values(paths)
+        units, vectors = values[0], values[1]
+        lengths = {len(v) for v in vectors if v is not None}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"'{field}' holds vectors of {len(lengths)} different lengths "
+                f"{sorted(lengths)}; one field must hold one embedding space"
+            )
+        dim = lengths.pop() if lengths else 1
+        missing = np.array([v is None for v in vectors], dtype=bool)
+        array = np.zeros((len(units), dim), dtype=np.float32)
+        present = np.flatnonzero(~missing)
+        if len(present):
+            array[present] = np.stack([np.asarray(vectors[i], dtype=np.float32) for i in present])
+        zcore = None
+        if with_zcore:
+            zcore = np.array([np.nan if s is None else float(s) for s in values[2]])
+        return cls({u: i for i, u in enumerate(units)}, array, missing, zcore, field)
+
+    def index(self, units: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``units`` (-1 where the reference slice has no sample) and that mask."""
+        rows = np.array([self.row.get(u, -1) for u in units], dtype=np.int64)
+        return rows, rows < 0
+
+    def rows(self, units: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of ``units`` and which of them are missing."""
+        rows, absent = self.index(units)
+        safe = np.where(absent, 0, rows)
+        vectors = self.vectors[safe] if len(self.vectors) else np.zeros((len(units), 1), np.float32)
+        missing = absent | self.missing[safe] if len(self.missing) else absent
+        vectors[missing] = 0.0
+        return vectors, missing
+
+    def scores(self, units: Sequence[str]) -> np.ndarray:
+        """ZCore scores of ``units`` (NaN where missing)."""
+        rows, absent = self.index(units)
+        return np.where(absent, np.nan, self.zcore[np.where(absent, 0, rows)])
+
+
+# --- the pool -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The planner's rows: the unlabeled units of the caller's view and what it reads of them.
+
+    ``units`` are the rows, in order; ``excluded`` flags the rows the planner may not pick.
+    """
+
+    catalog: UnitCatalog
+    view_units: frozenset
+    units: list
+    excluded: np.ndarray
+    embeddings: np.ndarray
+    coverage_scores: np.ndarray | None
+    uncertainty_scores: np.ndarray | None
+    labeled_embeddings: np.ndarray
+    labeled_without_embeddings: int
+    table: UnitTable
+
+    def counts(self) -> dict:
+        """Pool sizes for the plan's result and record."""
+        return {
+            "view": len(self.view_units),
+            "pool": len(self.units),
+            "selectable": int(np.count_nonzero(~self.excluded)),
+            "excluded": self.catalog.excluded_counts(self.units),
+            "labeled": len(self.labeled_embeddings) + self.labeled_without_embeddings,
+            "labeled_without_embeddings": self.labeled_without_embeddings,
+        }
+
+
+def read_pool(
+    samples: fo.core.collections.SampleCollection,
+    dataset: fo.Dataset,
+    *,
+    embeddings_field: str,
+    slice_name: str | None,
+    label_field: str,
+    with_zcore: bool,
+    uncertainty: tuple[str, str | None] | None,
+) -> Pool:
+    """The pool of ``samples`` (a view of ``dataset``), checked: every selectable row has its
+    embedding (and ZCore score, and predictions when ``uncertainty`` is ``(field, slice)``)."""
+    catalog = read_catalog(dataset, label_field)
+    view_units = frozenset(units_where(samples))
+    reference = dataset.select_group_slices(slice_name) if slice_name else dataset
+    table = UnitTable.read(reference, unit_path(dataset), embeddings_field, with_zcore)
+    units = sorted(view_units - catalog.labeled)
+    noun = catalog.noun
+    if not units:
+        raise ValueError(
+            f"the view holds no unlabeled {noun}s to pick from "
+            f"({len(view_units)} {noun}s, all labeled in '{label_field}')"
+        )
+    excluded = np.array([u in catalog.excluded for u in units], dtype=bool)
+    embeddings, missing = table.rows(units)
+    refuse_missing(missing & ~excluded, embeddings_field, f"pool {noun}s", slice_name)
+    scores = None
+    if with_zcore:
+        scores = table.scores(units)
+        refuse_missing(
+            np.isnan(scores) & ~excluded, ZCORE_FIELD, f"pool {noun}s", slice_name,
+            hint="run compute_zcore first",
+        )
+        scores = np.where(excluded, 0.0, scores)
+    uncertainty_scores = (
+        _read_uncertainty(dataset, *uncertainty, units, excluded, noun) if uncertainty else None
+    )
+    labeled, labeled_missing = table.rows(sorted(catalog.covered))
+    return Pool(
+        catalog=catalog,
+        view_units=view_units,
+        units=units,
+        excluded=excluded,
+        embeddings=embeddings,
+        coverage_scores=scores,
+        uncertainty_scores=uncertainty_scores,
+        labeled_embeddings=labeled[~labeled_missing],
+        labeled_without_embeddings=int(np.count_nonzero(labeled_missing)),
+        table=table,
+    )
+
+
+def _read_uncertainty(
+    dataset, field: str, slice_name, pool_units, excluded, noun: str
+) -> np.ndarray:
+    """Uncertainty score per pool unit from the confidences of its predictions (see
+    :mod:`.uncertainty`); excluded units need none and score 0."""
+    view = dataset.select_group_slices(slice_name) if slice_name else dataset
+    units, confidences = view.values([unit_path(dataset), f"{field}.detections.confidence"])
+    by_unit = dict(zip(units, confidences))
+    # None: the field is unset (no prediction ran); []: the model detected nothing.
+    rows = [None if skip else by_unit.get(u) for u, skip in zip(pool_units, excluded)]
+    missing = np.array([r is None for r in rows]) & ~excluded
+    refuse_missing(missing, field, f"pool {noun}s", slice_name, hint=_APPLY_TO_POOL)
+    unscored = [u for u, r in zip(pool_units, rows) if r and any(c is None for c in r)]
+    if unscored:
+        raise ValueError(
+            f"{len(unscored)} pool {noun}s have detections without a confidence in '{field}'; "
+            "uncertainty needs the detector's confidences"
+        )
+    return detection_uncertainty([r or [] for r in rows])
