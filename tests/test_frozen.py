@@ -14,7 +14,7 @@ from fiftyone.operators.executor import ExecutionError
 from fo_helpers import run_operator, unique_name
 
 from annoloop.demo.dataset import load_demo_dataset
-from annoloop.quality.frozen import (
+from annoloop.quality.frozen_check import (
     FROZEN_RUN_KEY,
     FrozenSplitError,
     FrozenSplitWarning,

@@ -28,7 +28,8 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from ...core.runs import Progress, now
-from ...quality.gate import detections_field, resolve_schema
+from ...quality.gate import resolve_schema
+from ...quality.labels import detections_field
 from ...quality.algorithms.iou import box_iou_2d_paired
 from ...quality.algorithms.schema_rules import load_schema, validate_labels
 from ...core.names import DEFAULT_GT_FIELD

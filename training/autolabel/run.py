@@ -50,7 +50,7 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from ...core.runs import Progress, load_record, now, record_keys, save_record, update_record
-from ...quality.gate import detections_field
+from ...quality.labels import detections_field
 from ...quality.algorithms.iou import box_iou_2d
 from ...core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ...core.views import camera_slice, frozen_slice, root_dataset
