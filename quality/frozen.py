@@ -225,7 +225,8 @@ def create_splits(
     _write_splits(dataset, slices, by_slice, picked, golden_labels, params.golden_field)
 
     report(0.7, "fingerprinting the frozen labels")
-    fields = {"test": params.test_fields, "mining": params.test_fields, "golden": [params.golden_field]}
+    test_fields, golden_fields = params.test_fields, [params.golden_field]
+    fields = {"test": test_fields, "mining": test_fields, "golden": golden_fields}
     prints = {split: fingerprints(dataset, split, fields[split])[0] for split in SPLIT_TAGS}
     record = _split_record(params, scene_path, result, picked, prints)
     scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
@@ -304,7 +305,9 @@ def _check_fields(dataset: fo.Dataset, p: _Params) -> None:
         )
 
 
-def _check_existing(dataset: fo.Dataset, golden_field: str, overwrite: bool) -> tuple[bool, str | None]:
+def _check_existing(
+    dataset: fo.Dataset, golden_field: str, overwrite: bool
+) -> tuple[bool, str | None]:
     """``(whether splits exist and are to be cleared, golden field an earlier run wrote)``."""
     existing = _existing_splits(dataset)
     previous = frozen_record(dataset)

@@ -123,12 +123,21 @@ def _check_params(
 
 
 def _golden_samples(dataset: fo.Dataset):
-    """The golden set: every sample of the groups tagged ``split:golden`` (flat: tagged)."""
+    """The golden set: every sample of the groups tagged ``split:golden`` (flat: tagged).
+
+    Raises ``ValueError`` when no sample is tagged.
+    """
     if dataset.media_type == "group":
         groups = tagged_groups(dataset, [GOLDEN_SPLIT_TAG])
-        return dataset.select_groups(groups) if groups else None
-    view = dataset.match_tags(GOLDEN_SPLIT_TAG)
-    return view if view.count() else None
+        view = dataset.select_groups(groups) if groups else None
+    else:
+        view = dataset.match_tags(GOLDEN_SPLIT_TAG)
+        view = view if view.count() else None
+    if view is None:
+        raise ValueError(
+            f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})"
+        )
+    return view
 
 
 def _compact(entry: dict) -> dict:
@@ -220,10 +229,6 @@ def check_golden(
     )
     iou = float(iou)
     golden_set = _golden_samples(dataset)
-    if golden_set is None:
-        raise ValueError(
-            f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})"
-        )
     frozen = check_frozen(dataset, splits=["golden"], strict=golden_field == recorded_field)
     key = golden_run_key(candidate_field)
     history = [] if reset_history else _scored_history(dataset, candidate_field, iou)
@@ -240,7 +245,9 @@ def check_golden(
 
     entries, unassigned = [], 0
     checked_at = now()
-    stamp = {"candidate_field": candidate_field, "golden_field": golden_field, "checked_at": checked_at}
+    stamp = {
+        "candidate_field": candidate_field, "golden_field": golden_field, "checked_at": checked_at
+    }
     for k, (name, (gt, cand, batches)) in enumerate(read.items()):
         report(0.1 + 0.7 * k / len(read), f"scoring {name or 'samples'}")
         batches = assign(cand, batches)
@@ -253,19 +260,8 @@ def check_golden(
     new_alarms = [a for a in alarms if a["batch"] in checked]
 
     report(0.9, "saving the history")
-    record = dict(
-        candidate_field=candidate_field,
-        golden_field=golden_field,
-        iou=iou,
-        batch_by=batch_by,
-        batch_attribute=batch_attribute if batch_by == "attribute" else None,
-        batch_tag_prefix=batch_tag_prefix if batch_by == "tag" else None,
-        baseline_batch=baseline_batch,
-        updated_at=checked_at,
-        batches=list(dict.fromkeys(e["batch"] for e in history)),
-        alarms=alarms,
-    )
-    save_record(dataset, key, GOLDEN_RUN_METHOD, record, results={"history": history})
+    config = _config(stamp, iou, batching, baseline_batch, history, alarms)
+    save_record(dataset, key, GOLDEN_RUN_METHOD, config, results={"history": history})
     report(1.0, f"{len(new_alarms)} alarms")
     return {
         "run_key": key,
@@ -294,7 +290,10 @@ def _scored_history(dataset: fo.Dataset, candidate_field: str, iou: float) -> li
 
 
 def _read_slice(view, is_3d: bool, name, golden_field: str, candidate_field: str, batching):
-    """``(golden rows, candidate rows, batch per sample)`` of one slice; raises on bad golden labels."""
+    """``(golden rows, candidate rows, batch per sample)`` of one slice.
+
+    Raises on golden samples without golden labels or with malformed ones.
+    """
     gt = read_detections(view, golden_field, is_3d)
     missing = [sid for sid, p in zip(gt.sample_ids, gt.present) if not p]
     if missing:
@@ -359,7 +358,7 @@ def _score_slice(gt, cand, batches: list, iou: float, stamp: dict) -> list[dict]
 
 
 def _merge_history(history: list, entries: list) -> None:
-    """Add ``entries`` to ``history`` in place, replacing a re-checked (batch, slice) where it is."""
+    """Add ``entries`` to ``history`` in place; a re-checked (batch, slice) keeps its place."""
     position = {(e["batch"], e["slice"]): i for i, e in enumerate(history)}
     for entry in entries:
         at = position.get((entry["batch"], entry["slice"]))
@@ -391,3 +390,19 @@ def _per_batch(entries: list) -> dict:
     for entry in entries:
         per_batch.setdefault(entry["batch"], {})[str(entry["slice"])] = _compact(entry)
     return per_batch
+
+
+def _config(stamp: dict, iou: float, batching: Batching, baseline_batch, history, alarms) -> dict:
+    """The golden-QA run's config: parameters, the history's batches and its alarms."""
+    return dict(
+        candidate_field=stamp["candidate_field"],
+        golden_field=stamp["golden_field"],
+        iou=iou,
+        batch_by=batching.by,
+        batch_attribute=batching.attribute if batching.by == "attribute" else None,
+        batch_tag_prefix=batching.tag_prefix if batching.by == "tag" else None,
+        baseline_batch=baseline_batch,
+        updated_at=stamp["checked_at"],
+        batches=list(dict.fromkeys(e["batch"] for e in history)),
+        alarms=alarms,
+    )

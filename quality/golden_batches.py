@@ -96,7 +96,8 @@ class Batching:
         ValueError
             When no golden sample of any slice has a batch.
         """
-        found = sorted({str(b) for _, _, batches in read.values() for b in batches if b is not None})
+        every = (b for _, _, batches in read.values() for b in batches)
+        found = sorted({str(b) for b in every if b is not None})
         group_batch: dict = {}
         for _, cand, batches in read.values():
             for g, b in zip(cand.extra.get("group", ()), batches):

@@ -35,7 +35,7 @@ two prompts of that class) are suppressed above :data:`.base.NMS_IOU` (:mod:`.vo
 maps the prompts, :mod:`.labeling` turns boxes into labels and writes them).
 
 This module keeps the run records beside the run (callers read both from here), which
-leaves it near 430 lines, a third of them :func:`autolabel`'s docstring.
+leaves it near 450 lines, a quarter of them :func:`autolabel`'s docstring.
 """
 
 from __future__ import annotations
@@ -306,14 +306,13 @@ def autolabel(
             record = _start_run(dataset, run_id, fingerprint, label_field, params)
         if not exists:
             dataset.add_sample_field(output_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-        loop_start = time.perf_counter()
-        try:
-            label_samples(slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report)
-        except BaseException as err:
-            error = f"{type(err).__name__}: {err}"
-            _save_run(dataset, {**record, "status": STATUS_FAILED, "error": error}, new=False)
-            raise
-        loop_seconds = time.perf_counter() - loop_start
+        loop_seconds = _timed_or_failed(
+            dataset,
+            record,
+            lambda: label_samples(
+                slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report
+            ),
+        )
 
     summary = summarise(slice_view, output_field, run_id)
     summary.update(
@@ -337,10 +336,7 @@ def autolabel(
         golden=None,
     )
     if record:  # a run that labeled something now, or an interrupted one that had nothing left
-        if score_golden:
-            summary["golden"] = _score_golden(dataset, output_field, run_id, slice_name)
-        done = {**record, "status": STATUS_COMPLETED, "finished_at": now(), "summary": summary}
-        _save_run(dataset, done, new=False)
+        _complete(dataset, record, summary, score_golden)
     report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
     return summary
 
@@ -417,6 +413,28 @@ def _start_run(dataset, run_id: str, fingerprint: str, label_field, params: dict
     }
     _save_run(dataset, record, new=True)
     return record
+
+
+def _timed_or_failed(dataset: fo.Dataset, record: dict, label) -> float:
+    """Seconds ``label()`` took; a failure is recorded on the run before it propagates."""
+    loop_start = time.perf_counter()
+    try:
+        label()
+    except BaseException as err:
+        error = f"{type(err).__name__}: {err}"
+        _save_run(dataset, {**record, "status": STATUS_FAILED, "error": error}, new=False)
+        raise
+    return time.perf_counter() - loop_start
+
+
+def _complete(dataset: fo.Dataset, record: dict, summary: dict, score_golden: bool) -> None:
+    """Score on the golden set when asked (into ``summary``), then mark the run completed."""
+    if score_golden:
+        summary["golden"] = _score_golden(
+            dataset, summary["output_field"], summary["run_id"], summary["slice"]
+        )
+    done = {**record, "status": STATUS_COMPLETED, "finished_at": now(), "summary": summary}
+    _save_run(dataset, done, new=False)
 
 
 def _score_golden(dataset: fo.Dataset, output_field: str, run_id: str, slice_name: str | None) -> dict:
