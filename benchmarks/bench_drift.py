@@ -253,7 +253,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from annoloop.demo.dataset import load_demo_dataset
-    from annoloop.quality.frozen import check_frozen, create_splits
+    from annoloop.quality.frozen import create_splits
+    from annoloop.quality.frozen_check import check_frozen
 
     t0 = time.perf_counter()
     dataset = load_demo_dataset(

@@ -187,7 +187,8 @@ def main(argv=None) -> None:
 
     import fiftyone as fo
 
-    from annoloop.quality.gate import gate_label_field, read_detections, resolve_schema
+    from annoloop.quality.gate import gate_label_field, resolve_schema
+    from annoloop.quality.labels import read_detections
     from annoloop.quality.algorithms.schema_rules import load_schema, validate_labels
 
     name = f"bench-gate-{uuid.uuid4().hex[:8]}"

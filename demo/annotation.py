@@ -16,6 +16,7 @@ import fiftyone as fo
 import numpy as np
 
 from ..core.views import slice_views
+from ..quality.labels import MEDIA_3D
 from .algorithms import annotator as an
 
 ORACLE_FIELD = "oracle"
@@ -74,18 +75,7 @@ def annotate_batch(
         ``false_positives``, and the same per slice under ``per_slice``.
     """
     name, index = _batch_name(batch)
-    if profile is not None and schedule is not None:
-        raise ValueError("pass either profile or schedule, not both")
-    if profile is None:
-        schedule = schedule or an.default_drift_schedule()
-        if index is None:
-            raise ValueError(
-                f"batch {batch!r} has no trailing number to look up in the schedule; "
-                "pass an int batch or a profile"
-            )
-        profile = schedule.profile_for(index)
-    if not isinstance(profile, an.AnnotatorProfile):
-        raise ValueError(f"profile must be an AnnotatorProfile, got {type(profile).__name__}")
+    profile = _resolve_profile(batch, index, profile, schedule)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if not isinstance(label_field, str) or not label_field or label_field == ORACLE_FIELD:
@@ -113,6 +103,23 @@ def annotate_batch(
     }
 
 
+def _resolve_profile(batch, index: int | None, profile, schedule) -> an.AnnotatorProfile:
+    """The profile given, or the schedule's (default drift schedule) for the batch index."""
+    if profile is not None and schedule is not None:
+        raise ValueError("pass either profile or schedule, not both")
+    if profile is None:
+        schedule = schedule or an.default_drift_schedule()
+        if index is None:
+            raise ValueError(
+                f"batch {batch!r} has no trailing number to look up in the schedule; "
+                "pass an int batch or a profile"
+            )
+        profile = schedule.profile_for(index)
+    if not isinstance(profile, an.AnnotatorProfile):
+        raise ValueError(f"profile must be an AnnotatorProfile, got {type(profile).__name__}")
+    return profile
+
+
 def _batch_name(batch) -> tuple[str, int | None]:
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer, str)):
         raise ValueError(f"batch must be an int >= 0 or a non-empty str, got {batch!r}")
@@ -129,13 +136,13 @@ def _batch_name(batch) -> tuple[str, int | None]:
 def _slice_views(collection, slices: Sequence[str]) -> dict:
     """``{slice name: (flat view, is_3d)}`` of the samples to label (``"samples"`` when flat)."""
     if collection.media_type != "group":
-        is_3d = collection.media_type in ("point-cloud", "3d")
+        is_3d = collection.media_type in MEDIA_3D
         return {"samples": (collection, is_3d)}
     if isinstance(slices, str) or not slices:
         raise ValueError(f"slices must be a non-empty sequence of slice names, got {slices!r}")
     media_types = collection.group_media_types
     return {
-        s: (view, media_types[s] in ("point-cloud", "3d"))
+        s: (view, media_types[s] in MEDIA_3D)
         for s, view in slice_views(collection, slices).items()
     }
 

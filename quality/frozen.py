@@ -1,5 +1,4 @@
-"""Frozen test, mining and golden splits on a FiftyOne dataset (glue), and the check that
-they stay frozen.
+"""Frozen test, mining and golden splits on a FiftyOne dataset (glue): drawing them.
 
 The three splits have one job each: the **test** set only reports (the ledger's numbers);
 the **mining** set is the labeled validation split whose model failures the planner targets,
@@ -14,78 +13,46 @@ stratified by scene attributes. It then
   ``golden_set`` (``match_tags``);
 - copies the golden set's trusted labels (e.g. ``oracle``) into their own field
   (``golden``), new label ids, so annotators can overwrite their field freely;
-- fingerprints the frozen labels (the test and mining sets' label fields, the golden field) sample by
-  sample and records everything as the FiftyOne custom run ``annoloop_frozen_splits``
-  (method ``annoloop.frozen_splits``): parameters, counts and strata in the run config, the
-  per-sample fingerprints in the run results.
+- fingerprints the frozen labels (the test and mining sets' label fields, the golden field)
+  sample by sample and records everything as the FiftyOne custom run
+  ``annoloop_frozen_splits`` (:mod:`.frozen_check`, which also checks they stay frozen).
 
-:func:`check_frozen` recomputes the fingerprints and reports every frozen sample whose
-labels changed, and every sample that joined or left a split since; it warns loudly (or
-raises with ``strict=True``). Label tags are ignored: quarantining a label is not changing it.
+The phases: resolve and validate the parameters, read one row per sample, group scenes and
+select (:func:`.scene_groups.duplicate_groups`, :func:`.splits.select_splits`), read the
+golden labels, and only then write tags, labels, views and the record. The module stays
+near 450 lines as one concept, drawing the splits; a third of it is the public docstrings.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import fiftyone as fo
 
-from ..core.runs import Progress, load_record, load_results, now, save_record
-from ..core.names import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
+from ..core.runs import Progress, now, save_record
 from ..core.views import root_dataset, slice_views
-from .gate import detections_field
-from .algorithms.splits import label_fingerprint, select_splits
+from .algorithms.scene_groups import duplicate_groups
+from .algorithms.splits import SplitResult, label_fingerprint, select_splits
+from .frozen_check import (
+    FROZEN_RUN_KEY,
+    FROZEN_RUN_METHOD,
+    SPLIT_TAGS,
+    SPLIT_VIEWS,
+    fingerprints,
+    frozen_record,
+)
+from .labels import detections_field, on_slice
 
-__all__ = [
-    "DEFAULT_GOLDEN_FIELD",
-    "FROZEN_RUN_KEY",
-    "FROZEN_RUN_METHOD",
-    "FrozenReport",
-    "FrozenSplitError",
-    "FrozenSplitWarning",
-    "GOLDEN_VIEW",
-    "MINING_VIEW",
-    "SPLIT_TAGS",
-    "TEST_VIEW",
-    "check_frozen",
-    "create_splits",
-    "frozen_record",
-    "split_defaults",
-]
+__all__ = ["DEFAULT_GOLDEN_FIELD", "create_splits", "split_defaults"]
 
-logger = logging.getLogger(__name__)
-
-FROZEN_RUN_KEY = "annoloop_frozen_splits"
-FROZEN_RUN_METHOD = "annoloop.frozen_splits"
-TEST_VIEW = "test_set"
-MINING_VIEW = "mining_set"
-GOLDEN_VIEW = "golden_set"
 DEFAULT_GOLDEN_FIELD = "golden"
-#: Split name -> sample tag.
-SPLIT_TAGS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG, "golden": GOLDEN_SPLIT_TAG}
-#: Split name -> saved view.
-SPLIT_VIEWS = {"test": TEST_VIEW, "mining": MINING_VIEW, "golden": GOLDEN_VIEW}
-#: Label keys left out of fingerprints: ids change on re-import, tags are workflow state.
-FINGERPRINT_IGNORE = ("id", "_id", "tags")
 # Conventions the defaults look for (the demo dataset follows them).
 _SCENE_FIELD = "scene_id"
 _DUPLICATE_FIELD = "near_duplicate_of"
 _SOURCE_FIELD = "oracle"
 _MAX_STRATUM_VALUES = 12
 _RESERVED = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at"}
-_SHOWN_IDS = 10
-
-
-class FrozenSplitError(ValueError):
-    """A frozen label changed (raised by ``check_frozen(..., strict=True)``)."""
-
-
-class FrozenSplitWarning(UserWarning):
-    """A frozen label changed (warned by ``check_frozen``)."""
-
 
 
 def _first_slice(dataset: fo.Dataset):
@@ -123,30 +90,6 @@ def split_defaults(dataset: fo.Dataset) -> dict:
         "strata_fields": strata,
         "source_field": source,
     }
-
-
-def frozen_record(dataset: fo.Dataset) -> dict | None:
-    """The recorded parameters and counts of the frozen splits, or None."""
-    return load_record(dataset, FROZEN_RUN_KEY)
-
-
-def _scene_components(scenes: list, links: list) -> dict:
-    """Scene -> representative of its near-duplicate component (the smallest key in it)."""
-    parent = {s: s for s in scenes}
-
-    def find(s):
-        while parent[s] != s:
-            parent[s] = parent[parent[s]]
-            s = parent[s]
-        return s
-
-    for s, other in zip(scenes, links):
-        if other is None or other not in parent:
-            continue  # a duplicate of a scene outside the dataset links nothing
-        a, b = sorted((find(s), find(other)), key=str)
-        if a != b:
-            parent[b] = a
-    return {s: find(s) for s in parent}
 
 
 def _check_fraction_or_count(name: str, value) -> float | int:
@@ -244,64 +187,151 @@ def create_splits(
     """
     report = progress or (lambda fraction, message: None)
     dataset = root_dataset(dataset)
+    params = _resolve_params(
+        dataset,
+        test=test,
+        golden=golden,
+        mining=mining,
+        seed=seed,
+        strata_fields=strata_fields,
+        scene_field=scene_field,
+        duplicate_field=duplicate_field,
+        source_field=source_field,
+        golden_field=golden_field,
+        test_fields=test_fields,
+        min_stratum_groups=min_stratum_groups,
+    )
+    _check_fields(dataset, params)
+    redraw, ours = _check_existing(dataset, params.golden_field, overwrite)
+
+    report(0.0, "reading scenes")
+    slices = slice_views(dataset)
+    group_path = f"{dataset.group_field}.id" if dataset.media_type == "group" else "id"
+    scene_path = params.scene_field or group_path
+    rows = _scene_rows(dataset, slices, scene_path, params.duplicate_field, params.strata_fields)
+    result = _select(rows, params)
+    picked = {split: [rows[i] for i in getattr(result, split).tolist()] for split in SPLIT_TAGS}
+    if not picked["golden"]:
+        raise ValueError("the golden set would be empty; ask for more golden scenes")
+    by_slice = {
+        split: {name: [r[1] for r in members if r[0] == name] for name in slices}
+        for split, members in picked.items()
+    }
+    golden_labels = _golden_labels(slices, by_slice["golden"], params.source_field)
+
+    report(0.3, "tagging the splits")
+    if redraw:
+        _clear_splits(dataset, slices, ours)
+    _write_splits(dataset, slices, by_slice, picked, golden_labels, params.golden_field)
+
+    report(0.7, "fingerprinting the frozen labels")
+    test_fields, golden_fields = params.test_fields, [params.golden_field]
+    fields = {"test": test_fields, "mining": test_fields, "golden": golden_fields}
+    prints = {split: fingerprints(dataset, split, fields[split])[0] for split in SPLIT_TAGS}
+    record = _split_record(params, scene_path, result, picked, prints)
+    scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
+    save_record(
+        dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record,
+        results={"fingerprints": prints, "scenes": scenes},
+    )
+    report(1.0, "splits frozen")
+    return record
+
+
+@dataclass(frozen=True)
+class _Params:
+    """:func:`create_splits` parameters with the dataset's defaults filled in."""
+
+    test: float | int
+    golden: float | int
+    mining: float | int
+    seed: int
+    strata_fields: list
+    scene_field: str | None
+    duplicate_field: str | None
+    source_field: str
+    golden_field: str
+    test_fields: list
+    min_stratum_groups: int
+
+
+def _resolve_params(dataset: fo.Dataset, **given) -> _Params:
+    """Fill the defaults of :func:`split_defaults`; check the sizes and the seed."""
     defaults = split_defaults(dataset)
-    scene_field = scene_field or defaults["scene_field"]
+    duplicate_field = given["duplicate_field"]
     if duplicate_field is None:
         duplicate_field = defaults["duplicate_field"]
-    duplicate_field = duplicate_field or None  # "" turns the near-duplicate links off
-    strata_fields = list(defaults["strata_fields"] if strata_fields is None else strata_fields)
-    source_field = source_field or defaults["source_field"]
-    test_fields = list(test_fields) if test_fields else [source_field]
-    test = _check_fraction_or_count("test", test)
-    golden = _check_fraction_or_count("golden", golden)
-    mining = _check_fraction_or_count("mining", mining)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int; got {seed!r}")
+    strata_fields = given["strata_fields"]
+    source_field = given["source_field"] or defaults["source_field"]
+    params = _Params(
+        test=_check_fraction_or_count("test", given["test"]),
+        golden=_check_fraction_or_count("golden", given["golden"]),
+        mining=_check_fraction_or_count("mining", given["mining"]),
+        seed=given["seed"],
+        strata_fields=list(defaults["strata_fields"] if strata_fields is None else strata_fields),
+        scene_field=given["scene_field"] or defaults["scene_field"],
+        duplicate_field=duplicate_field or None,  # "" turns the near-duplicate links off
+        source_field=source_field,
+        golden_field=given["golden_field"],
+        test_fields=list(given["test_fields"]) if given["test_fields"] else [source_field],
+        min_stratum_groups=given["min_stratum_groups"],
+    )
+    if isinstance(params.seed, bool) or not isinstance(params.seed, int):
+        raise ValueError(f"seed must be an int; got {params.seed!r}")
+    return params
 
+
+def _check_fields(dataset: fo.Dataset, p: _Params) -> None:
+    """Every named field exists with the right type; the golden field is a new name."""
     schema = dataset.get_field_schema()
-    for name, value in (("scene_field", scene_field), ("duplicate_field", duplicate_field)):
+    for name, value in (("scene_field", p.scene_field), ("duplicate_field", p.duplicate_field)):
         if value is not None and dataset.get_field(value) is None:
             raise ValueError(f"{name} {value!r} is not a field of dataset '{dataset.name}'")
-    if duplicate_field and not scene_field:
+    if p.duplicate_field and not p.scene_field:
         raise ValueError("duplicate_field needs a scene_field whose values it refers to")
-    missing = [f for f in strata_fields if f not in schema]
+    missing = [f for f in p.strata_fields if f not in schema]
     if missing:
         raise ValueError(f"strata fields {missing} are not fields of dataset '{dataset.name}'")
-    detections_field(dataset, source_field, "source_field")
-    missing = [f for f in test_fields if f not in schema]
+    detections_field(dataset, p.source_field, "source_field")
+    missing = [f for f in p.test_fields if f not in schema]
     if missing:
         raise ValueError(f"test_fields {missing} are not fields of dataset '{dataset.name}'")
+    golden_field = p.golden_field
     if not isinstance(golden_field, str) or not golden_field.isidentifier():
         raise ValueError(f"golden_field must be a plain field name; got {golden_field!r}")
-    if golden_field == source_field or golden_field in test_fields or golden_field in _RESERVED:
+    if golden_field == p.source_field or golden_field in p.test_fields or golden_field in _RESERVED:
         raise ValueError(
             f"golden_field {golden_field!r} must be a new field, not a source or test field"
         )
 
+
+def _check_existing(
+    dataset: fo.Dataset, golden_field: str, overwrite: bool
+) -> tuple[bool, str | None]:
+    """``(whether splits exist and are to be cleared, golden field an earlier run wrote)``."""
     existing = _existing_splits(dataset)
     previous = frozen_record(dataset)
-    if any(existing["tagged"].values()) or existing["views"] or existing["run"]:
-        if not overwrite:
-            raise ValueError(
-                f"dataset '{dataset.name}' already has frozen splits "
-                f"({existing['tagged']['test']} test and {existing['tagged']['golden']} golden "
-                f"samples tagged, saved views {existing['views']}); pass overwrite=True to "
-                "re-draw them (this changes which samples are frozen)"
-            )
+    redraw = bool(any(existing["tagged"].values()) or existing["views"] or existing["run"])
+    if redraw and not overwrite:
+        raise ValueError(
+            f"dataset '{dataset.name}' already has frozen splits "
+            f"({existing['tagged']['test']} test and {existing['tagged']['golden']} golden "
+            f"samples tagged, saved views {existing['views']}); pass overwrite=True to "
+            "re-draw them (this changes which samples are frozen)"
+        )
     ours = previous["params"]["golden_field"] if previous else None
-    if golden_field in schema and golden_field != ours:
+    if golden_field in dataset.get_field_schema() and golden_field != ours:
         raise ValueError(
             f"field {golden_field!r} already exists and was not written by create_splits; "
             "choose another golden_field"
         )
+    return redraw, ours
 
-    # Read: one row per sample, on every slice.
-    report(0.0, "reading scenes")
-    slices = slice_views(dataset)
-    group_path = f"{dataset.group_field}.id" if dataset.media_type == "group" else "id"
-    scene_path = scene_field or group_path
+
+def _scene_rows(dataset, slices: dict, scene_path: str, duplicate_field, strata_fields) -> list:
+    """One ``(slice, sample id, scene, link, stratum)`` row per sample, on every slice."""
     paths = ["id", scene_path] + ([duplicate_field] if duplicate_field else []) + strata_fields
-    rows = []  # (slice, sample id, scene, link, stratum)
+    rows = []
     for name, view in slices.items():
         cols = view.values(paths)
         ids, scenes = cols[0], cols[1]
@@ -317,7 +347,11 @@ def create_splits(
         raise ValueError(
             f"{no_scene} samples have no {scene_path!r} value; every sample needs a scene"
         )
+    return rows
 
+
+def _select(rows: list, p: _Params) -> SplitResult:
+    """Group near-duplicate scenes, stratify each group as its original, and select."""
     scene_strata: dict = {}
     scene_link: dict = {}
     for _, _, scene, link, stratum in rows:
@@ -327,41 +361,29 @@ def create_splits(
     mixed = [s for s, v in scene_strata.items() if len(v) > 1]
     if mixed:
         raise ValueError(
-            f"{len(mixed)} scenes have different {strata_fields} values on different samples "
+            f"{len(mixed)} scenes have different {p.strata_fields} values on different samples "
             f"(e.g. {mixed[0]!r}: {sorted(scene_strata[mixed[0]])}); "
             "strata must be scene attributes"
         )
-    scenes = sorted(scene_strata, key=str)
-    component = _scene_components(scenes, [scene_link.get(s) for s in scenes])
-    # A near-duplicate goes with, and is stratified as, the original (a scene with no link).
-    component_stratum: dict = {}
-    for s in scenes:
-        if s not in scene_link or scene_link[s] not in component:
-            component_stratum.setdefault(component[s], next(iter(scene_strata[s])))
-    for s in scenes:
-        component_stratum.setdefault(component[s], next(iter(scene_strata[s])))
-
-    result = select_splits(
+    component, component_stratum = duplicate_groups(
+        {s: next(iter(v)) for s, v in scene_strata.items()}, scene_link
+    )
+    return select_splits(
         [str(component[r[2]]) for r in rows],
         [component_stratum[component[r[2]]] for r in rows],
-        test=test,
-        golden=golden,
-        mining=mining,
-        seed=seed,
-        min_stratum_groups=min_stratum_groups,
+        test=p.test,
+        golden=p.golden,
+        mining=p.mining,
+        seed=p.seed,
+        min_stratum_groups=p.min_stratum_groups,
     )
-    picked = {split: [rows[i] for i in getattr(result, split).tolist()] for split in SPLIT_TAGS}
-    if not picked["golden"]:
-        raise ValueError("the golden set would be empty; ask for more golden scenes")
-    by_slice = {
-        split: {name: [r[1] for r in members if r[0] == name] for name in slices}
-        for split, members in picked.items()
-    }
 
-    # Golden labels: read and check before anything is written.
+
+def _golden_labels(slices: dict, golden_ids: dict, source_field: str) -> dict:
+    """``{slice: {sample id: copy of its source labels}}``; raises on a sample without any."""
     golden_labels = {}
     for name, view in slices.items():
-        ids = by_slice["golden"][name]
+        ids = golden_ids[name]
         if not ids:
             continue
         got_ids, labels = view.select(ids).values(["id", source_field])
@@ -373,11 +395,11 @@ def create_splits(
                 "source_field"
             )
         golden_labels[name] = {sid: lab.copy() for sid, lab in zip(got_ids, labels)}
+    return golden_labels
 
-    # Write.
-    report(0.3, "tagging the splits")
-    if any(existing["tagged"].values()) or existing["views"] or existing["run"]:
-        _clear_splits(dataset, slices, ours)
+
+def _write_splits(dataset, slices, by_slice, picked, golden_labels, golden_field) -> None:
+    """Tag the splits on every slice, write the golden labels, save the split views."""
     for split, tag in SPLIT_TAGS.items():
         for name, view in slices.items():
             if by_slice[split][name]:
@@ -388,23 +410,23 @@ def create_splits(
         if picked[split]:
             dataset.save_view(view_name, dataset.match_tags(SPLIT_TAGS[split]), overwrite=True)
 
-    report(0.7, "fingerprinting the frozen labels")
-    fields = {"test": test_fields, "mining": test_fields, "golden": [golden_field]}
-    fingerprints = {split: _fingerprints(dataset, split, fields[split])[0] for split in SPLIT_TAGS}
-    record = {
+
+def _split_record(p: _Params, scene_path: str, result: SplitResult, picked, prints) -> dict:
+    """The run config: parameters, counts, strata, one digest per split and field."""
+    return {
         "created_at": now(),
         "params": {
-            "test": test,
-            "mining": mining,
-            "golden": golden,
-            "seed": seed,
-            "strata_fields": strata_fields,
+            "test": p.test,
+            "mining": p.mining,
+            "golden": p.golden,
+            "seed": p.seed,
+            "strata_fields": p.strata_fields,
             "scene_field": scene_path,
-            "duplicate_field": duplicate_field,
-            "source_field": source_field,
-            "golden_field": golden_field,
-            "test_fields": test_fields,
-            "min_stratum_groups": min_stratum_groups,
+            "duplicate_field": p.duplicate_field,
+            "source_field": p.source_field,
+            "golden_field": p.golden_field,
+            "test_fields": p.test_fields,
+            "min_stratum_groups": p.min_stratum_groups,
         },
         "counts": {
             split: {"scenes": len(getattr(result, f"{split}_groups")), "samples": len(members)}
@@ -413,23 +435,11 @@ def create_splits(
         "strata": result.strata,
         "fingerprints": {
             split: {f: label_fingerprint(per) for f, per in fps.items()}
-            for split, fps in fingerprints.items()
+            for split, fps in prints.items()
         },
         "tags": dict(SPLIT_TAGS),
         "views": {split: SPLIT_VIEWS[split] for split in SPLIT_TAGS if picked[split]},
     }
-    scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
-    save_record(
-        dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record,
-        results={"fingerprints": fingerprints, "scenes": scenes},
-    )
-    report(1.0, "splits frozen")
-    return record
-
-
-def on_slice(slice_name) -> str:
-    """`` on slice 'x'`` for messages about a slice; empty for a flat dataset."""
-    return f" on slice '{slice_name}'" if slice_name else ""
 
 
 def _clear_splits(dataset: fo.Dataset, slices: dict, golden_field: str | None) -> None:
@@ -443,133 +453,3 @@ def _clear_splits(dataset: fo.Dataset, slices: dict, golden_field: str | None) -
             dataset.delete_saved_view(name)
     if dataset.has_run(FROZEN_RUN_KEY):
         dataset.delete_run(FROZEN_RUN_KEY)
-
-
-def _fingerprints(dataset: fo.Dataset, split: str, fields: Sequence[str]) -> tuple[dict, set]:
-    """``({field: {sample id: digest}}, member ids)`` of the samples tagged with ``split``."""
-    out = {f: {} for f in fields}
-    members = set()
-    for view in slice_views(dataset).values():
-        cols = view.match_tags(SPLIT_TAGS[split]).values(["id", *fields])
-        members.update(cols[0])
-        for f, labels in zip(fields, cols[1:]):
-            for sid, label in zip(cols[0], labels):
-                out[f][sid] = label_fingerprint(
-                    label.to_dict() if hasattr(label, "to_dict") else label,
-                    ignore_keys=FINGERPRINT_IGNORE,
-                )
-    return out, members
-
-
-@dataclass
-class FrozenReport:
-    """What changed in the frozen splits since :func:`create_splits`.
-
-    Attributes
-    ----------
-    recorded : bool
-        False when the dataset has no frozen splits recorded (nothing was checked).
-    changed : dict[str, dict[str, list]]
-        ``changed[split][field]``: sample ids whose labels in ``field`` differ.
-    added, removed : dict[str, list]
-        Sample ids that joined the split (tagged since) or left it (untagged or deleted).
-    created_at : str or None
-        When the splits were frozen.
-    """
-
-    recorded: bool
-    changed: dict = field(default_factory=dict)
-    added: dict = field(default_factory=dict)
-    removed: dict = field(default_factory=dict)
-    created_at: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing changed (or nothing was recorded)."""
-        return not (
-            any(ids for per in self.changed.values() for ids in per.values())
-            or any(self.added.values())
-            or any(self.removed.values())
-        )
-
-    @property
-    def message(self) -> str:
-        """One line per problem, listing the sample ids (at most 10 each)."""
-        if not self.recorded:
-            return "no frozen splits are recorded on this dataset"
-        if self.ok:
-            return f"frozen splits unchanged since {self.created_at}"
-        lines = [f"frozen splits changed since {self.created_at}:"]
-        for split, per in self.changed.items():
-            for f, ids in per.items():
-                if ids:
-                    lines.append(
-                        f"  {split}: {len(ids)} samples with changed {f!r} labels: {_ids(ids)}"
-                    )
-        for what, table in (("joined", self.added), ("left", self.removed)):
-            for split, ids in table.items():
-                if ids:
-                    lines.append(f"  {split}: {len(ids)} samples {what} the split: {_ids(ids)}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "ok": self.ok, "message": self.message}
-
-
-def _ids(ids: list) -> str:
-    shown = ", ".join(ids[:_SHOWN_IDS])
-    return shown + (f", ... (+{len(ids) - _SHOWN_IDS})" if len(ids) > _SHOWN_IDS else "")
-
-
-def check_frozen(
-    dataset, *, splits: Sequence[str] = tuple(SPLIT_TAGS), strict: bool = False
-) -> FrozenReport:
-    """Compare the frozen splits' labels and membership with their recorded fingerprints.
-
-    Parameters
-    ----------
-    dataset : Dataset or DatasetView
-        Its dataset is checked.
-    splits : sequence of {"test", "mining", "golden"}
-        Which splits to check (a split the record predates is skipped).
-    strict : bool, default False
-        Raise :class:`FrozenSplitError` on a change instead of warning.
-
-    Returns
-    -------
-    FrozenReport
-        ``recorded`` is False (and nothing is checked) without frozen splits.
-
-    Warns
-    -----
-    FrozenSplitWarning
-        When anything changed (and ``strict`` is False); the message lists the samples.
-    """
-    dataset = root_dataset(dataset)
-    unknown = [s for s in splits if s not in SPLIT_TAGS]
-    if unknown:
-        raise ValueError(f"unknown splits {unknown}; choose from {sorted(SPLIT_TAGS)}")
-    record = frozen_record(dataset)
-    if record is None:
-        return FrozenReport(recorded=False)
-    stored = load_results(dataset, FROZEN_RUN_KEY).fingerprints
-    report = FrozenReport(recorded=True, created_at=record["created_at"])
-    for split in splits:
-        if split not in stored:
-            continue  # frozen before this split existed
-        old = stored[split]
-        fields = list(old)
-        new, members = _fingerprints(dataset, split, fields)
-        recorded_ids = set().union(*(set(v) for v in old.values())) if old else set()
-        report.added[split] = sorted(members - recorded_ids)
-        report.removed[split] = sorted(recorded_ids - members)
-        report.changed[split] = {
-            f: sorted(sid for sid, fp in old[f].items() if sid in new[f] and new[f][sid] != fp)
-            for f in fields
-        }
-    if not report.ok:
-        if strict:
-            raise FrozenSplitError(report.message)
-        logger.warning(report.message)
-        warnings.warn(report.message, FrozenSplitWarning, stacklevel=2)
-    return report

@@ -15,9 +15,9 @@ batch again replaces its entry in place, so the baseline (the first batch) stays
 :func:`.drift.detect_drift` runs over each slice's history after every check.
 
 Batches come from a label attribute (``batch``, written by the simulated annotator), a sample
-tag with a prefix (``batch:<name>``), or one name for the whole golden set. A golden sample
-without a candidate label has no batch attribute: it takes the batch of the other slices of
-its group, or the only batch there is, and is reported as unassigned otherwise.
+tag with a prefix (``batch:<name>``), or one name for the whole golden set
+(:mod:`.golden_batches`). The phases: validate, read every slice and assign batches, score
+each (batch, slice), merge into the history and detect drift, then write the record.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from ..core.runs import Progress, load_results, now, save_record
 from ..core.names import BATCH_TAG_PREFIX, GOLDEN_SPLIT_TAG
 from ..core.views import root_dataset, tagged_groups
 from .algorithms.drift import DriftRules, batch_summary, detect_drift
-from .frozen import DEFAULT_GOLDEN_FIELD, check_frozen, frozen_record, on_slice
-from .gate import checkable_slice_views, detections_field, read_detections
+from .frozen import DEFAULT_GOLDEN_FIELD
+from .frozen_check import check_frozen, frozen_record
+from .golden_batches import Batching
+from .labels import checkable_slice_views, detections_field, on_slice, read_detections
 from .algorithms.matching import match_detections
 from .algorithms.metrics import quality_report
 
@@ -89,45 +91,6 @@ def _as_float(value) -> float:
     return np.nan
 
 
-def _inherited(group_batches: set | None, found: list):
-    """The batch of a sample with none: its group's only batch, else the only batch."""
-    if group_batches and len(group_batches) == 1:
-        return next(iter(group_batches))
-    return found[0] if len(found) == 1 else None
-
-
-def _sample_batches(rows, batch_by: str, batch_attribute: str, tag_prefix: str, name: str | None):
-    """Batch name per sample of a slice (None = unassigned); raises on mixed samples."""
-    n = len(rows.sample_ids)
-    if batch_by == "name":
-        return [name] * n
-    out: list = [None] * n
-    if batch_by == "tag":
-        for i, tags in enumerate(rows.extra["tags"]):
-            found = sorted({t[len(tag_prefix) :] for t in (tags or []) if t.startswith(tag_prefix)})
-            if len(found) > 1:
-                raise ValueError(
-                    f"golden sample {rows.sample_ids[i]} has several batch tags "
-                    f"{[tag_prefix + f for f in found]}; keep one"
-                )
-            out[i] = found[0] if found else None
-        return out
-    values = rows.attributes[batch_attribute]
-    per_sample: list[set] = [set() for _ in range(n)]
-    for s, v in zip(rows.sample.tolist(), values.tolist()):
-        if v is not None:
-            per_sample[s].add(v)
-    for i, found in enumerate(per_sample):
-        if len(found) > 1:
-            raise ValueError(
-                f"golden sample {rows.sample_ids[i]} holds labels of several batches "
-                f"{sorted(map(str, found))} (attribute {batch_attribute!r}); "
-                "re-annotate it in one batch"
-            )
-        out[i] = next(iter(found)) if found else None
-    return out
-
-
 def _check_params(
     dataset,
     candidate_field,
@@ -160,12 +123,21 @@ def _check_params(
 
 
 def _golden_samples(dataset: fo.Dataset):
-    """The golden set: every sample of the groups tagged ``split:golden`` (flat: tagged)."""
+    """The golden set: every sample of the groups tagged ``split:golden`` (flat: tagged).
+
+    Raises ``ValueError`` when no sample is tagged.
+    """
     if dataset.media_type == "group":
         groups = tagged_groups(dataset, [GOLDEN_SPLIT_TAG])
-        return dataset.select_groups(groups) if groups else None
-    view = dataset.match_tags(GOLDEN_SPLIT_TAG)
-    return view if view.count() else None
+        view = dataset.select_groups(groups) if groups else None
+    else:
+        view = dataset.match_tags(GOLDEN_SPLIT_TAG)
+        view = view if view.count() else None
+    if view is None:
+        raise ValueError(
+            f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})"
+        )
+    return view
 
 
 def _compact(entry: dict) -> dict:
@@ -257,112 +229,136 @@ def check_golden(
     )
     iou = float(iou)
     golden_set = _golden_samples(dataset)
-    if golden_set is None:
-        raise ValueError(
-            f"dataset '{dataset.name}' has no golden set (no sample tagged {GOLDEN_SPLIT_TAG!r})"
-        )
     frozen = check_frozen(dataset, splits=["golden"], strict=golden_field == recorded_field)
-
     key = golden_run_key(candidate_field)
-    history = [] if reset_history else golden_history(dataset, candidate_field)
+    history = [] if reset_history else _scored_history(dataset, candidate_field, iou)
+
+    # Read every slice and assign batches before scoring anything.
+    report(0.0, "reading the golden set")
+    group_path = f"{dataset.group_field}.id" if dataset.media_type == "group" else None
+    batching = Batching(batch_by, batch_attribute, batch_tag_prefix, batch_name, group_path)
+    read = {
+        name: _read_slice(view, is_3d, name, golden_field, candidate_field, batching)
+        for name, (view, is_3d) in checkable_slice_views(golden_set, slices).items()
+    }
+    assign = batching.assigner(read, candidate_field)
+
+    entries, unassigned = [], 0
+    checked_at = now()
+    stamp = {
+        "candidate_field": candidate_field, "golden_field": golden_field, "checked_at": checked_at
+    }
+    for k, (name, (gt, cand, batches)) in enumerate(read.items()):
+        report(0.1 + 0.7 * k / len(read), f"scoring {name or 'samples'}")
+        batches = assign(cand, batches)
+        unassigned += sum(b is None for b in batches)
+        entries += _score_slice(gt, cand, batches, iou, {"slice": name, **stamp})
+
+    _merge_history(history, entries)
+    alarms = _alarms(history, rules or DriftRules(), baseline_batch)
+    checked = sorted({e["batch"] for e in entries})
+    new_alarms = [a for a in alarms if a["batch"] in checked]
+
+    report(0.9, "saving the history")
+    config = _config(stamp, iou, batching, baseline_batch, history, alarms)
+    save_record(dataset, key, GOLDEN_RUN_METHOD, config, results={"history": history})
+    report(1.0, f"{len(new_alarms)} alarms")
+    return {
+        "run_key": key,
+        "candidate_field": candidate_field,
+        "golden_field": golden_field,
+        "iou": iou,
+        "batches": checked,
+        "per_batch": _per_batch(entries),
+        "unassigned_samples": unassigned,
+        "alarms": alarms,
+        "new_alarms": new_alarms,
+        "frozen": frozen.to_dict(),
+        "history_length": len(history),
+    }
+
+
+def _scored_history(dataset: fo.Dataset, candidate_field: str, iou: float) -> list[dict]:
+    """The stored history; raises when it was scored at another IoU."""
+    history = golden_history(dataset, candidate_field)
     if history and abs(history[0]["iou_threshold"] - iou) > 1e-12:
         raise ValueError(
             f"the history of {candidate_field!r} was scored at IoU {history[0]['iou_threshold']}; "
             f"pass iou={history[0]['iou_threshold']} or reset_history=True"
         )
+    return history
 
-    # Read every slice and assign batches before scoring anything.
-    report(0.0, "reading the golden set")
-    views = checkable_slice_views(golden_set, slices)
-    read = {}
-    for name, (view, is_3d) in views.items():
-        gt = read_detections(view, golden_field, is_3d)
-        missing = [sid for sid, p in zip(gt.sample_ids, gt.present) if not p]
-        if missing:
-            raise ValueError(
-                f"{len(missing)} of {len(gt.sample_ids)} golden samples{on_slice(name)} have no "
-                f"{golden_field!r} labels (e.g. {missing[0]}); the golden set needs golden labels"
-            )
-        bad = ~(_valid_geometry(gt.geometry) & _is_str(gt.label))
-        if bad.any():
-            raise ValueError(
-                f"{int(bad.sum())} golden labels{on_slice(name)} have no class or malformed "
-                f"geometry (e.g. label {gt.label_id[bad][0]}); fix the golden set"
-            )
-        extra = {"tags": "tags"} if batch_by == "tag" else {}
-        if dataset.media_type == "group":
-            extra["group"] = f"{dataset.group_field}.id"
-        cand = read_detections(
-            view,
-            candidate_field,
-            is_3d,
-            attributes=["confidence"] + ([batch_attribute] if batch_by == "attribute" else []),
-            extra=extra,
-        )
-        if cand.sample_ids != gt.sample_ids:  # same view, same order; guard anyway
-            raise RuntimeError("golden and candidate reads returned different samples")
-        batches = _sample_batches(cand, batch_by, batch_attribute, batch_tag_prefix, batch_name)
-        read[name] = (gt, cand, batches)
 
-    found = sorted({str(b) for _, _, batches in read.values() for b in batches if b is not None})
-    # A sample without a batch of its own (e.g. nothing labelled on that camera) takes its
-    # group's batch, or the only batch there is.
-    group_batch: dict = {}
-    for _, cand, batches in read.values():
-        for g, b in zip(cand.extra.get("group", ()), batches):
-            if b is not None:
-                group_batch.setdefault(g, set()).add(str(b))
-    if not found:
+def _read_slice(view, is_3d: bool, name, golden_field: str, candidate_field: str, batching):
+    """``(golden rows, candidate rows, batch per sample)`` of one slice.
+
+    Raises on golden samples without golden labels or with malformed ones.
+    """
+    gt = read_detections(view, golden_field, is_3d)
+    missing = [sid for sid, p in zip(gt.sample_ids, gt.present) if not p]
+    if missing:
         raise ValueError(
-            f"no batch found on the golden samples: no {candidate_field!r} label has a "
-            f"{batch_attribute!r} attribute"
-            if batch_by == "attribute"
-            else f"no batch found: no golden sample has a tag starting with {batch_tag_prefix!r}"
+            f"{len(missing)} of {len(gt.sample_ids)} golden samples{on_slice(name)} have no "
+            f"{golden_field!r} labels (e.g. {missing[0]}); the golden set needs golden labels"
         )
+    bad = ~(_valid_geometry(gt.geometry) & _is_str(gt.label))
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} golden labels{on_slice(name)} have no class or malformed "
+            f"geometry (e.g. label {gt.label_id[bad][0]}); fix the golden set"
+        )
+    cand = read_detections(
+        view,
+        candidate_field,
+        is_3d,
+        attributes=["confidence"] + batching.attributes,
+        extra=batching.extra(),
+    )
+    if cand.sample_ids != gt.sample_ids:  # same view, same order; guard anyway
+        raise RuntimeError("golden and candidate reads returned different samples")
+    return gt, cand, batching.sample_batches(cand)
 
-    entries, unassigned = [], 0
-    checked_at = now()
-    for k, (name, (gt, cand, batches)) in enumerate(read.items()):
-        report(0.1 + 0.7 * k / len(read), f"scoring {name or 'samples'}")
-        groups = cand.extra.get("group") or [None] * len(batches)
-        batches = [
-            str(b) if b is not None else _inherited(group_batch.get(g), found)
-            for b, g in zip(batches, groups)
-        ]
-        unassigned += sum(b is None for b in batches)
-        batch_of_sample = np.array(batches, dtype=object)
-        ok_pred = _valid_geometry(cand.geometry) & _is_str(cand.label)
-        sample_key = np.asarray(gt.sample_ids, dtype=object)
-        conf = np.array([_as_float(c) for c in cand.attributes["confidence"].tolist()])
-        for batch in sorted({b for b in batches if b is not None}):
-            in_batch = batch_of_sample == batch
-            g = in_batch[gt.sample]
-            p = in_batch[cand.sample]
-            keep = p & ok_pred
-            match = match_detections(
-                sample_key[gt.sample[g]].astype(str),
-                gt.label[g].astype(str),
-                gt.geometry[g],
-                sample_key[cand.sample[keep]].astype(str),
-                cand.label[keep].astype(str),
-                cand.geometry[keep],
-                conf[keep],
-                iou_threshold=iou,
-            )
-            quality = quality_report(match, gt.label[g].astype(str), cand.label[keep].astype(str))
-            entries.append(
-                {
-                    **batch_summary(batch, quality),
-                    "slice": name,
-                    "n_samples": int(in_batch.sum()),
-                    "n_invalid_pred": int((p & ~ok_pred).sum()),
-                    "candidate_field": candidate_field,
-                    "golden_field": golden_field,
-                    "checked_at": checked_at,
-                }
-            )
 
-    # Merge into the history (replace a re-checked (batch, slice) in place) and detect drift.
+def _score_slice(gt, cand, batches: list, iou: float, stamp: dict) -> list[dict]:
+    """One history entry per batch of one slice: a :func:`.drift.batch_summary` and counts.
+
+    ``stamp`` holds the entry's ``slice`` and provenance (fields, ``checked_at``).
+    """
+    batch_of_sample = np.array(batches, dtype=object)
+    ok_pred = _valid_geometry(cand.geometry) & _is_str(cand.label)
+    sample_key = np.asarray(gt.sample_ids, dtype=object)
+    conf = np.array([_as_float(c) for c in cand.attributes["confidence"].tolist()])
+    entries = []
+    for batch in sorted({b for b in batches if b is not None}):
+        in_batch = batch_of_sample == batch
+        g = in_batch[gt.sample]
+        p = in_batch[cand.sample]
+        keep = p & ok_pred
+        match = match_detections(
+            sample_key[gt.sample[g]].astype(str),
+            gt.label[g].astype(str),
+            gt.geometry[g],
+            sample_key[cand.sample[keep]].astype(str),
+            cand.label[keep].astype(str),
+            cand.geometry[keep],
+            conf[keep],
+            iou_threshold=iou,
+        )
+        quality = quality_report(match, gt.label[g].astype(str), cand.label[keep].astype(str))
+        entries.append(
+            {
+                **batch_summary(batch, quality),
+                "slice": stamp["slice"],
+                "n_samples": int(in_batch.sum()),
+                "n_invalid_pred": int((p & ~ok_pred).sum()),
+                **stamp,
+            }
+        )
+    return entries
+
+
+def _merge_history(history: list, entries: list) -> None:
+    """Add ``entries`` to ``history`` in place; a re-checked (batch, slice) keeps its place."""
     position = {(e["batch"], e["slice"]): i for i, e in enumerate(history)}
     for entry in entries:
         at = position.get((entry["batch"], entry["slice"]))
@@ -371,7 +367,10 @@ def check_golden(
             history.append(entry)
         else:
             history[at] = entry
-    rules = rules or DriftRules()
+
+
+def _alarms(history: list, rules: DriftRules, baseline_batch) -> list[dict]:
+    """Every drift alarm over each slice's history, with its ``slice``."""
     alarms = []
     for name in dict.fromkeys(e["slice"] for e in history):
         per_slice = [e for e in history if e["slice"] == name]
@@ -382,38 +381,28 @@ def check_golden(
             )
         for alarm in detect_drift(per_slice, rules, baseline_batch=baseline_batch):
             alarms.append({**alarm.to_dict(), "slice": name})
-    checked = sorted({e["batch"] for e in entries})
-    new_alarms = [a for a in alarms if a["batch"] in checked]
+    return alarms
 
-    report(0.9, "saving the history")
-    record = dict(
-        candidate_field=candidate_field,
-        golden_field=golden_field,
-        iou=iou,
-        batch_by=batch_by,
-        batch_attribute=batch_attribute if batch_by == "attribute" else None,
-        batch_tag_prefix=batch_tag_prefix if batch_by == "tag" else None,
-        baseline_batch=baseline_batch,
-        updated_at=checked_at,
-        batches=list(dict.fromkeys(e["batch"] for e in history)),
-        alarms=alarms,
-    )
-    save_record(dataset, key, GOLDEN_RUN_METHOD, record, results={"history": history})
 
+def _per_batch(entries: list) -> dict:
+    """``{batch: {slice: headline numbers}}`` of the entries checked now."""
     per_batch: dict = {}
     for entry in entries:
         per_batch.setdefault(entry["batch"], {})[str(entry["slice"])] = _compact(entry)
-    report(1.0, f"{len(new_alarms)} alarms")
-    return {
-        "run_key": key,
-        "candidate_field": candidate_field,
-        "golden_field": golden_field,
-        "iou": iou,
-        "batches": checked,
-        "per_batch": per_batch,
-        "unassigned_samples": unassigned,
-        "alarms": alarms,
-        "new_alarms": new_alarms,
-        "frozen": frozen.to_dict(),
-        "history_length": len(history),
-    }
+    return per_batch
+
+
+def _config(stamp: dict, iou: float, batching: Batching, baseline_batch, history, alarms) -> dict:
+    """The golden-QA run's config: parameters, the history's batches and its alarms."""
+    return dict(
+        candidate_field=stamp["candidate_field"],
+        golden_field=stamp["golden_field"],
+        iou=iou,
+        batch_by=batching.by,
+        batch_attribute=batching.attribute if batching.by == "attribute" else None,
+        batch_tag_prefix=batching.tag_prefix if batching.by == "tag" else None,
+        baseline_batch=baseline_batch,
+        updated_at=stamp["checked_at"],
+        batches=list(dict.fromkeys(e["batch"] for e in history)),
+        alarms=alarms,
+    )

@@ -14,7 +14,8 @@ from fiftyone.operators.executor import ExecutionError
 from fo_helpers import run_operator, unique_name
 
 from annoloop.demo.dataset import load_demo_dataset
-from annoloop.quality.frozen import (
+from annoloop.quality.algorithms.scene_groups import duplicate_groups
+from annoloop.quality.frozen_check import (
     FROZEN_RUN_KEY,
     FrozenSplitError,
     FrozenSplitWarning,
@@ -217,3 +218,11 @@ def test_create_splits_works_on_a_flat_dataset(demo):
         assert check_frozen(flat).ok
     finally:
         flat.delete()
+
+
+def test_duplicate_groups_joins_linked_scenes_and_stratifies_them_as_the_original():
+    component, stratum = duplicate_groups(
+        {"a": "day", "b": "night", "c": "day"}, {"b": "a", "c": "outside"}
+    )
+    assert component == {"a": "a", "b": "a", "c": "c"}
+    assert stratum == {"a": "day", "c": "day"}

@@ -12,7 +12,8 @@ from fo_helpers import run_operator, unique_name
 
 from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
-from annoloop.quality.frozen import FROZEN_RUN_KEY, create_splits
+from annoloop.quality.frozen import create_splits
+from annoloop.quality.frozen_check import FROZEN_RUN_KEY
 from annoloop.quality.golden import GOLDEN_RUN_METHOD, golden_history, golden_run_key
 from annoloop.core.names import GOLDEN_SPLIT_TAG
 

@@ -28,7 +28,8 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from ...core.runs import Progress, now
-from ...quality.gate import detections_field, resolve_schema
+from ...quality.gate import resolve_schema
+from ...quality.labels import detections_field
 from ...quality.algorithms.iou import box_iou_2d_paired
 from ...quality.algorithms.schema_rules import load_schema, validate_labels
 from ...core.names import DEFAULT_GT_FIELD
@@ -164,22 +165,10 @@ def review_autolabels(
         against, or a target with no auto-labeled images. Nothing is written then.
     """
     report = progress or (lambda fraction, message: None)
-    if action not in ACTIONS:
-        raise ValueError(f"action must be one of {ACTIONS}; got {action!r}")
-    min_confidence = check_confidence(min_confidence)
-    duplicate_iou = check_confidence(duplicate_iou, "duplicate_iou")
-    if duplicate_iou == 0.0:
-        raise ValueError("duplicate_iou must lie in (0, 1]; got 0")
+    min_confidence, duplicate_iou = _check_bars(action, min_confidence, duplicate_iou)
     dataset = root_dataset(samples)
     view = camera_slice(samples, slice_name)
-    detections_field(dataset, autolabel_field, "autolabel field")
-    if label_field is None:
-        runs = autolabel_runs(dataset, autolabel_field)
-        label_field = (runs[-1]["label_field"] if runs else None) or DEFAULT_GT_FIELD
-    if label_field == autolabel_field:
-        raise ValueError("the label field must differ from the autolabel field")
-    if dataset.get_field(label_field) is not None:
-        detections_field(dataset, label_field)
+    label_field = _label_field(dataset, autolabel_field, label_field)
     gate = _review_schema(dataset, label_field, schema) if action == "accept" else None
 
     labeled = view.match(F(f"{autolabel_field}.run").exists())
@@ -193,9 +182,7 @@ def review_autolabels(
     if ids and dataset.get_field(label_field) is None:
         dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
-    outcomes: Counter = Counter()
-    per_class: Counter = Counter()
-    n_removed = n_candidates = 0
+    tally = _Tally()
     reviewed_at = now()
     for begin in range(0, len(ids), _CHUNK):
         chunk_ids = ids[begin : begin + _CHUNK]
@@ -206,43 +193,16 @@ def review_autolabels(
             outcome = _decide(gate, cand, _rows(targets), min_confidence, duplicate_iou)
         else:
             outcome = np.full(len(cand[0]), decision, dtype=object)
-        new_targets = {}
-        for i, (sid, dets, current) in enumerate(zip(chunk_ids, candidates, targets)):
-            rows = np.flatnonzero(cand[0] == i)
-            run_tag = _run_tag(dets.run)
-            current = current if current is not None else fo.Detections()
-            before = len(current.detections)
-            if action == "accept":
-                current.detections = list(current.detections) + [
-                    fo.Detection(
-                        label=d.label,
-                        bounding_box=list(d.bounding_box),
-                        confidence=d.confidence,
-                        tags=[AUTOLABEL_TAG, run_tag],
-                    )
-                    for d, r in zip(dets.detections, rows)
-                    if outcome[r] == "accepted"
-                ]
-            else:
-                current.detections = [d for d in current.detections if run_tag not in (d.tags or [])]
-                n_removed += before - len(current.detections)
-            if len(current.detections) != before:
-                new_targets[sid] = current
-            for d, r in zip(dets.detections, rows):
-                d["review"] = str(outcome[r])
-            dets["review"] = decision
-            dets["reviewed_at"] = reviewed_at
+        new_targets, removed = _apply(action, chunk_ids, candidates, targets, cand, outcome, reviewed_at)
         if new_targets:
             chunk.set_values(label_field, new_targets, key_field="id")
         chunk.set_values(autolabel_field, dict(zip(chunk_ids, candidates)), key_field="id", dynamic=True)
-        n_candidates += len(outcome)
-        outcomes.update(outcome.tolist())
-        per_class.update(cand[1][outcome == "accepted"].tolist())
+        tally.add(cand, outcome, removed)
         done = begin + len(chunk_ids)
         report(done / len(ids), f"reviewed {done}/{len(ids)} samples")
 
-    n_accepted = outcomes.pop("accepted", 0)
-    outcomes.pop("discarded", None)  # not a rejection reason
+    n_accepted = tally.outcomes.pop("accepted", 0)
+    tally.outcomes.pop("discarded", None)  # not a rejection reason
     return {
         "action": action,
         "autolabel_field": autolabel_field,
@@ -250,9 +210,85 @@ def review_autolabels(
         "min_confidence": min_confidence,
         "n_samples": len(ids),
         "n_unchanged": labeled.count() - len(ids),
-        "n_candidates": n_candidates,
+        "n_candidates": tally.n_candidates,
         "n_accepted": n_accepted,
-        "accepted_per_class": dict(sorted(per_class.items())),
-        "rejected": dict(sorted(outcomes.items())),
-        "n_removed": n_removed,
+        "accepted_per_class": dict(sorted(tally.per_class.items())),
+        "rejected": dict(sorted(tally.outcomes.items())),
+        "n_removed": tally.n_removed,
     }
+
+
+def _check_bars(action: str, min_confidence, duplicate_iou) -> tuple[float, float]:
+    """The action and both bars checked: ``(min_confidence, duplicate_iou)``."""
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {ACTIONS}; got {action!r}")
+    min_confidence = check_confidence(min_confidence)
+    duplicate_iou = check_confidence(duplicate_iou, "duplicate_iou")
+    if duplicate_iou == 0.0:
+        raise ValueError("duplicate_iou must lie in (0, 1]; got 0")
+    return min_confidence, duplicate_iou
+
+
+def _label_field(dataset: fo.Dataset, autolabel_field: str, label_field: str | None) -> str:
+    """The field accepted labels go to (default: the latest run's), checked."""
+    detections_field(dataset, autolabel_field, "autolabel field")
+    if label_field is None:
+        runs = autolabel_runs(dataset, autolabel_field)
+        label_field = (runs[-1]["label_field"] if runs else None) or DEFAULT_GT_FIELD
+    if label_field == autolabel_field:
+        raise ValueError("the label field must differ from the autolabel field")
+    if dataset.get_field(label_field) is not None:
+        detections_field(dataset, label_field)
+    return label_field
+
+
+def _apply(action, chunk_ids, candidates, targets, cand, outcome, reviewed_at) -> tuple[dict, int]:
+    """Apply one chunk's outcomes in memory: ``(changed label-field values, labels removed)``.
+
+    Accepted candidates are appended to the sample's labels (discard removes this run's);
+    each candidate and its container record the decision.
+    """
+    decision = _DECISION[action]
+    new_targets, n_removed = {}, 0
+    for i, (sid, dets, current) in enumerate(zip(chunk_ids, candidates, targets)):
+        rows = np.flatnonzero(cand[0] == i)
+        run_tag = _run_tag(dets.run)
+        current = current if current is not None else fo.Detections()
+        before = len(current.detections)
+        if action == "accept":
+            current.detections = list(current.detections) + [
+                fo.Detection(
+                    label=d.label,
+                    bounding_box=list(d.bounding_box),
+                    confidence=d.confidence,
+                    tags=[AUTOLABEL_TAG, run_tag],
+                )
+                for d, r in zip(dets.detections, rows)
+                if outcome[r] == "accepted"
+            ]
+        else:
+            current.detections = [d for d in current.detections if run_tag not in (d.tags or [])]
+            n_removed += before - len(current.detections)
+        if len(current.detections) != before:
+            new_targets[sid] = current
+        for d, r in zip(dets.detections, rows):
+            d["review"] = str(outcome[r])
+        dets["review"] = decision
+        dets["reviewed_at"] = reviewed_at
+    return new_targets, n_removed
+
+
+class _Tally:
+    """Counts over the chunks: candidates, outcomes, accepted classes, removed labels."""
+
+    def __init__(self):
+        self.outcomes: Counter = Counter()
+        self.per_class: Counter = Counter()
+        self.n_candidates = 0
+        self.n_removed = 0
+
+    def add(self, cand, outcome: np.ndarray, n_removed: int) -> None:
+        self.n_candidates += len(outcome)
+        self.outcomes.update(outcome.tolist())
+        self.per_class.update(cand[1][outcome == "accepted"].tolist())
+        self.n_removed += n_removed

@@ -31,7 +31,11 @@ free text mapped to a schema class (``{"a person riding a bike": "cyclist"}``); 
 mapped to nothing (``None``) or to a non-schema class is a distractor: its boxes, and the
 boxes of a trained detector's classes that no prompt names, are dropped and counted in
 ``off_schema``, never written as labels. After mapping, overlapping boxes of one class (from
-two prompts of that class) are suppressed above :data:`.base.NMS_IOU`.
+two prompts of that class) are suppressed above :data:`.base.NMS_IOU` (:mod:`.vocabulary`
+maps the prompts, :mod:`.labeling` turns boxes into labels and writes them).
+
+This module keeps the run records beside the run (callers read both from here), which
+leaves it near 450 lines, a quarter of them :func:`autolabel`'s docstring.
 """
 
 from __future__ import annotations
@@ -41,39 +45,34 @@ import json
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
 from ...core.runs import Progress, load_record, now, record_keys, save_record, update_record
-from ...quality.gate import detections_field
-from ...quality.algorithms.iou import box_iou_2d
+from ...quality.labels import detections_field
 from ...core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ...core.views import camera_slice, frozen_slice, root_dataset
-from .base import MODELS, NMS_IOU, check_confidence, load_detector, normalise, resolve_checkpoint
+from ..runs import STATUS_COMPLETED, STATUS_FAILED, STATUS_STARTED
+from .base import MODELS, check_confidence, load_detector, resolve_checkpoint
+from .labeling import Labeler, label_samples, pending, summarise
+from .vocabulary import Vocabulary, build_vocabulary
 
 __all__ = [
     "AUTOLABEL_RUN_KEY_PREFIX",
     "AUTOLABEL_RUN_METHOD",
     "DEFAULT_OUTPUT_FIELD",
-    "Vocabulary",
     "autolabel",
     "autolabel_run",
     "autolabel_runs",
-    "build_vocabulary",
     "field_classes",
 ]
 
 AUTOLABEL_RUN_METHOD = "annoloop.autolabel"
 AUTOLABEL_RUN_KEY_PREFIX = "annoloop_autolabel_"
 DEFAULT_OUTPUT_FIELD = "autolabels"
-STATUS_STARTED = "started"
-STATUS_COMPLETED = "completed"
-STATUS_FAILED = "failed"
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -89,98 +88,6 @@ def field_classes(dataset: fo.Dataset, label_field: str | None) -> list[str]:
     spec = dataset.label_schemas.get(label_field) or {}
     classes = spec.get("classes") or dataset.classes.get(label_field) or dataset.default_classes
     return [str(c) for c in classes or []]
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Prompts sent to the model and the schema class each one stands for.
-
-    Attributes
-    ----------
-    classes : list of str
-        The schema classes being labeled.
-    prompts : list of str
-        Texts sent to the detector.
-    prompt_class : list of (str or None)
-        Schema class of each prompt; None for a distractor / off-schema prompt.
-    """
-
-    classes: list[str]
-    prompts: list[str]
-    prompt_class: list[str | None]
-
-    def to_dict(self) -> dict:
-        """JSON form, as recorded on the run."""
-        return {"classes": self.classes, "prompts": [list(p) for p in zip(self.prompts, self.prompt_class)]}
-
-
-def build_vocabulary(
-    classes: Sequence[str], prompts: Mapping[str, str | None] | Sequence[str] | None = None
-) -> Vocabulary:
-    """Map free-text prompts to schema classes.
-
-    Parameters
-    ----------
-    classes : sequence of str
-        Schema classes; non-empty, unique.
-    prompts : mapping or sequence of str, optional
-        ``{prompt: class or None}``, or prompts that are themselves class names; default
-        one prompt per class, its name. A prompt's class is matched to ``classes`` exactly,
-        else ignoring case and spacing; no match (or None) makes it off-schema.
-
-    Raises
-    ------
-    ValueError
-        On an empty or malformed class list, empty or repeated prompts, or prompts none of
-        which reaches a schema class.
-    """
-    if isinstance(classes, str) or not isinstance(classes, Sequence):
-        raise ValueError(f"classes must be a list of class names; got {classes!r}")
-    classes = [c.strip() if isinstance(c, str) else c for c in classes]
-    if not classes:
-        raise ValueError(
-            "the class list is empty: pass classes, or give the label field a label schema "
-            "(dataset.set_label_schemas) or classes (dataset.classes)"
-        )
-    bad = [c for c in classes if not isinstance(c, str) or not c]
-    if bad:
-        raise ValueError(f"classes must be non-empty strings; got {bad}")
-    repeated = sorted({c for c in classes if classes.count(c) > 1})
-    if repeated:
-        raise ValueError(f"classes {repeated} are listed more than once")
-    by_name = {normalise(c): c for c in reversed(classes)}
-
-    def schema_class(name) -> str | None:
-        if name is None:
-            return None
-        if not isinstance(name, str):
-            raise ValueError(f"a prompt's class must be a str or None; got {name!r}")
-        return name.strip() if name.strip() in classes else by_name.get(normalise(name))
-
-    if prompts is None:
-        pairs = [(c, c) for c in classes]
-    elif isinstance(prompts, Mapping):
-        pairs = [(p, schema_class(c)) for p, c in prompts.items()]
-    elif isinstance(prompts, Sequence) and not isinstance(prompts, str):
-        pairs = [(p, schema_class(p) if isinstance(p, str) else None) for p in prompts]
-    else:
-        raise ValueError(f"prompts must be a dict of prompt -> class or a list of str; got {prompts!r}")
-    if not pairs:
-        raise ValueError("prompts is empty; leave it unset to use the class names")
-    texts = [p.strip() if isinstance(p, str) else p for p, _ in pairs]
-    bad = [p for p in texts if not isinstance(p, str) or not p]
-    if bad:
-        raise ValueError(f"prompts must be non-empty strings; got {bad}")
-    seen = Counter(normalise(p) for p in texts)
-    repeated = sorted(p for p in texts if seen[normalise(p)] > 1)
-    if repeated:
-        raise ValueError(f"prompts {repeated} repeat each other (case and spacing ignored)")
-    mapped = [c for _, c in pairs]
-    if all(c is None for c in mapped):
-        raise ValueError(
-            f"no prompt maps to a schema class {classes}: every detection would be off-schema"
-        )
-    return Vocabulary(classes, texts, mapped)
 
 
 # ---------------------------------------------------------------------------- run records
@@ -273,76 +180,6 @@ def _fingerprint(params: dict) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# ------------------------------------------------------------------------------ labeling
-
-
-def _read_image(path: str):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
-
-
-def _class_nms(xywh: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Indices kept by greedy same-class suppression above ``NMS_IOU`` (best first)."""
-    order = np.argsort(-scores, kind="stable")
-    iou = box_iou_2d(xywh[order], xywh[order])
-    same = classes[order][:, None] == classes[order][None, :]
-    suppressed = np.zeros(len(order), bool)
-    for i in range(len(order)):
-        if not suppressed[i]:
-            suppressed[i + 1 :] |= (iou[i, i + 1 :] > NMS_IOU) & same[i, i + 1 :]
-    return order[~suppressed]
-
-
-class _Labeler:
-    """Turns detector boxes into ``Detections`` with provenance, counting what it drops."""
-
-    def __init__(
-        self, vocabulary: Vocabulary, thresholds: dict[str, float], min_confidence: float, provenance: dict
-    ):
-        self.vocabulary = vocabulary
-        self.thresholds = thresholds
-        self.min_confidence = min_confidence
-        self.provenance = provenance
-        self.class_index = {c: i for i, c in enumerate(vocabulary.classes)}
-        self.below_threshold = 0
-
-    def detections(self, boxes) -> fo.Detections:
-        keep, off_schema = [], []
-        for box in boxes:
-            cls = self.vocabulary.prompt_class[box.prompt] if box.prompt >= 0 else None
-            if cls is None:
-                if box.score >= self.min_confidence:
-                    off_schema.append(box.text)
-            elif box.score >= self.thresholds.get(cls, self.min_confidence):
-                keep.append((box, cls))
-            else:
-                self.below_threshold += 1
-        if keep:
-            xywh = np.array([b.xywh for b, _ in keep], dtype=np.float64)
-            scores = np.array([b.score for b, _ in keep])
-            codes = np.array([self.class_index[c] for _, c in keep])
-            keep = [keep[i] for i in _class_nms(xywh, scores, codes)]
-        return fo.Detections(
-            detections=[
-                fo.Detection(
-                    label=cls,
-                    bounding_box=[float(v) for v in box.xywh],
-                    confidence=float(box.score),
-                    prompt=box.text,
-                    **self.provenance,
-                )
-                for box, cls in keep
-            ],
-            run=self.provenance["run"],
-            off_schema=off_schema,
-        )
-
-
 def autolabel(
     samples,
     *,
@@ -429,44 +266,17 @@ def autolabel(
     """
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
-    if model not in MODELS:
-        raise ValueError(f"unknown autolabel model {model!r}; choose one of {sorted(MODELS)}")
-    min_confidence = check_confidence(min_confidence)
-    batch_size = _check_int("batch_size", batch_size)
-    chunk_size = _check_int("chunk_size", chunk_size)
-    if not isinstance(overwrite, bool):
-        raise ValueError(f"overwrite must be a bool; got {overwrite!r}")
+    min_confidence, batch_size, chunk_size = _check_options(
+        model, min_confidence, batch_size, chunk_size, overwrite
+    )
     model_options = dict(model_options or {})
-
     dataset = root_dataset(samples)
     target = camera_slice(samples, slice_name)
     slice_view = camera_slice(dataset, slice_name)
-    if label_field is not None and dataset.get_field(label_field) is not None:
-        detections_field(dataset, label_field)
-    known = field_classes(dataset, label_field)
-    vocabulary = build_vocabulary(known if classes is None else classes, prompts)
-    outside = [c for c in vocabulary.classes if known and c not in known]
-    if outside:
-        raise ValueError(
-            f"classes {outside} are not classes of {label_field!r} ({known}); pass "
-            "label_field=None to label a vocabulary of your own"
-        )
+    vocabulary = _vocabulary(dataset, label_field, classes, prompts)
     thresholds = _check_thresholds(class_thresholds, vocabulary.classes)
     exists = _check_output_field(slice_view, output_field, label_field)
-    views = [target]
-    if score_golden:
-        views.append(frozen_slice(dataset, slice_name, [GOLDEN_SPLIT_TAG]))
-        if not views[-1].count():
-            raise ValueError(
-                f"dataset '{dataset.name}' has no golden samples on this slice; create the "
-                "splits first (create_splits) or leave score_golden off"
-            )
-    n_target = len({sid for view in views for sid in view.values("id")})
-    if not n_target:
-        raise ValueError(
-            f"the target has no images{f' on slice {slice_name!r}' if slice_name else ''}: "
-            "nothing to label"
-        )
+    views, n_target = _targets(dataset, target, slice_name, score_golden)
     source = resolve_checkpoint(model, checkpoint, dataset)
 
     params = {
@@ -480,16 +290,12 @@ def autolabel(
         "model_options": model_options,
     }
     fingerprint = _fingerprint(params)
-    unfinished = [
-        r
-        for r in autolabel_runs(dataset, output_field)
-        if r["status"] != STATUS_COMPLETED and r["fingerprint"] == fingerprint
-    ]
-    record = unfinished[-1] if unfinished else None
+    record = _unfinished_run(dataset, output_field, fingerprint)
+    resumed = record is not None
     run_id = record["run_id"] if record else f"{model}_{uuid.uuid4().hex[:10]}"
-    ids, paths = _pending(views, output_field, exists, overwrite, run_id)
+    ids, paths = pending(views, output_field, exists, overwrite, run_id)
 
-    labeler = _Labeler(
+    labeler = Labeler(
         vocabulary, thresholds, min_confidence, {"model": model, "checkpoint": source, "run": run_id}
     )
     loop_seconds, device_used = 0.0, None
@@ -497,35 +303,23 @@ def autolabel(
         detector = load_detector(model, source, device=device, dataset=dataset, **model_options)
         device_used = getattr(detector, "device", None)
         if record is None:
-            record = {
-                "run_id": run_id,
-                "status": STATUS_STARTED,
-                "fingerprint": fingerprint,
-                "label_field": label_field,
-                "started_at": now(),
-                "finished_at": None,
-                "error": None,
-                "summary": {},
-                **params,
-            }
-            _save_run(dataset, record, new=True)
+            record = _start_run(dataset, run_id, fingerprint, label_field, params)
         if not exists:
             dataset.add_sample_field(output_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-        loop_start = time.perf_counter()
-        try:
-            _label(slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report)
-        except BaseException as err:
-            error = f"{type(err).__name__}: {err}"
-            _save_run(dataset, {**record, "status": STATUS_FAILED, "error": error}, new=False)
-            raise
-        loop_seconds = time.perf_counter() - loop_start
+        loop_seconds = _timed_or_failed(
+            dataset,
+            record,
+            lambda: label_samples(
+                slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report
+            ),
+        )
 
-    summary = _summarise(slice_view, output_field, run_id)
+    summary = summarise(slice_view, output_field, run_id)
     summary.update(
         run_id=run_id,
         run_key=_run_key(run_id),
         status=STATUS_COMPLETED if record else "up_to_date",
-        resumed=bool(unfinished),
+        resumed=resumed,
         model=model,
         checkpoint=source,
         device=device_used,
@@ -542,61 +336,105 @@ def autolabel(
         golden=None,
     )
     if record:  # a run that labeled something now, or an interrupted one that had nothing left
-        if score_golden:
-            summary["golden"] = _score_golden(dataset, output_field, run_id, slice_name)
-        done = {**record, "status": STATUS_COMPLETED, "finished_at": now(), "summary": summary}
-        _save_run(dataset, done, new=False)
+        _complete(dataset, record, summary, score_golden)
     report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
     return summary
 
 
-def _pending(views, output_field: str, exists: bool, overwrite: bool, run_id: str):
-    """Ids and paths of the samples still to label, in view order, each once."""
-    ids, paths, seen = [], [], set()
-    for view in views:
-        if not exists:
-            todo = view
-        elif overwrite:
-            todo = view.match(F(f"{output_field}.run") != run_id)
-        else:
-            todo = view.exists(output_field, False)
-        for sid, path in zip(*todo.values(["id", "filepath"])):
-            if sid not in seen:
-                seen.add(sid)
-                ids.append(sid)
-                paths.append(path)
-    return ids, paths
+def _check_options(model: str, min_confidence, batch_size, chunk_size, overwrite) -> tuple:
+    """``(min_confidence, batch_size, chunk_size)`` checked; raises on a bad model or option."""
+    if model not in MODELS:
+        raise ValueError(f"unknown autolabel model {model!r}; choose one of {sorted(MODELS)}")
+    min_confidence = check_confidence(min_confidence)
+    batch_size = _check_int("batch_size", batch_size)
+    chunk_size = _check_int("chunk_size", chunk_size)
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be a bool; got {overwrite!r}")
+    return min_confidence, batch_size, chunk_size
 
 
-def _label(slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report) -> None:
-    """Detect in batches; write each chunk's ``Detections`` (and done-markers) in one call."""
-    # The detector keeps everything at or above the lowest bar; the labeler applies each bar.
-    floor = min([labeler.min_confidence, *labeler.thresholds.values()])
-    for begin in range(0, len(ids), chunk_size):
-        end = min(begin + chunk_size, len(ids))
-        chunk = {}
-        for start in range(begin, end, batch_size):
-            stop = min(start + batch_size, end)
-            found = detector.detect([_read_image(p) for p in paths[start:stop]], labeler.vocabulary.prompts, floor)
-            chunk.update(zip(ids[start:stop], map(labeler.detections, found)))
-            report(stop / len(ids), f"labeled {stop}/{len(ids)} images")
-        slice_view.set_values(output_field, chunk, key_field="id", dynamic=True)
+def _vocabulary(dataset: fo.Dataset, label_field: str | None, classes, prompts) -> Vocabulary:
+    """The vocabulary, its classes within those of ``label_field`` when it knows any."""
+    if label_field is not None and dataset.get_field(label_field) is not None:
+        detections_field(dataset, label_field)
+    known = field_classes(dataset, label_field)
+    vocabulary = build_vocabulary(known if classes is None else classes, prompts)
+    outside = [c for c in vocabulary.classes if known and c not in known]
+    if outside:
+        raise ValueError(
+            f"classes {outside} are not classes of {label_field!r} ({known}); pass "
+            "label_field=None to label a vocabulary of your own"
+        )
+    return vocabulary
 
 
-def _summarise(slice_view, output_field: str, run_id: str) -> dict:
-    """Totals of everything run ``run_id`` has written, read back from the database."""
-    if root_dataset(slice_view).get_field(output_field) is None:
-        return {"n_run_samples": 0, "n_detections": 0, "per_class": {}, "off_schema": {}, "n_off_schema": 0}
-    done = slice_view.match(F(f"{output_field}.run") == run_id)
-    per_class = done.count_values(f"{output_field}.detections.label")
-    dropped = Counter(t for texts in done.values(f"{output_field}.off_schema") for t in texts or [])
-    return {
-        "n_run_samples": done.count(),
-        "n_detections": int(sum(per_class.values())),
-        "per_class": dict(sorted(per_class.items())),
-        "off_schema": dict(sorted(dropped.items())),
-        "n_off_schema": int(sum(dropped.values())),
+def _targets(dataset: fo.Dataset, target, slice_name: str | None, score_golden: bool) -> tuple:
+    """``(views to label, number of distinct samples in them)``: the target, plus the
+    slice's golden samples with ``score_golden``."""
+    views = [target]
+    if score_golden:
+        views.append(frozen_slice(dataset, slice_name, [GOLDEN_SPLIT_TAG]))
+        if not views[-1].count():
+            raise ValueError(
+                f"dataset '{dataset.name}' has no golden samples on this slice; create the "
+                "splits first (create_splits) or leave score_golden off"
+            )
+    n_target = len({sid for view in views for sid in view.values("id")})
+    if not n_target:
+        raise ValueError(
+            f"the target has no images{f' on slice {slice_name!r}' if slice_name else ''}: "
+            "nothing to label"
+        )
+    return views, n_target
+
+
+def _unfinished_run(dataset: fo.Dataset, output_field: str, fingerprint: str) -> dict | None:
+    """The latest unfinished run with these parameters (to resume), or None."""
+    unfinished = [
+        r
+        for r in autolabel_runs(dataset, output_field)
+        if r["status"] != STATUS_COMPLETED and r["fingerprint"] == fingerprint
+    ]
+    return unfinished[-1] if unfinished else None
+
+
+def _start_run(dataset, run_id: str, fingerprint: str, label_field, params: dict) -> dict:
+    """Save and return the ``started`` record of a new run."""
+    record = {
+        "run_id": run_id,
+        "status": STATUS_STARTED,
+        "fingerprint": fingerprint,
+        "label_field": label_field,
+        "started_at": now(),
+        "finished_at": None,
+        "error": None,
+        "summary": {},
+        **params,
     }
+    _save_run(dataset, record, new=True)
+    return record
+
+
+def _timed_or_failed(dataset: fo.Dataset, record: dict, label) -> float:
+    """Seconds ``label()`` took; a failure is recorded on the run before it propagates."""
+    loop_start = time.perf_counter()
+    try:
+        label()
+    except BaseException as err:
+        error = f"{type(err).__name__}: {err}"
+        _save_run(dataset, {**record, "status": STATUS_FAILED, "error": error}, new=False)
+        raise
+    return time.perf_counter() - loop_start
+
+
+def _complete(dataset: fo.Dataset, record: dict, summary: dict, score_golden: bool) -> None:
+    """Score on the golden set when asked (into ``summary``), then mark the run completed."""
+    if score_golden:
+        summary["golden"] = _score_golden(
+            dataset, summary["output_field"], summary["run_id"], summary["slice"]
+        )
+    done = {**record, "status": STATUS_COMPLETED, "finished_at": now(), "summary": summary}
+    _save_run(dataset, done, new=False)
 
 
 def _score_golden(dataset: fo.Dataset, output_field: str, run_id: str, slice_name: str | None) -> dict:
