@@ -16,7 +16,11 @@ The same checkout is two things:
   ``plan_batch``              the next batch to label: coverage + targeting
   ``autolabel``               a foundation or trained detector labels a view
   ``review_autolabels``       accept / reject auto-labels into the label field
+  ``train_detector``          export the trainable samples and fine-tune a YOLO detector
+  ``apply_detector``          predict with a trained run on the test, mining or pool split
+  ``evaluate_model``          evaluate a run's predictions; record a ledger round
   ``evaluate_split``          evaluate predictions on the frozen test or mining split
+  ``compute_visualization``   a 2-D map of stored embeddings for the App's embeddings panel
   ``load_demo_dataset``       the offline synthetic driving dataset
   ==========================  ===========================================================
 
@@ -37,13 +41,17 @@ _SDK = {
     "compute_zcore": ("selection.scoring", "compute_zcore"),
     "ZCoreParams": ("selection.algorithms.zcore", "ZCoreParams"),
     "create_splits": ("quality.frozen", "create_splits"),
-    "check_frozen": ("quality.frozen", "check_frozen"),
+    "check_frozen": ("quality.frozen_check", "check_frozen"),
     "validate_labels": ("quality.gate", "gate_label_field"),
     "check_golden": ("quality.golden", "check_golden"),
     "plan_batch": ("selection.batches", "plan_batch"),
     "autolabel": ("training.autolabel.run", "autolabel"),
     "review_autolabels": ("training.autolabel.review", "review_autolabels"),
+    "train_detector": ("training.detector", "train_detector"),
+    "apply_detector": ("training.detector", "apply_detector"),
+    "evaluate_model": ("training.detector", "evaluate_model"),
     "evaluate_split": ("training.evaluate", "evaluate_split"),
+    "compute_visualization": ("selection.visualization", "compute_embedding_visualization"),
     "load_demo_dataset": ("demo.dataset", "load_demo_dataset"),
 }
 

@@ -9,7 +9,12 @@ renews the lease from a background thread while it works; a killed holder stops 
 so its lock expires after one lease and the next caller takes it — no manual clean-up.
 
 Every process that reaches the same database (the App, a delegated worker, an SDK script
-on another machine) sees the same locks.
+on another machine) sees the same locks. The same mechanism, keyed by name, marks a long
+job as alive (:func:`held_lock`): a training run record whose run lock nobody holds is the
+leftover of a killed worker, and a re-run may replace it.
+
+A thread that already holds a lock takes it again at once (nested writes in one call never
+deadlock on themselves).
 """
 
 from __future__ import annotations
@@ -27,7 +32,16 @@ import fiftyone as fo
 import fiftyone.core.odm.database as fod
 from pymongo.errors import DuplicateKeyError
 
-__all__ = ["DEFAULT_LEASE_S", "DEFAULT_WAIT_S", "DatasetLocked", "dataset_lock", "lock_holder"]
+__all__ = [
+    "DEFAULT_LEASE_S",
+    "DEFAULT_WAIT_S",
+    "DatasetLocked",
+    "dataset_lock",
+    "held_lock",
+    "holds_lock",
+    "lock_holder",
+    "named_lock",
+]
 
 _COLLECTION = "annoloop_locks"
 #: Seconds a lock outlives its last renewal: how long a killed writer blocks others.
@@ -48,10 +62,20 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
 
 
-def lock_holder(dataset: fo.Dataset) -> dict | None:
-    """The live lock on ``dataset`` (``owner``, ``action``, ``since``, ``expires_at``), or None."""
-    doc = _locks().find_one({"_id": dataset.name, "expires_at": {"$gt": _utcnow()}})
+def held_lock(key: str) -> dict | None:
+    """The live lock ``key`` (``owner``, ``action``, ``since``, ``expires_at``), or None."""
+    doc = _locks().find_one({"_id": key, "expires_at": {"$gt": _utcnow()}})
     return None if doc is None else {k: doc[k] for k in ("owner", "action", "since", "expires_at")}
+
+
+def holds_lock(key: str) -> bool:
+    """Whether the calling thread holds the lock ``key``."""
+    return key in getattr(_HELD, "keys", ())
+
+
+def lock_holder(dataset: fo.Dataset) -> dict | None:
+    """The live write lock on ``dataset``, as :func:`held_lock` gives it, or None."""
+    return held_lock(dataset.name)
 
 
 def _try_take(key: str, token: str, owner: str, action: str, lease_s: float) -> bool:
@@ -79,6 +103,10 @@ def _renew(key: str, token: str, lease_s: float) -> bool:
     expires = _utcnow() + datetime.timedelta(seconds=lease_s)
     done = _locks().update_one({"_id": key, "token": token}, {"$set": {"expires_at": expires}})
     return done.matched_count == 1
+
+
+#: Keys of the locks each thread of this process holds.
+_HELD = threading.local()
 
 
 @contextmanager
@@ -112,14 +140,36 @@ def dataset_lock(
     >>> with dataset_lock(dataset, "plan_batch"):  # doctest: +SKIP
     ...     write_the_batch()
     """
-    key, token = dataset.name, uuid.uuid4().hex
+    with named_lock(
+        dataset.name, action, what=f"dataset '{dataset.name}'", wait_s=wait_s, lease_s=lease_s
+    ):
+        yield
+
+
+@contextmanager
+def named_lock(
+    key: str,
+    action: str,
+    *,
+    what: str | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+    lease_s: float = DEFAULT_LEASE_S,
+) -> Iterator[None]:
+    """Hold the lock ``key`` (see :func:`dataset_lock`); ``what`` names it in the error."""
+    if not hasattr(_HELD, "keys"):
+        _HELD.keys = set()
+    held = _HELD.keys
+    if key in held:  # this thread holds it already
+        yield
+        return
+    token = uuid.uuid4().hex
     owner = f"{socket.gethostname()}:{os.getpid()}"
     deadline = time.monotonic() + wait_s
     while not _try_take(key, token, owner, action, lease_s):
         if time.monotonic() >= deadline:
-            holder = lock_holder(dataset) or {}
+            holder = held_lock(key) or {}
             raise DatasetLocked(
-                f"dataset '{dataset.name}' is being written by {holder.get('action', '?')} "
+                f"{what or key} is being written by {holder.get('action', '?')} "
                 f"({holder.get('owner', '?')}, since {holder.get('since', '?')} UTC); nothing "
                 f"was written — run this again when it has finished (a writer that died "
                 f"releases the lock within {lease_s:.0f} s)"
@@ -134,9 +184,11 @@ def dataset_lock(
 
     renewer = threading.Thread(target=heartbeat, name=f"annoloop-lock-{key}", daemon=True)
     renewer.start()
+    held.add(key)
     try:
         yield
     finally:
+        held.discard(key)
         stop.set()
         renewer.join()
         _locks().delete_one({"_id": key, "token": token})

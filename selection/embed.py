@@ -32,6 +32,9 @@ mixes two models.
 Everything is validated before anything is written: unknown or unsupported slices, fields of
 the wrong type, missing media files, malformed boxes and empty collections raise a
 ``ValueError`` naming the problem and how many samples it affects.
+
+Just over ~400 lines: the public ``compute_embeddings`` (half documentation) and its write
+phase; what to embed is found and checked in ``embedding_units.py``.
 """
 
 from __future__ import annotations

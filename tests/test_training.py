@@ -337,9 +337,10 @@ def test_evaluation_before_predictions_fails_clearly(tiny):
 
 def test_a_taken_run_name_is_refused_before_anything_is_written(tiny):
     runs.start_run(tiny, "taken", {})
+    runs.fail_run(tiny, "taken", "an earlier failure")
     with pytest.raises(ExecutionError, match="training run 'taken' already exists"):
         run_operator("train_detector", {**TINY_TRAINING, "run_name": "taken"}, dataset=tiny)
-    assert [r.status for r in runs.list_runs(tiny)] == [runs.STATUS_STARTED]
+    assert [r.status for r in runs.list_runs(tiny)] == [runs.STATUS_FAILED]
 
 
 def test_a_training_that_fails_leaves_a_failed_run_not_a_finished_one(tiny, tmp_path):

@@ -157,7 +157,7 @@ def train_params(
     run_name = run_name or next_run_name(dataset)
     runs.run_key(run_name)
     overwrite = bool(overwrite)
-    if not overwrite and dataset.has_run(runs.run_key(run_name)):
+    if not overwrite and dataset.has_run(runs.run_key(run_name)) and not runs.is_stale(dataset, run_name):
         raise ValueError(f"training run '{run_name}' already exists; choose another name or overwrite it")
     slice_name = check_slice(dataset, slice_name)
     label_field = label_field or DEFAULT_GT_FIELD

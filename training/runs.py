@@ -23,18 +23,22 @@ from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock, held_lock, holds_lock, named_lock
 from ..core.runs import load_record, now, record_keys, save_record, update_record
 from ..core.names import TRAIN_RUN_KEY_PREFIX, TRAIN_RUN_METHOD
 
 __all__ = [
     "STATUS_COMPLETED",
     "STATUS_FAILED",
+    "RUN_LEASE_S",
     "STATUS_STARTED",
     "RunRecord",
     "complete_run",
     "fail_run",
     "get_run",
+    "is_stale",
     "list_runs",
+    "run_is_alive",
     "run_key",
     "start_run",
     "training_run",
@@ -44,6 +48,8 @@ __all__ = [
 STATUS_STARTED = "started"
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
+#: Lease of a run's liveness lock: a killed trainer's record is replaceable after this long.
+RUN_LEASE_S = 15.0
 
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -124,15 +130,39 @@ def start_run(
     RunRecord
     """
     key = run_key(name)
-    if dataset.has_run(key) and not overwrite:
-        existing = get_run(dataset, name)
-        raise ValueError(
-            f"training run '{name}' already exists on '{dataset.name}' (status "
-            f"{existing.status}); choose another name or overwrite it"
+    # Claiming the name is check-then-write: under the dataset's lock, on a fresh copy of the
+    # dataset document, so two processes can never both claim one name.
+    with dataset_lock(dataset, "train_detector"):
+        dataset.reload()
+        if dataset.has_run(key) and not (overwrite or is_stale(dataset, name)):
+            raise ValueError(
+                f"training run '{name}' already exists on '{dataset.name}' (status "
+                f"{get_run(dataset, name).status}); choose another name or overwrite it"
+            )
+        record = RunRecord(
+            name=name, status=STATUS_STARTED, params=dict(params), started_at=now()
         )
-    record = RunRecord(name=name, status=STATUS_STARTED, params=dict(params), started_at=now())
-    save_record(dataset, key, TRAIN_RUN_METHOD, record.to_dict(), overwrite=overwrite)
+        save_record(dataset, key, TRAIN_RUN_METHOD, record.to_dict(), overwrite=True)
     return record
+
+
+def run_is_alive(dataset: fo.Dataset, name: str) -> bool:
+    """Whether another process (or thread) is training run ``name`` now: it holds the run's lock.
+
+    A ``started`` record that is not alive was left by a killed process: re-running the
+    same name replaces it without ``overwrite``.
+    """
+    key = _alive_key(dataset, name)
+    return held_lock(key) is not None and not holds_lock(key)
+
+
+def is_stale(dataset: fo.Dataset, name: str) -> bool:
+    """Whether run ``name`` is a leftover of a killed trainer: ``started``, and not alive."""
+    return get_run(dataset, name).status == STATUS_STARTED and not run_is_alive(dataset, name)
+
+
+def _alive_key(dataset: fo.Dataset, name: str) -> str:
+    return f"{dataset.name}/{run_key(name)}"
 
 
 def complete_run(
@@ -209,14 +239,20 @@ def training_run(
     The body completes the run itself with :func:`complete_run` once it has weights; a
     body that returns without doing so leaves the run failed, never looking finished.
     """
-    record = start_run(dataset, name, params, overwrite=overwrite)
-    try:
-        yield record
-    except BaseException as err:
-        fail_run(dataset, name, err)
-        raise
-    if get_run(dataset, name).status != STATUS_COMPLETED:
-        fail_run(dataset, name, "training ended without recording weights")
+    # Held while training: it tells a later re-run that this record is not a leftover, and
+    # refuses a second process training the same name at the same time.
+    what = f"training run '{name}' of '{dataset.name}'"
+    with named_lock(
+        _alive_key(dataset, name), "train_detector", what=what, wait_s=0, lease_s=RUN_LEASE_S
+    ):
+        record = start_run(dataset, name, params, overwrite=overwrite)
+        try:
+            yield record
+        except BaseException as err:
+            fail_run(dataset, name, err)
+            raise
+        if get_run(dataset, name).status != STATUS_COMPLETED:
+            fail_run(dataset, name, "training ended without recording weights")
 
 
 def _started(dataset: fo.Dataset, name: str) -> RunRecord:

@@ -13,6 +13,9 @@ earlier scene (``near_duplicate_of``): the traps that curation and QA have to fi
 
 Each scene is drawn from its own random stream (``SeedSequence(seed, spawn_key=(i,))``), so
 scene ``i`` is the same whatever ``num_scenes`` is.
+
+Over ~400 lines because it is one generative model (layout, classes, lighting, night scenes)
+whose parameters are documented where they are drawn.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ Rules (stable ids, see :data:`RULES`):
     ``"cuboid"`` for ``cuboids``). Its geometry is then not checked.
 ``empty_sample``
     A sample that should be labeled has no label rows (row index -1).
+
+Over ~400 lines because it is the rule catalogue: each rule is a short function, and half the
+module is this documentation of what each rule checks.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ looked for, and a runner whose package is not installed raises :class:`ImportErr
 the pip command. Learned models run on CUDA in float16 when a GPU is present, else on the CPU
 in float32. torch, transformers, ultralytics, the EfficientNet packages and fiftyone are
 imported only by the runner that needs them.
+
+Over ~400 lines because it holds one small runner per model family (baseline, EfficientNet,
+Hugging Face, Ultralytics, zoo) behind one loader; each runner is short.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ Persistence (:func:`load_ledger`, :func:`save_ledger`, :func:`record_round`)
     database sees the same ledger; ``record_round`` reloads the dataset before appending so
     that it extends the latest stored list. They only touch ``dataset.info``, ``reload()``
     and ``save()``, so this module stays pure: it does not import FiftyOne.
+
+Over ~400 lines because the ledger's record, its plateau signal and its advice are one
+concept, read together by the panel and the main job.
 """
 
 from __future__ import annotations

@@ -1,0 +1,80 @@
+"""Training run names are claimed once, and a killed trainer's record does not block a re-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+import fiftyone as fo
+import pytest
+
+from annoloop.core.locks import DatasetLocked
+from annoloop.training import runs
+
+
+@pytest.fixture
+def dataset():
+    ds = fo.Dataset(f"runs-{uuid.uuid4().hex[:8]}", persistent=True)
+    yield ds
+    ds.delete()
+
+
+def train_in_another_process(name: str, seconds: float) -> subprocess.Popen:
+    """A process inside ``training_run(dataset, "race")`` for ``seconds`` (it never completes)."""
+    code = textwrap.dedent(
+        f"""
+        import time, fiftyone as fo
+        from annoloop.training import runs
+        with runs.training_run(fo.load_dataset({name!r}), "race", {{"who": "first"}}):
+            print("training", flush=True)
+            time.sleep({seconds})
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, start_new_session=True,
+    )
+    for line in proc.stdout:  # FiftyOne may print warnings first
+        if line.strip() == "training":
+            return proc
+    raise AssertionError(f"the trainer exited with {proc.wait()} before it started")
+
+
+def test_a_second_process_cannot_train_a_run_name_that_is_being_trained(dataset):
+    first = train_in_another_process(dataset.name, seconds=60)
+    try:
+        assert runs.run_is_alive(dataset, "race")
+        with pytest.raises(DatasetLocked, match=r"training run 'race' .* is being written by"):
+            with runs.training_run(dataset, "race", {"who": "second"}):
+                pytest.fail("two processes trained one run name")
+        dataset.reload()
+        assert runs.get_run(dataset, "race").params == {"who": "first"}
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+
+
+def test_a_killed_trainers_record_is_replaced_by_a_rerun_without_overwrite(dataset):
+    first = train_in_another_process(dataset.name, seconds=600)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    dataset.reload()
+    assert runs.get_run(dataset, "race").status == runs.STATUS_STARTED
+    deadline = time.monotonic() + runs.RUN_LEASE_S + 10
+    while runs.run_is_alive(dataset, "race"):  # the dead trainer's lease runs out
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    record = runs.start_run(dataset, "race", {"who": "rerun"})
+    assert record.params == {"who": "rerun"} and record.status == runs.STATUS_STARTED
+
+
+def test_a_finished_run_name_stays_taken_without_overwrite(dataset):
+    runs.start_run(dataset, "done", {})
+    runs.fail_run(dataset, "done", "boom")
+    with pytest.raises(ValueError, match="training run 'done' already exists"):
+        runs.start_run(dataset, "done", {})
