@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock
 from ..core.runs import Progress, now, save_record
 from ..core.views import root_dataset, slice_views
 from .algorithms.scene_groups import duplicate_groups
@@ -202,6 +203,15 @@ def create_splits(
         min_stratum_groups=min_stratum_groups,
     )
     _check_fields(dataset, params)
+    # Checking for existing splits, drawing and tagging are one step: under the dataset's
+    # write lock, on a fresh copy of its document, so two calls never merge their draws.
+    with dataset_lock(dataset, "create_splits"):
+        dataset.reload()
+        return _draw_and_freeze(dataset, params, overwrite, report)
+
+
+def _draw_and_freeze(dataset: fo.Dataset, params: _Params, overwrite: bool, report) -> dict:
+    """Draw the splits, tag them, fingerprint them and save the record."""
     redraw, ours = _check_existing(dataset, params.golden_field, overwrite)
 
     report(0.0, "reading scenes")

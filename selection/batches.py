@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock
 from ..core.catalog import unit_path
 from ..core.names import DEFAULT_PRED_FIELD, SOURCE_TAG_PREFIX
 from ..core.runs import Progress
@@ -177,6 +178,16 @@ def plan(
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
     report = progress or (lambda fraction, label: None)
     dataset = root_dataset(samples)
+    if request.dry_run:
+        return _plan(samples, dataset, request, report)
+    # Naming the batch, choosing from the pool and tagging are one step: under the dataset's
+    # write lock, on a fresh copy of its document, so two planners never claim one batch.
+    with dataset_lock(dataset, "plan_batch"):
+        dataset.reload()
+        return _plan(samples, dataset, request, report)
+
+
+def _plan(samples, dataset: fo.Dataset, request: PlanRequest, report) -> dict:
     request, evaluation = _resolve(dataset, request)
 
     report(0.05, "reading the pool, labels and exclusions")
