@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -91,3 +92,16 @@ def wait_for_delegated(op_id, timeout: float = 240.0, log_path: Path | None = No
         time.sleep(1.0)
     tail = log_path.read_text()[-3000:] if log_path and log_path.exists() else ""
     raise TimeoutError(f"delegated operation {op_id} did not finish in {timeout:.0f}s\n{tail}")
+
+
+def python_process(code: str, ready: str, **popen) -> subprocess.Popen:
+    """Start ``python -c code`` with this test session's imports and database, and return once
+    it prints the line ``ready`` (FiftyOne may print warnings first)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, **popen,
+    )
+    for line in proc.stdout:
+        if line.strip() == ready:
+            return proc
+    raise AssertionError(f"the process exited with {proc.wait()} before printing {ready!r}")

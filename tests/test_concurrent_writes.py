@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import uuid
 
@@ -19,6 +16,7 @@ from annoloop.core.names import (
     TEST_SPLIT_TAG,
 )
 from annoloop.core.views import tagged_groups
+from fo_helpers import python_process
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +41,7 @@ def in_parallel(setup: str, action: str, tmp_path, n: int = 2) -> list[str]:
             textwrap.dedent(action),
         ]
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-        for _ in range(n)
-    ]
-    for proc in procs:  # FiftyOne may print warnings first
-        assert any(line.strip() == "ready" for line in proc.stdout), proc.wait()
+    procs = [python_process(code, "ready") for _ in range(n)]
     go.touch()
     outputs = [proc.communicate(timeout=300)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * n

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -15,6 +13,7 @@ import fiftyone as fo
 import pytest
 
 from annoloop.core.locks import DatasetLocked, dataset_lock, lock_holder
+from fo_helpers import python_process
 
 
 @pytest.fixture
@@ -34,14 +33,7 @@ def hold_in_another_process(name: str, seconds: float, lease_s: float = 60.0) ->
             time.sleep({seconds})
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )
-    for line in proc.stdout:  # FiftyOne may print warnings first
-        if line.strip() == "held":
-            return proc
-    raise AssertionError(f"the holder exited with {proc.wait()} before taking the lock")
+    return python_process(code, "held")
 
 
 def test_a_second_writer_is_refused_with_who_holds_the_dataset(dataset):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -15,6 +14,7 @@ import pytest
 
 from annoloop.core.locks import DatasetLocked
 from annoloop.training import runs
+from fo_helpers import python_process
 
 
 @pytest.fixture
@@ -35,14 +35,7 @@ def train_in_another_process(name: str, seconds: float) -> subprocess.Popen:
             time.sleep({seconds})
         """
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, start_new_session=True,
-    )
-    for line in proc.stdout:  # FiftyOne may print warnings first
-        if line.strip() == "training":
-            return proc
-    raise AssertionError(f"the trainer exited with {proc.wait()} before it started")
+    return python_process(code, "training", start_new_session=True)
 
 
 def test_a_second_process_cannot_train_a_run_name_that_is_being_trained(dataset):
