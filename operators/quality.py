@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
-from ..core.names import DEFAULT_GT_FIELD
+from ..core.names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from .forms import detections_fields, dropdown, label_field_dropdown
 
@@ -228,7 +228,7 @@ class CheckGolden(AnnoloopOperator):
     operator_description = "Score annotations against the golden labels per batch; alarm on drift"
 
     def resolve_input(self, ctx) -> types.Property:
-        from ..quality.golden import BATCH_BY, DEFAULT_BATCH_ATTRIBUTE, DEFAULT_BATCH_TAG_PREFIX
+        from ..quality.golden import BATCH_BY, DEFAULT_BATCH_ATTRIBUTE
 
         inputs = types.Object()
         if ctx.dataset is None:
@@ -257,7 +257,7 @@ class CheckGolden(AnnoloopOperator):
             )
         elif batch_by == "tag":
             inputs.str(
-                "batch_tag_prefix", default=DEFAULT_BATCH_TAG_PREFIX, label="Batch tag prefix"
+                "batch_tag_prefix", default=BATCH_TAG_PREFIX, label="Batch tag prefix"
             )
         else:
             inputs.str("batch_name", required=True, label="Batch name")
@@ -275,7 +275,7 @@ class CheckGolden(AnnoloopOperator):
         )
 
     def execute(self, ctx) -> dict:
-        from ..quality.golden import DEFAULT_BATCH_ATTRIBUTE, DEFAULT_BATCH_TAG_PREFIX, check_golden
+        from ..quality.golden import DEFAULT_BATCH_ATTRIBUTE, check_golden
 
         params = ctx.params
         return check_golden(
@@ -285,7 +285,7 @@ class CheckGolden(AnnoloopOperator):
             iou=params.get("iou", 0.5),
             batch_by=params.get("batch_by") or "attribute",
             batch_attribute=params.get("batch_attribute") or DEFAULT_BATCH_ATTRIBUTE,
-            batch_tag_prefix=params.get("batch_tag_prefix") or DEFAULT_BATCH_TAG_PREFIX,
+            batch_tag_prefix=params.get("batch_tag_prefix") or BATCH_TAG_PREFIX,
             batch_name=params.get("batch_name") or None,
             slices=_slices_param(params),
             baseline_batch=params.get("baseline_batch") or None,

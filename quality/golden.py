@@ -44,7 +44,6 @@ from .algorithms.metrics import quality_report
 __all__ = [
     "BATCH_BY",
     "DEFAULT_BATCH_ATTRIBUTE",
-    "DEFAULT_BATCH_TAG_PREFIX",
     "GOLDEN_RUN_KEY_PREFIX",
     "GOLDEN_RUN_METHOD",
     "check_golden",
@@ -57,7 +56,6 @@ GOLDEN_RUN_KEY_PREFIX = "annoloop_golden_"
 #: How golden samples are split into batches.
 BATCH_BY = ("attribute", "tag", "name")
 DEFAULT_BATCH_ATTRIBUTE = "batch"
-DEFAULT_BATCH_TAG_PREFIX = BATCH_TAG_PREFIX
 _SUMMARY_KEYS = (
     "n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou"
 )
@@ -164,7 +162,7 @@ def check_golden(
     iou: float = 0.5,
     batch_by: str = "attribute",
     batch_attribute: str = DEFAULT_BATCH_ATTRIBUTE,
-    batch_tag_prefix: str = DEFAULT_BATCH_TAG_PREFIX,
+    batch_tag_prefix: str = BATCH_TAG_PREFIX,
     batch_name: str | None = None,
     slices: Sequence[str] | None = None,
     baseline_batch=None,
