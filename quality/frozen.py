@@ -13,8 +13,8 @@ stratified by scene attributes. It then
   ``golden_set`` (``match_tags``);
 - copies the golden set's trusted labels (e.g. ``oracle``) into their own field
   (``golden``), new label ids, so annotators can overwrite their field freely;
-- fingerprints the frozen labels (the test and mining sets' label fields, the golden field)
-  sample by sample and records everything as the FiftyOne custom run
+- records each split's members and fingerprints its frozen labels (the test and mining
+  sets' label fields, the golden field) sample by sample, as the FiftyOne custom run
   ``annoloop_frozen_splits`` (:mod:`.frozen_check`, which also checks they stay frozen).
 
 The phases: resolve and validate the parameters, read one row per sample, group scenes and
@@ -40,8 +40,8 @@ from .frozen_check import (
     FROZEN_RUN_METHOD,
     SPLIT_TAGS,
     SPLIT_VIEWS,
-    fingerprints,
     frozen_record,
+    snapshot,
 )
 from .labels import detections_field, on_slice
 
@@ -237,12 +237,11 @@ def _draw_and_freeze(dataset: fo.Dataset, params: _Params, overwrite: bool, repo
     report(0.7, "fingerprinting the frozen labels")
     test_fields, golden_fields = params.test_fields, [params.golden_field]
     fields = {"test": test_fields, "mining": test_fields, "golden": golden_fields}
-    prints = {split: fingerprints(dataset, split, fields[split])[0] for split in SPLIT_TAGS}
-    record = _split_record(params, scene_path, result, picked, prints)
+    frozen = snapshot(dataset, fields)
+    record = _split_record(params, scene_path, result, picked, frozen["fingerprints"])
     scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
     save_record(
-        dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record,
-        results={"fingerprints": prints, "scenes": scenes},
+        dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record, results={**frozen, "scenes": scenes}
     )
     report(1.0, "splits frozen")
     return record

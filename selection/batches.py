@@ -24,6 +24,7 @@ from ..core.catalog import unit_path
 from ..core.names import DEFAULT_PRED_FIELD, SOURCE_TAG_PREFIX
 from ..core.runs import Progress
 from ..core.views import root_dataset
+from ..quality.frozen_check import require_frozen
 from .algorithms import planner
 from .failures import Evaluation, Failures, mine_failures, resolve_evaluation
 from .plan_record import (
@@ -142,8 +143,9 @@ def plan_batch(
         On bad arguments, a batch name that exists, an unknown evaluation, a missing
         embeddings field, pool units without embeddings (with the count), a missing or
         non-``Detections`` uncertainty field or pool units without predictions in it (with
-        the count), or a budget the pool cannot fill (the planner's message). Nothing is
-        written then.
+        the count), or a budget the pool cannot fill (the planner's message); a
+        ``FrozenSplitError`` when the frozen splits changed since they were drawn
+        (:func:`..quality.frozen_check.require_frozen`). Nothing is written then.
     """
     request = PlanRequest(
         budget=budget,
@@ -178,6 +180,7 @@ def plan(
         raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
     report = progress or (lambda fraction, label: None)
     dataset = root_dataset(samples)
+    require_frozen(dataset, "plan_batch")
     if request.dry_run:
         return _plan(samples, dataset, request, report)
     # Naming the batch, choosing from the pool and tagging are one step: under the dataset's

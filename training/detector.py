@@ -23,6 +23,7 @@ import fiftyone as fo
 from ..core.names import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
 from ..core.runs import Progress
 from ..core.views import pool_set, split_set
+from ..quality.frozen_check import require_frozen
 from . import runs
 from .params import (
     SPLITS,
@@ -74,10 +75,17 @@ def train_detector(
     dict
         ``run_name``, ``weights``, ``num_train``, ``num_val``, ``classes``, ``epochs``,
         ``seconds_per_epoch`` and ``val_map50_95``.
+
+    Raises
+    ------
+    FrozenSplitError
+        When the frozen splits changed since they were drawn (see
+        :func:`..quality.frozen_check.require_frozen`); nothing is exported or trained.
     """
     from .export import export_yolo
     from .yolo import resolve_model_source, train_yolo
 
+    require_frozen(dataset, "train_detector")
     params = train_params(dataset, slice_name=slice_name, **params)
     # A missing checkpoint or an unknown model fails here, before anything is written.
     resolve_model_source(params["model"], params["checkpoint"])
@@ -279,10 +287,17 @@ def evaluate_model(
     dict
         The evaluation summary and ``run_name``; with a recorded round also ``round`` and
         ``plateau``.
+
+    Raises
+    ------
+    FrozenSplitError
+        When the frozen splits changed since they were drawn: a score against edited or
+        swapped test labels means nothing. Nothing is evaluated or recorded.
     """
     from .algorithms.ledger import plateau_signal, record_round
     from .evaluate import evaluate_split
 
+    require_frozen(dataset, "evaluate_model")
     pred_field = pred_field or DEFAULT_PRED_FIELD
     if run_name:
         run = _completed_run(dataset, run_name, ", not completed")
