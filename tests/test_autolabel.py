@@ -42,6 +42,7 @@ from fo_helpers import (
 CLASSES = ["car", "cyclist", "pedestrian", "truck", "van"]
 SCHEMA = {"type": "detections", "component": "dropdown", "classes": CLASSES, "attributes": []}
 NUM_SCENES = 6
+FROZEN_TAGS = ["split:test", "split:mining", "split:golden"]
 
 
 # ------------------------------------------------------------------------- tiny models
@@ -266,11 +267,46 @@ def test_selected_samples_and_batch_tags_choose_the_scenes_to_label(dataset, owl
 def test_autolabel_scores_the_run_on_the_golden_set(dataset, owlvit):
     create_splits(dataset, test=1, golden=2, seed=0)
     result = run(dataset, target="tag", batch_tag="split:test", score_golden=True, **owl_params(owlvit))
-    assert result["n_labeled"] == 3, "the test scene and the two golden scenes"
+    assert result["n_labeled"] == 2, "the two golden scenes; the test scene is never labeled"
+    assert result["n_skipped_frozen"] == 1
     golden = result["golden"]
     assert "error" not in golden and golden["n_samples"] == 2
     assert {"precision", "recall", "f1"} <= set(golden["overall"])
     assert set(golden["per_class"]) <= set(CLASSES)
+
+
+def frozen_left(dataset, tags=FROZEN_TAGS):
+    return left(dataset).match_tags(list(tags))
+
+
+def test_autolabel_skips_the_frozen_splits_and_counts_them(dataset, owlvit):
+    create_splits(dataset, test=1, mining=1, golden=1, seed=0)
+    # A test scene whose tag was removed by hand stays frozen: the record remembers it.
+    untagged = frozen_left(dataset, ["split:test"]).first()
+    for name in ("left", "right", "pcd"):
+        dataset.select_group_slices(name).match(F("scene_id") == untagged.scene_id).untag_samples("split:test")
+    result = run(dataset, **owl_params(owlvit))
+    assert result["n_skipped_frozen"] == 3 and result["n_labeled"] == result["n_target"] == NUM_SCENES - 3
+    assert frozen_left(dataset).exists("autolabels").count() == 0
+    assert not left(dataset).select(untagged.id).exists("autolabels").count()
+    assert autolabel_run(dataset, result["run_id"])["summary"]["n_skipped_frozen"] == 3
+
+    # Opting in labels the golden scene (to score the model); test and mining stay untouched.
+    scored = run(dataset, score_golden=True, **owl_params(owlvit))
+    assert scored["n_skipped_frozen"] == 2 and scored["n_labeled"] == 1
+    assert frozen_left(dataset, ["split:golden"]).exists("autolabels").count() == 1
+    assert frozen_left(dataset, ["split:test", "split:mining"]).exists("autolabels").count() == 0
+
+    with pytest.raises(ExecutionError, match="frozen test / mining / golden splits.*score_golden"):
+        run(dataset, target="tag", batch_tag="split:mining", **owl_params(owlvit))
+
+
+def test_autolabel_never_writes_a_recorded_frozen_field(dataset, owlvit):
+    create_splits(dataset, test=1, mining=1, golden=1, seed=0)
+    before = left(dataset).values("golden")
+    with pytest.raises(ExecutionError, match="frozen splits' recorded labels.*another output_field"):
+        run(dataset, output_field="golden", score_golden=True, **owl_params(owlvit))
+    assert left(dataset).values("golden") == before and autolabel_runs(dataset) == []
 
 
 # ----------------------------------------------------------------------------- review
@@ -334,6 +370,27 @@ def test_review_rejects_every_label_missing_a_required_attribute(dataset, owlvit
     summary = review_autolabels(dataset, slice_name="left", min_confidence=0.0, schema=schema)
     assert summary["n_accepted"] == 0 and summary["rejected"] == {"missing_required_attribute": summary["n_candidates"]}
     assert left(dataset).exists("ground_truth").count() == 0
+
+
+def test_review_refuses_to_accept_labels_on_frozen_samples(dataset, owlvit):
+    create_splits(dataset, test=1, mining=1, golden=1, seed=0)
+    autolabel(dataset, slice_name="left", score_golden=True, **owl_params(owlvit))
+    golden_id = frozen_left(dataset).first().id
+    before = left(dataset).values(["ground_truth", "autolabels.review"])
+    with pytest.raises(ValueError, match=f"1 of the {NUM_SCENES - 2} samples.*frozen.*{golden_id}.*match_tags"):
+        review_autolabels(dataset, slice_name="left", min_confidence=0.0)
+    assert left(dataset).values(["ground_truth", "autolabels.review"]) == before
+    with pytest.raises(ExecutionError, match="frozen"):
+        run_operator(
+            "review_autolabels", {"action": "accept", "slice": "left", "target": "selected"},
+            dataset=dataset, selected=[golden_id],
+        )
+    assert left(dataset).values(["ground_truth", "autolabels.review"]) == before
+
+    outside = dataset.match_tags(FROZEN_TAGS, bool=False)
+    summary = review_autolabels(outside, slice_name="left", min_confidence=0.0)
+    assert summary["n_samples"] == NUM_SCENES - 3 and summary["n_accepted"] > 0
+    assert frozen_left(dataset).exists("ground_truth").count() == 0
 
 
 # -------------------------------------------------------------------------- bad input

@@ -17,6 +17,9 @@ State. The decision is written on the candidates: ``review`` on the sample's ``D
 why it was not (``"low_confidence"``, ``"duplicate"``, a gate rule id, ``"discarded"``).
 Repeating a decision changes nothing; the label field is written before the decision, and
 the duplicate check keeps a repeated accept from copying a box twice.
+
+Frozen splits. Accept refuses samples of the test, mining and golden splits (a model never
+labels the sets that measure it) and a field the splits record; discard stays allowed.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from ...core.runs import Progress, now
+from ...quality.frozen_check import frozen_fields, frozen_sample_ids
 from ...quality.gate import resolve_schema
 from ...quality.labels import detections_field
 from ...quality.algorithms.iou import box_iou_2d_paired
 from ...quality.algorithms.schema_rules import load_schema, validate_labels
-from ...core.names import DEFAULT_GT_FIELD
+from ...core.names import DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS
 from ...core.views import camera_slice, root_dataset
 from .base import check_confidence
 from .run import DEFAULT_OUTPUT_FIELD, autolabel_runs, field_classes
@@ -162,7 +166,8 @@ def review_autolabels(
     ------
     ValueError
         Unknown action, a bar outside [0, 1], fields of the wrong type, no schema to gate
-        against, or a target with no auto-labeled images. Nothing is written then.
+        against, a target with no auto-labeled images, or an accept that would write labels
+        of frozen (test, mining, golden) samples or a frozen field. Nothing is written then.
     """
     report = progress or (lambda fraction, message: None)
     min_confidence, duplicate_iou = _check_bars(action, min_confidence, duplicate_iou)
@@ -179,6 +184,8 @@ def review_autolabels(
     decision = _DECISION[action]
     todo = labeled.match(F(f"{autolabel_field}.review") != decision)
     ids = todo.values("id")
+    if action == "accept":
+        _refuse_frozen(dataset, ids, label_field)
     if ids and dataset.get_field(label_field) is None:
         dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
@@ -227,6 +234,25 @@ def _check_bars(action: str, min_confidence, duplicate_iou) -> tuple[float, floa
     if duplicate_iou == 0.0:
         raise ValueError("duplicate_iou must lie in (0, 1]; got 0")
     return min_confidence, duplicate_iou
+
+
+def _refuse_frozen(dataset: fo.Dataset, ids: list, label_field: str) -> None:
+    """Raise when accepting would write a frozen field or labels of frozen samples."""
+    if label_field in frozen_fields(dataset):
+        raise ValueError(
+            f"{label_field!r} holds the frozen splits' recorded labels; accept into another "
+            "label_field"
+        )
+    frozen = frozen_sample_ids(dataset)
+    blocked = [sid for sid in ids if sid in frozen]
+    if blocked:
+        raise ValueError(
+            f"{len(blocked)} of the {len(ids)} samples to accept are in the frozen test, "
+            f"mining or golden splits (e.g. {', '.join(blocked[:3])}), whose labels must not "
+            "come from a model; review a view without them (e.g. "
+            f"samples.match_tags({list(FROZEN_SPLIT_TAGS)}, bool=False)) or discard their "
+            "candidates"
+        )
 
 
 def _label_field(dataset: fo.Dataset, autolabel_field: str, label_field: str | None) -> str:

@@ -3,7 +3,10 @@
 :func:`autolabel` sends the slice's images through a :class:`.base.ZeroShotDetector` in
 batches and writes candidate boxes to their own ``Detections`` field (default
 ``autolabels``), never to the label field itself: labels reach it only through
-:func:`.review.review_autolabels`, so a person stays in the loop.
+:func:`.review.review_autolabels`, so a person stays in the loop. The frozen splits are left
+alone: test and mining samples are never labeled, golden ones only with ``score_golden``
+(to score the model), and a field the splits record (test fields, golden field) is never
+the output.
 
 What is written, per sample, in one ``set_values`` per chunk of samples:
 
@@ -52,6 +55,7 @@ import numpy as np
 from fiftyone import ViewField as F
 
 from ...core.runs import Progress, load_record, now, record_keys, save_record, update_record
+from ...quality.frozen_check import SPLIT_TAGS, frozen_fields, frozen_sample_ids
 from ...quality.labels import detections_field
 from ...core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ...core.views import camera_slice, frozen_slice, root_dataset
@@ -146,6 +150,11 @@ def _check_output_field(view, output_field: str, label_field: str | None) -> boo
             "their own field and reach the labels only through review"
         )
     dataset = root_dataset(view)
+    if output_field in frozen_fields(dataset):
+        raise ValueError(
+            f"output_field {output_field!r} holds the frozen splits' recorded labels; "
+            "choose another output_field (default 'autolabels')"
+        )
     existing = dataset.get_field(output_field)
     if existing is None:
         return False
@@ -238,7 +247,10 @@ def autolabel(
         Relabel samples that already hold auto-labels from another run.
     score_golden : bool, default False
         Also label the slice's golden samples and score the run against their golden labels
-        with :func:`..quality.golden.check_golden` (one history entry per run).
+        with :func:`..quality.golden.check_golden` (one history entry per run). Without it
+        golden samples in the target are skipped like the test and mining samples, which
+        are always skipped (:func:`..quality.frozen_check.frozen_sample_ids`): autolabel
+        never labels the sets that measure it.
     model_options : mapping, optional
         Loader options of the model (e.g. ``{"text_encoder": ...}`` for ``yolo_world``).
     progress : callable, optional
@@ -249,8 +261,9 @@ def autolabel(
     dict
         ``run_id``, ``run_key``, ``status`` (``"completed"``; ``"up_to_date"`` when there
         was nothing to label, and then nothing was written), ``resumed``, ``model``, ``checkpoint``,
-        ``device``, ``output_field``, ``label_field``, ``slice``, ``n_target`` (samples in
-        the target), ``n_skipped`` (already done), ``n_labeled`` (labeled by this call),
+        ``device``, ``output_field``, ``label_field``, ``slice``, ``n_target`` (samples to
+        label), ``n_skipped_frozen`` (samples of the target left out because they are in a
+        frozen split), ``n_skipped`` (already done), ``n_labeled`` (labeled by this call),
         ``n_run_samples`` / ``n_detections`` / ``per_class`` (everything the run has written
         so far), ``off_schema`` (``{text: count}`` dropped over the run), ``n_off_schema``,
         ``below_threshold`` (boxes of schema classes under their class threshold, this call),
@@ -261,8 +274,9 @@ def autolabel(
     ------
     ValueError
         Unknown model, missing weights, empty class list, a confidence outside [0, 1], a
-        target without images, an output field of the wrong type or holding other labels,
-        and other bad parameters. Nothing is written then.
+        target without images (or only frozen ones), an output field of the wrong type,
+        holding other labels or recorded as frozen, and other bad parameters. Nothing is
+        written then.
     """
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -276,7 +290,7 @@ def autolabel(
     vocabulary = _vocabulary(dataset, label_field, classes, prompts)
     thresholds = _check_thresholds(class_thresholds, vocabulary.classes)
     exists = _check_output_field(slice_view, output_field, label_field)
-    views, n_target = _targets(dataset, target, slice_name, score_golden)
+    views, n_target, n_frozen = _targets(dataset, target, slice_name, score_golden)
     source = resolve_checkpoint(model, checkpoint, dataset)
 
     params = {
@@ -327,6 +341,7 @@ def autolabel(
         label_field=label_field,
         slice=slice_name,
         n_target=n_target,
+        n_skipped_frozen=n_frozen,
         n_skipped=n_target - len(ids),
         n_labeled=len(ids),
         below_threshold=labeler.below_threshold,
@@ -369,9 +384,14 @@ def _vocabulary(dataset: fo.Dataset, label_field: str | None, classes, prompts) 
 
 
 def _targets(dataset: fo.Dataset, target, slice_name: str | None, score_golden: bool) -> tuple:
-    """``(views to label, number of distinct samples in them)``: the target, plus the
-    slice's golden samples with ``score_golden``."""
-    views = [target]
+    """``(views to label, number of distinct samples in them, frozen target samples left
+    out)``: the target without its frozen samples (golden ones kept with ``score_golden``),
+    plus the slice's golden samples with ``score_golden``."""
+    skipped = [s for s in SPLIT_TAGS if not (score_golden and s == "golden")]
+    frozen = frozen_sample_ids(dataset, skipped)
+    target_ids = target.values("id")
+    left_out = [sid for sid in target_ids if sid in frozen]
+    views = [target.exclude(left_out) if left_out else target]
     if score_golden:
         views.append(frozen_slice(dataset, slice_name, [GOLDEN_SPLIT_TAG]))
         if not views[-1].count():
@@ -380,12 +400,18 @@ def _targets(dataset: fo.Dataset, target, slice_name: str | None, score_golden: 
                 "splits first (create_splits) or leave score_golden off"
             )
     n_target = len({sid for view in views for sid in view.values("id")})
+    if not n_target and left_out:
+        raise ValueError(
+            f"all {len(target_ids)} target images are in the frozen {' / '.join(skipped)} "
+            "splits, which autolabel never labels"
+            + ("" if score_golden else "; pass score_golden=True to label golden samples")
+        )
     if not n_target:
         raise ValueError(
             f"the target has no images{f' on slice {slice_name!r}' if slice_name else ''}: "
             "nothing to label"
         )
-    return views, n_target
+    return views, n_target, len(left_out)
 
 
 def _unfinished_run(dataset: fo.Dataset, output_field: str, fingerprint: str) -> dict | None:
