@@ -3,7 +3,14 @@
 ``annotate_batch`` reads the ``oracle`` labels of the chosen slices in bulk, runs
 ``annotator.annotate_boxes`` / ``annotate_cuboids`` and writes the result to a label field
 with one ``set_values`` call per slice. Every written label carries ``annotator =
-"simulated"`` and ``batch = <batch name>`` so QA tooling can group by batch.
+"simulated"`` and ``batch = <batch name>`` so QA tooling can group by batch; each written
+``Detections`` carries ``simulated_digest``, the fingerprint of what it wrote
+(:func:`..quality.frozen_check.owned_fingerprint`), so a later call can tell its own labels
+from labels a person added or corrected since, and leaves those alone.
+
+Frozen splits: test and mining samples are refused (their labels are the yardstick), and so
+is a field the splits record. Golden samples may be annotated into any other field: that is
+how golden QA scores the annotator.
 """
 
 from __future__ import annotations
@@ -15,11 +22,20 @@ from typing import Sequence
 import fiftyone as fo
 import numpy as np
 
-from ..core.views import slice_views
+from ..core.views import root_dataset, slice_views
+from ..quality.frozen_check import (
+    bookkeeping_keys,
+    frozen_fields,
+    frozen_sample_ids,
+    owned_fingerprint,
+)
 from ..quality.labels import MEDIA_3D
 from .algorithms import annotator as an
 
 ORACLE_FIELD = "oracle"
+#: ``Detections`` attribute holding the fingerprint of what the annotator wrote there.
+DIGEST_ATTR = "simulated_digest"
+SIMULATED = "simulated"
 
 _COUNT_KEYS = (
     "num_samples",
@@ -30,6 +46,7 @@ _COUNT_KEYS = (
     "renamed",
     "jittered",
     "false_positives",
+    "left_alone",
 )
 
 
@@ -42,6 +59,7 @@ def annotate_batch(
     schedule: an.DriftSchedule | None = None,
     seed: int = 0,
     slices: Sequence[str] = ("left", "right", "pcd"),
+    overwrite: bool = False,
 ) -> dict:
     """Label every sample of ``collection`` (on ``slices``) with the simulated annotator.
 
@@ -54,9 +72,11 @@ def annotate_batch(
         The batch being labelled. An int ``i`` is named ``"batch-{i:03d}"``; a str is used
         as the name, and its trailing digits (if any) give the index the schedule needs.
     label_field : str
-        Field to write; existing values on these samples are replaced. Every labelled
-        sample gets a ``Detections`` (empty if the annotator missed everything), so None
-        keeps meaning "not annotated".
+        Field to write; not a field the frozen splits record. A sample's value is replaced
+        when it is empty or exactly what this annotator wrote there; labels a person added
+        or corrected are left alone (counted in ``left_alone``) unless ``overwrite``. Every
+        labelled sample gets a ``Detections`` (empty if the annotator missed everything),
+        so None keeps meaning "not annotated".
     profile : AnnotatorProfile, optional
         Use this profile. Mutually exclusive with ``schedule``.
     schedule : DriftSchedule, optional
@@ -66,13 +86,23 @@ def annotate_batch(
         Same seed, batch and collection: same labels.
     slices : sequence of str
         Group slices to label; ignored for collections that are not grouped.
+    overwrite : bool, default False
+        Replace every sample's labels, a person's included (never on frozen test or mining
+        samples).
 
     Returns
     -------
     dict
         ``batch``, ``profile`` (as a dict), ``label_field``, ``num_samples``, totals of
-        ``oracle``, ``labels``, ``missed``, ``confused``, ``renamed``, ``jittered`` and
-        ``false_positives``, and the same per slice under ``per_slice``.
+        ``oracle``, ``labels``, ``missed``, ``confused``, ``renamed``, ``jittered``,
+        ``false_positives`` and ``left_alone`` (samples whose labels a person made, not
+        written), and the same per slice under ``per_slice``.
+
+    Raises
+    ------
+    ValueError
+        On bad arguments, a frozen ``label_field``, or test or mining samples in the
+        collection (on the chosen slices). Nothing is written then.
     """
     name, index = _batch_name(batch)
     profile = _resolve_profile(batch, index, profile, schedule)
@@ -84,14 +114,21 @@ def annotate_batch(
         )
     if collection.get_field(ORACLE_FIELD) is None:
         raise ValueError(f"the collection has no {ORACLE_FIELD!r} field to annotate from")
+    if not isinstance(overwrite, bool):
+        raise ValueError(f"overwrite must be a bool, got {overwrite!r}")
 
+    dataset = root_dataset(collection)
     views = _slice_views(collection, slices)
+    _refuse_frozen(dataset, views, label_field)
+    ignore = bookkeeping_keys(dataset, [label_field]) | {DIGEST_ATTR}
     per_slice = {}
     for slice_name, (view, is_3d) in views.items():
+        todo, left_alone = _writable(dataset, view, label_field, overwrite, ignore)
         rng = np.random.default_rng(
             [int(seed), zlib.crc32(name.encode()), zlib.crc32(slice_name.encode())]
         )
-        per_slice[slice_name] = _annotate_view(view, is_3d, label_field, profile, name, rng)
+        counts = _annotate_view(todo, is_3d, label_field, profile, name, rng, ignore)
+        per_slice[slice_name] = {**counts, "left_alone": left_alone}
 
     totals = {k: sum(s[k] for s in per_slice.values()) for k in _COUNT_KEYS}
     return {
@@ -101,6 +138,46 @@ def annotate_batch(
         **totals,
         "per_slice": per_slice,
     }
+
+
+def _refuse_frozen(dataset: fo.Dataset, views: dict, label_field: str) -> None:
+    """Raise on a frozen label field, or on test or mining samples among ``views``."""
+    if label_field in frozen_fields(dataset):
+        raise ValueError(
+            f"label_field {label_field!r} holds the frozen splits' recorded labels; "
+            "choose another label_field (e.g. ground_truth)"
+        )
+    frozen = frozen_sample_ids(dataset, ["test", "mining"])
+    blocked = [sid for view, _ in views.values() for sid in view.values("id") if sid in frozen]
+    if blocked:
+        raise ValueError(
+            f"{len(blocked)} samples to annotate are in the frozen test or mining splits "
+            f"(e.g. {', '.join(blocked[:3])}), whose labels are the yardstick; annotate a "
+            "view without them, e.g. view.match_tags(['split:test', 'split:mining'], bool=False)"
+        )
+
+
+def _written_here(labels, ignore: frozenset) -> bool:
+    """Whether ``labels`` is empty or exactly what the simulated annotator wrote."""
+    if labels is None:
+        return True
+    if not hasattr(labels, "detections"):
+        return False
+    if labels.has_field(DIGEST_ATTR):
+        return labels[DIGEST_ATTR] == owned_fingerprint(labels, ignore)
+    # Written before digests were: trust the provenance attribute.
+    return all(getattr(d, "annotator", None) == SIMULATED for d in labels.detections)
+
+
+def _writable(dataset, view, label_field: str, overwrite: bool, ignore: frozenset) -> tuple:
+    """``(the samples of view the annotator may write, how many it must leave alone)``."""
+    if overwrite or dataset.get_field(label_field) is None:
+        return view, 0
+    ids, labels = view.values(["id", label_field])
+    ours = [sid for sid, lab in zip(ids, labels) if _written_here(lab, ignore)]
+    if len(ours) == len(ids):
+        return view, 0
+    return view.select(ours), len(ids) - len(ours)
 
 
 def _resolve_profile(batch, index: int | None, profile, schedule) -> an.AnnotatorProfile:
@@ -147,7 +224,9 @@ def _slice_views(collection, slices: Sequence[str]) -> dict:
     }
 
 
-def _annotate_view(view, is_3d: bool, label_field: str, profile, batch_name: str, rng) -> dict:
+def _annotate_view(
+    view, is_3d: bool, label_field: str, profile, batch_name: str, rng, ignore: frozenset
+) -> dict:
     """Read the oracle of one flat view, annotate, write ``label_field`` in one call."""
     paths = ["id", f"{ORACLE_FIELD}.detections.label"]
     if is_3d:
@@ -193,15 +272,20 @@ def _annotate_view(view, is_3d: bool, label_field: str, profile, batch_name: str
         detections[result.image_index[row]].append(
             fo.Detection(
                 label=str(result.labels[row]),
-                annotator="simulated",
+                annotator=SIMULATED,
                 batch=batch_name,
                 **geometry_kwargs,
             )
         )
-    view.set_values(
-        label_field,
-        {i: fo.Detections(detections=d) for i, d in zip(ids, detections)},
-        key_field="id",
-        dynamic=True,  # declare annotator / batch so the App can filter on them
-    )
+    written = {}
+    for sid, labels in zip(ids, detections):
+        written[sid] = fo.Detections(detections=labels)
+        written[sid][DIGEST_ATTR] = owned_fingerprint(written[sid], ignore)
+    if written:
+        view.set_values(
+            label_field,
+            written,
+            key_field="id",
+            dynamic=True,  # declare annotator / batch so the App can filter on them
+        )
     return {"num_samples": len(ids), **result.counts()}

@@ -107,6 +107,12 @@ class SimulateAnnotation(AnnoloopOperator):
         )
         inputs.str("label_field", default="ground_truth", label="Label field")
         inputs.int("seed", default=0, label="Seed")
+        inputs.bool(
+            "overwrite",
+            default=False,
+            label="Replace a person's labels",
+            description="Off: samples whose labels a person added or corrected are left alone",
+        )
         self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Simulate annotation of the view"))
 
@@ -118,4 +124,5 @@ class SimulateAnnotation(AnnoloopOperator):
             ctx.params["batch"],
             label_field=ctx.params.get("label_field") or "ground_truth",
             seed=int(ctx.params.get("seed", 0)),
+            overwrite=bool(ctx.params.get("overwrite", False)),
         )

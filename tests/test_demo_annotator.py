@@ -1,9 +1,22 @@
-"""Pure tests of the simulated annotator: rates match the profile, drift follows the batch."""
+"""The simulated annotator: rates match the profile, drift follows the batch (pure tests);
+on a dataset it leaves frozen test / mining samples, frozen fields and a person's labels alone."""
 
 import numpy as np
 import pytest
 
+import fiftyone as fo
+from fiftyone import ViewField as F
+from fiftyone.operators.executor import ExecutionError
+
+from fo_helpers import run_operator, unique_name
+
+from annoloop.core.names import GOLDEN_SPLIT_TAG, MINING_SPLIT_TAG, TEST_SPLIT_TAG
+from annoloop.core.views import slice_views
 from annoloop.demo.algorithms import annotator as an
+from annoloop.demo.annotation import annotate_batch
+from annoloop.demo.dataset import load_demo_dataset
+from annoloop.quality.frozen import create_splits
+from annoloop.quality.frozen_check import check_frozen
 
 CLASSES = ("car", "van", "truck", "pedestrian", "cyclist")
 
@@ -195,3 +208,88 @@ def test_no_oracle_rows_gives_no_labels():
     )
     assert len(out.labels) == 0 and out.boxes.shape == (0, 4)
     assert out.counts()["oracle"] == 0
+
+
+# ------------------------------------------------------------------ on a frozen dataset
+
+FROZEN = [TEST_SPLIT_TAG, MINING_SPLIT_TAG, GOLDEN_SPLIT_TAG]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    dataset = load_demo_dataset(unique_name("annotator"), num_scenes=16, seed=2, image_size=(128, 64))
+    yield dataset
+    dataset.delete()
+
+
+@pytest.fixture
+def dataset(demo):
+    clone = demo.clone(unique_name("annotator-clone"))
+    create_splits(clone, test=2, mining=2, golden=2, seed=0)
+    yield clone
+    clone.delete()
+
+
+def scenes(dataset, tags, bool_=True):
+    """Whole scenes (every slice) whose samples carry one of ``tags`` (or none, ``bool_=False``)."""
+    return dataset.select_groups(dataset.match_tags(tags, bool=bool_).distinct("group.id"))
+
+
+def field_values(dataset, field="ground_truth") -> dict:
+    if dataset.get_field(field) is None:
+        return {}
+    return {name: view.values(field) for name, view in slice_views(dataset).items()}
+
+
+def test_the_annotator_refuses_test_and_mining_samples_and_writes_nothing(dataset):
+    before = field_values(dataset)
+    with pytest.raises(ValueError, match="frozen test or mining splits.*match_tags"):
+        annotate_batch(dataset, 0)
+    with pytest.raises(ExecutionError, match="frozen test or mining splits"):
+        run_operator("simulate_annotation", {"batch": "batch:v1", "delegate": False},
+                     dataset=dataset, view=scenes(dataset, [MINING_SPLIT_TAG]))
+    assert field_values(dataset) == before
+
+
+def test_the_annotator_refuses_a_recorded_frozen_field(dataset):
+    golden = scenes(dataset, [GOLDEN_SPLIT_TAG])
+    before = field_values(dataset, "golden")
+    with pytest.raises(ValueError, match="'golden' holds the frozen splits' recorded labels"):
+        annotate_batch(golden, 0, label_field="golden")
+    assert field_values(dataset, "golden") == before
+    assert check_frozen(dataset).ok
+
+
+def test_golden_samples_are_re_annotated_into_ground_truth_each_round(dataset):
+    golden = scenes(dataset, [GOLDEN_SPLIT_TAG])
+    first = annotate_batch(golden, 0, seed=0)
+    # The schema gate quarantining a label does not make it a person's.
+    dataset.select_group_slices("left").tag_labels("qa:quarantine", "ground_truth")
+    second = annotate_batch(golden, 2, seed=2)
+    assert first["num_samples"] == second["num_samples"] == 6 and second["left_alone"] == 0
+    assert set(golden.select_group_slices("left").distinct("ground_truth.detections.batch")) == {"batch-002"}
+    assert check_frozen(dataset).ok
+
+
+def test_the_annotator_leaves_labels_a_person_made_or_corrected_alone(dataset):
+    pool = scenes(dataset, FROZEN, bool_=False)
+    annotate_batch(pool, 0, seed=1)
+    left = dataset.select_group_slices("left").match_tags(FROZEN, bool=False)
+    boxed = left.match(F("ground_truth.detections").length() > 0)
+    corrected, redrawn = boxed.first(), boxed.skip(1).first()
+    corrected.ground_truth.detections[0].bounding_box[0] += 0.01  # still says "simulated"
+    corrected.save()
+    redrawn.ground_truth = fo.Detections(detections=[fo.Detection(label="car", bounding_box=[0.1, 0.1, 0.2, 0.2])])
+    redrawn.save()
+    kept = {s.id: s.ground_truth.to_dict() for s in (corrected, redrawn)}
+
+    summary = run_operator("simulate_annotation", {"batch": "batch:v1", "delegate": False},
+                           dataset=dataset, view=pool).result
+    assert summary["left_alone"] == summary["per_slice"]["left"]["left_alone"] == 2
+    assert {sid: left[sid].ground_truth.to_dict() for sid in kept} == kept
+    others = left.exclude(list(kept))
+    assert set(others.distinct("ground_truth.detections.batch")) == {"batch:v1"}
+
+    forced = annotate_batch(pool, 1, seed=1, overwrite=True)
+    assert forced["left_alone"] == 0
+    assert {left[sid].ground_truth.detections[0].batch for sid in kept} == {"batch-001"}
