@@ -151,6 +151,8 @@ class CreateSplits(AnnoloopOperator):
         outputs.obj("counts", label="Scenes and samples per split", view=types.JSONView())
         outputs.obj("strata", label="Strata", view=types.JSONView())
         outputs.obj("fingerprints", label="Label fingerprints", view=types.JSONView())
+        outputs.int("excluded_scenes", label="Trained scenes left out of the draw (reset)")
+        outputs.int("archived_rounds", label="Ledger rounds archived (reset)")
         return types.Property(outputs)
 
 

@@ -90,19 +90,20 @@ def refusal(dataset: fo.Dataset, entering: Collection, excluded: int, rounds: Ma
     problems = []
     if entering:
         problems.append(
-            f"{len(entering)} scenes that were trained on or labeled for training would enter "
+            f"{_count(len(entering), 'scene')} trained on or labeled for training would enter "
             f"the new test, mining or golden set ({_few(sorted(entering, key=str))})"
         )
     for key, ledger in rounds.items():
         problems.append(
-            f"dataset.info[{key!r}] holds {len(ledger)} rounds measured on the old test set "
-            f"({_few([_round_name(r) for r in ledger])})"
+            f"dataset.info[{key!r}] holds {_count(len(ledger), 'round')} measured on the old "
+            f"test set ({_few([_round_name(r) for r in ledger])})"
         )
     return (
         f"cannot draw new frozen splits on dataset '{dataset.name}': " + "; ".join(problems)
         + f". Pass reset=True to archive the rounds under dataset.info"
         f"[{LEDGER_ARCHIVE_INFO_KEY!r}], start an empty ledger and draw only from the scenes "
-        f"no model trained on ({excluded} scenes would be left out), or keep the current splits"
+        f"no model trained on ({_count(excluded, 'scene')} would be left out), or keep the "
+        "current splits"
     )
 
 
@@ -128,6 +129,10 @@ def archive_ledgers(dataset: fo.Dataset, rounds: Mapping, frozen_created_at: str
 def _round_name(entry: Mapping) -> str:
     run = f", run {entry['train_run']}" if entry.get("train_run") else ""
     return f"round {entry.get('round')} ({entry.get('batch')}{run})"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _few(names: list) -> str:

@@ -95,7 +95,9 @@ def state(dataset) -> dict:
     dataset.reload()
     return {
         "tags": {s: dataset.select_group_slices(s).values("tags") for s in SLICES},
-        "golden": {s: dataset.select_group_slices(s).values("golden.detections.id") for s in SLICES},
+        "golden": {
+            s: dataset.select_group_slices(s).values("golden.detections.id") for s in SLICES
+        },
         "views": dataset.list_saved_views(),
         "record": frozen_record(dataset),
         "info": dict(dataset.info),
@@ -123,9 +125,9 @@ def test_redraw_after_training_is_refused_naming_the_trained_scenes_and_the_roun
     with pytest.raises(ExecutionError) as refused:
         redraw(dataset)
     message = str(refused.value)
-    assert f"{len(entering)} scenes that were trained on" in message
+    assert f"{len(entering)} scene{'s' * (len(entering) > 1)} trained on" in message
     assert all(scene in message for scene in entering[:5])
-    assert "holds 1 rounds measured on the old test set (round 0 (batch:v1, run r0))" in message
+    assert "holds 1 round measured on the old test set (round 0 (batch:v1, run r0))" in message
     assert "reset=True" in message
     assert state(dataset) == before
 
@@ -134,7 +136,7 @@ def test_ledger_rounds_alone_refuse_a_redraw(dataset):
     untag_batches(dataset)
     train_round(dataset)
     before = state(dataset)
-    with pytest.raises(ExecutionError, match=r"holds 1 rounds .*reset=True") as refused:
+    with pytest.raises(ExecutionError, match=r"holds 1 round measured .*reset=True") as refused:
         redraw(dataset)
     assert "would enter" not in str(refused.value)
     assert state(dataset) == before
@@ -149,9 +151,11 @@ def test_reset_archives_the_ledger_and_draws_no_trained_scene_into_a_split(datas
     result = redraw(dataset, reset=True).result
 
     dataset.reload()
-    linked = dict(zip(*dataset.select_group_slices("left").values(["scene_id", "near_duplicate_of"])))
-    strata = {scene: "" for scene in linked}
-    group_of, _ = duplicate_groups(strata, {s: d for s, d in linked.items() if d})
+    left = dataset.select_group_slices("left")
+    linked = dict(zip(*left.values(["scene_id", "near_duplicate_of"])))
+    group_of, _ = duplicate_groups(
+        {scene: "" for scene in linked}, {s: d for s, d in linked.items() if d}
+    )
     left_out = {s for s in linked if group_of[s] in {group_of[t] for t in trained}}
     assert not scenes(dataset, list(SPLITS)) & left_out
     assert result["excluded_scenes"] == len(left_out) >= len(trained)
