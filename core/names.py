@@ -27,6 +27,9 @@ MINING_EVAL_KEY = "eval_mining"
 LEDGER_INFO_KEY = "annoloop_ledger"
 #: ``dataset.info`` key of a random-selection baseline's ledger (same form), shown beside it.
 BASELINE_LEDGER_INFO_KEY = "annoloop_ledger_random"
+#: ``dataset.info`` key of the ledgers a ``create_splits(reset=True)`` archived (a JSON list of
+#: ``{archived_at, frozen_created_at, rounds, baseline_rounds}``, oldest first).
+LEDGER_ARCHIVE_INFO_KEY = "annoloop_ledger_archive"
 #: FiftyOne custom-run ``method`` and key prefix of training run records.
 TRAIN_RUN_METHOD = "annoloop.train"
 TRAIN_RUN_KEY_PREFIX = "annoloop_train_"

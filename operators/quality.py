@@ -38,7 +38,11 @@ class CreateSplits(AnnoloopOperator):
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
-        defaults = split_defaults(ctx.dataset)
+        try:
+            defaults = split_defaults(ctx.dataset)
+        except ValueError as err:  # a dataset without samples
+            inputs.view("no_samples", types.Warning(label=str(err)))
+            return types.Property(inputs)
         inputs.float(
             "test",
             default=0.1,
@@ -109,6 +113,14 @@ class CreateSplits(AnnoloopOperator):
             label="Overwrite",
             description="Re-draw existing splits (changes which samples are frozen)",
         )
+        inputs.bool(
+            "reset",
+            default=False,
+            label="Reset the ledger",
+            description="Archive the ledger's rounds (measured on the old sets), start an empty "
+            "one, and draw only from scenes no model trained on; needed to re-draw after "
+            "training",
+        )
         self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Create frozen splits"))
 
@@ -130,6 +142,7 @@ class CreateSplits(AnnoloopOperator):
             test_fields=params.get("test_fields") or None,
             min_stratum_groups=params.get("min_stratum_groups", 3),
             overwrite=bool(params.get("overwrite", False)),
+            reset=bool(params.get("reset", False)),
             progress=progress_reporter(ctx),
         )
 
@@ -138,6 +151,8 @@ class CreateSplits(AnnoloopOperator):
         outputs.obj("counts", label="Scenes and samples per split", view=types.JSONView())
         outputs.obj("strata", label="Strata", view=types.JSONView())
         outputs.obj("fingerprints", label="Label fingerprints", view=types.JSONView())
+        outputs.int("excluded_scenes", label="Trained scenes left out of the draw (reset)")
+        outputs.int("archived_rounds", label="Ledger rounds archived (reset)")
         return types.Property(outputs)
 
 

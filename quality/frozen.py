@@ -17,10 +17,18 @@ stratified by scene attributes. It then
   sets' label fields, the golden field) sample by sample, as the FiftyOne custom run
   ``annoloop_frozen_splits`` (:mod:`.frozen_check`, which also checks they stay frozen).
 
-The phases: resolve and validate the parameters, read one row per sample, group scenes and
-select (:func:`.scene_groups.duplicate_groups`, :func:`.splits.select_splits`), read the
-golden labels, and only then write tags, labels, views and the record. The module stays
-near 450 lines as one concept, drawing the splits; a third of it is the public docstrings.
+No draw, first or re-draw, puts a scene that a model trained on (or that is labeled for
+training) into a split, and no re-draw keeps ledger rounds measured on the old sets
+(:mod:`.resplit`): without ``reset`` such a draw is refused; with it the rounds are archived
+and the trained scenes, with their near-duplicates, are left out of the draw. The old test
+scenes a re-draw releases into the pool were never trained on, so they may be trained on
+from then on; only the archived rounds were measured on them.
+
+The phases: resolve and validate the parameters, read one row per sample, group scenes,
+find the trained scenes and select (:func:`.scene_groups.duplicate_groups`,
+:func:`.splits.select_splits`), check the draw, read the golden labels, and only then write
+(archive the ledger, then tags, labels, views and the record). The module stays near 500
+lines as one concept, drawing the splits; a third of it is the public docstrings.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from .frozen_check import (
     snapshot,
 )
 from .labels import detections_field, on_slice
+from .resplit import archive_ledgers, measured_rounds, refusal, trained_scenes
 
 __all__ = ["DEFAULT_GOLDEN_FIELD", "create_splits", "split_defaults"]
 
@@ -56,8 +65,14 @@ _MAX_STRATUM_VALUES = 12
 _RESERVED = {"id", "filepath", "tags", "metadata", "created_at", "last_modified_at"}
 
 
-def _first_slice(dataset: fo.Dataset):
-    return next(iter(slice_views(dataset).values()))
+def _require_samples(dataset: fo.Dataset) -> dict:
+    """``{slice: flat view}`` of ``dataset``; raises when no slice holds a sample."""
+    slices = slice_views(dataset)
+    if not any(len(view) for view in slices.values()):
+        raise ValueError(
+            f"dataset '{dataset.name}' has no samples; add samples before creating splits"
+        )
+    return slices
 
 
 def split_defaults(dataset: fo.Dataset) -> dict:
@@ -69,12 +84,14 @@ def split_defaults(dataset: fo.Dataset) -> dict:
     - ``strata_fields``: top-level string / bool sample fields with 2-12 distinct values
       (scene attributes such as ``time_of_day``, ``weather``);
     - ``source_field``: ``oracle`` when it is a Detections field, else ``ground_truth``.
+
+    Raises ``ValueError`` on a dataset without samples.
     """
+    first = next(iter(_require_samples(dataset).values()))
     schema = dataset.get_field_schema()
     scene_field = _SCENE_FIELD if _SCENE_FIELD in schema else None
     duplicate_field = _DUPLICATE_FIELD if scene_field and _DUPLICATE_FIELD in schema else None
     skip = _RESERVED | {scene_field, duplicate_field, getattr(dataset, "group_field", None)}
-    first = _first_slice(dataset)
     strata = [
         name
         for name, f in schema.items()
@@ -131,6 +148,7 @@ def create_splits(
     test_fields: Sequence[str] | None = None,
     min_stratum_groups: int = 3,
     overwrite: bool = False,
+    reset: bool = False,
     progress: Progress | None = None,
 ) -> dict:
     """Pick, tag and fingerprint a frozen test set, a mining set and a golden set.
@@ -170,6 +188,13 @@ def create_splits(
     overwrite : bool, default False
         Replace existing splits (tags, views, golden field, record). Without it, existing
         splits are an error.
+    reset : bool, default False
+        Start the measurements over: archive the ledger and the random baseline's ledger
+        (``dataset.info["annoloop_ledger_archive"]``), start empty ones, and leave every
+        scene trained on or labeled for training (see :mod:`.resplit`), with its
+        near-duplicates, out of the draw, whose sizes then count the remaining scenes.
+        Without it, a draw that would put such a scene into a split, or any ledger round
+        (measured on the old sets), is an error.
     progress : callable, optional
         ``progress(fraction, message)``.
 
@@ -177,14 +202,16 @@ def create_splits(
     -------
     dict
         The record: parameters, ``counts`` (scenes and samples per split), ``strata``,
-        ``fingerprints`` (one digest per split and field) and ``created_at``.
+        ``fingerprints`` (one digest per split and field), ``excluded_scenes`` (left out by
+        ``reset``), ``archived_rounds`` and ``created_at``.
 
     Raises
     ------
     ValueError
-        On existing splits without ``overwrite``, unknown fields, bad sizes, a scene that
-        spans several strata, or golden samples without source labels. Nothing is written
-        then.
+        On a dataset without samples, existing splits without ``overwrite``, trained scenes
+        entering a split or ledger rounds without ``reset``, unknown fields, bad sizes, a
+        scene that spans several strata, or golden samples without source labels. Nothing
+        is written then.
     """
     report = progress or (lambda fraction, message: None)
     dataset = root_dataset(dataset)
@@ -203,23 +230,40 @@ def create_splits(
         min_stratum_groups=min_stratum_groups,
     )
     _check_fields(dataset, params)
+    if not isinstance(reset, bool):
+        raise ValueError(f"reset must be True or False; got {reset!r}")
     # Checking for existing splits, drawing and tagging are one step: under the dataset's
     # write lock, on a fresh copy of its document, so two calls never merge their draws.
     with dataset_lock(dataset, "create_splits"):
         dataset.reload()
-        return _draw_and_freeze(dataset, params, overwrite, report)
+        return _draw_and_freeze(dataset, params, overwrite, reset, report)
 
 
-def _draw_and_freeze(dataset: fo.Dataset, params: _Params, overwrite: bool, report) -> dict:
-    """Draw the splits, tag them, fingerprint them and save the record."""
-    redraw, ours = _check_existing(dataset, params.golden_field, overwrite)
+def _draw_and_freeze(
+    dataset: fo.Dataset, params: _Params, overwrite: bool, reset: bool, report
+) -> dict:
+    """Draw the splits, check the draw, tag them, fingerprint them and save the record."""
+    redraw, ours, frozen_at = _check_existing(dataset, params.golden_field, overwrite)
+    rounds = measured_rounds(dataset)
 
     report(0.0, "reading scenes")
     slices = slice_views(dataset)
     group_path = f"{dataset.group_field}.id" if dataset.media_type == "group" else "id"
     scene_path = params.scene_field or group_path
     rows = _scene_rows(dataset, slices, scene_path, params.duplicate_field, params.strata_fields)
-    result = _select(rows, params)
+    components = _components(rows, params)
+    group_of = components[0]
+    trained = trained_scenes(dataset, slices, scene_path)
+    # A near-duplicate of a trained scene is as good as trained: its whole group stays out.
+    trained_groups = {group_of[s] for s in trained}
+    excluded = [s for s, group in group_of.items() if group in trained_groups]
+    if reset:
+        rows = [r for r in rows if group_of[r[2]] not in trained_groups]
+    result = _select(rows, components, params, len(excluded) if reset else 0)
+    picked_groups = set().union(*(getattr(result, f"{s}_groups") for s in SPLIT_TAGS))
+    entering = [s for s in trained if str(group_of[s]) in picked_groups]
+    if not reset and (entering or rounds):
+        raise ValueError(refusal(dataset, entering, len(excluded), rounds))
     picked = {split: [rows[i] for i in getattr(result, split).tolist()] for split in SPLIT_TAGS}
     if not picked["golden"]:
         raise ValueError("the golden set would be empty; ask for more golden scenes")
@@ -230,6 +274,9 @@ def _draw_and_freeze(dataset: fo.Dataset, params: _Params, overwrite: bool, repo
     golden_labels = _golden_labels(slices, by_slice["golden"], params.source_field)
 
     report(0.3, "tagging the splits")
+    if reset and rounds:
+        # First, so that no moment holds new splits beside rounds measured on the old ones.
+        archive_ledgers(dataset, rounds, frozen_at)
     if redraw:
         _clear_splits(dataset, slices, ours)
     _write_splits(dataset, slices, by_slice, picked, golden_labels, params.golden_field)
@@ -239,6 +286,8 @@ def _draw_and_freeze(dataset: fo.Dataset, params: _Params, overwrite: bool, repo
     fields = {"test": test_fields, "mining": test_fields, "golden": golden_fields}
     frozen = snapshot(dataset, fields)
     record = _split_record(params, scene_path, result, picked, frozen["fingerprints"])
+    record["excluded_scenes"] = len(excluded) if reset else 0
+    record["archived_rounds"] = sum(len(r) for r in rounds.values()) if reset else 0
     scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
     save_record(
         dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record, results={**frozen, "scenes": scenes}
@@ -316,8 +365,9 @@ def _check_fields(dataset: fo.Dataset, p: _Params) -> None:
 
 def _check_existing(
     dataset: fo.Dataset, golden_field: str, overwrite: bool
-) -> tuple[bool, str | None]:
-    """``(whether splits exist and are to be cleared, golden field an earlier run wrote)``."""
+) -> tuple[bool, str | None, str | None]:
+    """``(whether splits exist and are to be cleared, golden field an earlier run wrote, when
+    that run drew)``."""
     existing = _existing_splits(dataset)
     previous = frozen_record(dataset)
     redraw = bool(any(existing["tagged"].values()) or existing["views"] or existing["run"])
@@ -334,7 +384,7 @@ def _check_existing(
             f"field {golden_field!r} already exists and was not written by create_splits; "
             "choose another golden_field"
         )
-    return redraw, ours
+    return redraw, ours, previous["created_at"] if previous else None
 
 
 def _scene_rows(dataset, slices: dict, scene_path: str, duplicate_field, strata_fields) -> list:
@@ -349,8 +399,6 @@ def _scene_rows(dataset, slices: dict, scene_path: str, duplicate_field, strata_
         for i, sid in enumerate(ids):
             stratum = "|".join(str(col[i]) for col in strata_cols)
             rows.append((name, sid, scenes[i], links[i], stratum))
-    if not rows:
-        raise ValueError(f"dataset '{dataset.name}' has no samples")
     no_scene = sum(r[2] is None for r in rows)
     if no_scene:
         raise ValueError(
@@ -359,8 +407,9 @@ def _scene_rows(dataset, slices: dict, scene_path: str, duplicate_field, strata_
     return rows
 
 
-def _select(rows: list, p: _Params) -> SplitResult:
-    """Group near-duplicate scenes, stratify each group as its original, and select."""
+def _components(rows: list, p: _Params) -> tuple[dict, dict]:
+    """``({scene: its near-duplicate group}, {group: stratum})``; a group is stratified as
+    its original. Raises on a scene whose samples lie in different strata."""
     scene_strata: dict = {}
     scene_link: dict = {}
     for _, _, scene, link, stratum in rows:
@@ -374,18 +423,29 @@ def _select(rows: list, p: _Params) -> SplitResult:
             f"(e.g. {mixed[0]!r}: {sorted(scene_strata[mixed[0]])}); "
             "strata must be scene attributes"
         )
-    component, component_stratum = duplicate_groups(
-        {s: next(iter(v)) for s, v in scene_strata.items()}, scene_link
-    )
-    return select_splits(
-        [str(component[r[2]]) for r in rows],
-        [component_stratum[component[r[2]]] for r in rows],
-        test=p.test,
-        golden=p.golden,
-        mining=p.mining,
-        seed=p.seed,
-        min_stratum_groups=p.min_stratum_groups,
-    )
+    return duplicate_groups({s: next(iter(v)) for s, v in scene_strata.items()}, scene_link)
+
+
+def _select(rows: list, components: tuple[dict, dict], p: _Params, excluded: int) -> SplitResult:
+    """Select the splits by near-duplicate group; ``excluded`` scenes were left out first."""
+    component, component_stratum = components
+    try:
+        return select_splits(
+            [str(component[r[2]]) for r in rows],
+            [component_stratum[component[r[2]]] for r in rows],
+            test=p.test,
+            golden=p.golden,
+            mining=p.mining,
+            seed=p.seed,
+            min_stratum_groups=p.min_stratum_groups,
+        )
+    except ValueError as err:
+        if not excluded:
+            raise
+        raise ValueError(
+            f"{err} (reset=True left out {excluded} scenes trained on or labeled for "
+            "training; ask for fewer scenes or add new ones)"
+        ) from None
 
 
 def _golden_labels(slices: dict, golden_ids: dict, source_field: str) -> dict:

@@ -9,9 +9,10 @@ import pytest
 
 import fiftyone as fo
 from fiftyone import ViewField as F
-from fiftyone.operators.executor import ExecutionError
+import fiftyone.operators as foo
+from fiftyone.operators.executor import ExecutionContext, ExecutionError
 
-from fo_helpers import run_operator, unique_name
+from fo_helpers import run_operator, unique_name, uri
 
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.quality.algorithms.scene_groups import duplicate_groups
@@ -226,3 +227,21 @@ def test_duplicate_groups_joins_linked_scenes_and_stratifies_them_as_the_origina
     )
     assert component == {"a": "a", "b": "a", "c": "c"}
     assert stratum == {"a": "day", "c": "day"}
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_create_splits_on_an_empty_dataset_says_it_has_no_samples(grouped):
+    empty = fo.Dataset(unique_name("frozen-empty"))
+    if grouped:
+        empty.add_group_field("group", default="left")
+    message = f"dataset '{empty.name}' has no samples; add samples before creating splits"
+    try:
+        with pytest.raises(ExecutionError, match=message):
+            create(empty)
+        operator = foo.OperatorRegistry().get_operator(uri("create_splits"))
+        ctx = ExecutionContext(request_params={"dataset_name": empty.name, "params": {}})
+        form = operator.resolve_input(ctx).to_json()["type"]["properties"]
+        assert list(form) == ["no_samples"]
+        assert message in form["no_samples"]["view"]["label"]
+    finally:
+        empty.delete()
