@@ -10,8 +10,9 @@ so its lock expires after one lease and the next caller takes it — no manual c
 
 Every process that reaches the same database (the App, a delegated worker, an SDK script
 on another machine) sees the same locks. The same mechanism, keyed by name, marks a long
-job as alive (:func:`held_lock`): a training run record whose run lock nobody holds is the
-leftover of a killed worker, and a re-run may replace it.
+job as alive (:func:`run_lock`, :func:`run_is_alive`): a run record (a training run, a ZCore
+run) left ``started`` whose run lock nobody holds is the leftover of a killed worker, and a
+re-run replaces it without ``overwrite``.
 
 A thread that already holds a lock takes it again at once (nested writes in one call never
 deadlock on themselves).
@@ -35,12 +36,15 @@ from pymongo.errors import DuplicateKeyError
 __all__ = [
     "DEFAULT_LEASE_S",
     "DEFAULT_WAIT_S",
+    "RUN_LEASE_S",
     "DatasetLocked",
     "dataset_lock",
     "held_lock",
     "holds_lock",
     "lock_holder",
     "named_lock",
+    "run_is_alive",
+    "run_lock",
 ]
 
 _COLLECTION = "annoloop_locks"
@@ -48,6 +52,8 @@ _COLLECTION = "annoloop_locks"
 DEFAULT_LEASE_S = 60.0
 #: Seconds a caller waits for a busy dataset before it gives up with :class:`DatasetLocked`.
 DEFAULT_WAIT_S = 10.0
+#: Lease of a run's liveness lock: a killed run's record is replaceable this long after it died.
+RUN_LEASE_S = 15.0
 
 
 class DatasetLocked(RuntimeError):
@@ -192,3 +198,27 @@ def named_lock(
         stop.set()
         renewer.join()
         _locks().delete_one({"_id": key, "token": token})
+
+
+def _run_lock_key(dataset: fo.Dataset, run_key: str) -> str:
+    return f"{dataset.name}/{run_key}"
+
+
+def run_lock(dataset: fo.Dataset, run_key: str, action: str, what: str):
+    """Hold the liveness lock of run ``run_key`` of ``dataset`` while the run works.
+
+    Taken at once or never (``wait_s=0``): a second process working on the same run gets
+    :class:`DatasetLocked` naming the holder (``what`` names the run in the message).
+    """
+    return named_lock(
+        _run_lock_key(dataset, run_key), action, what=what, wait_s=0, lease_s=RUN_LEASE_S
+    )
+
+
+def run_is_alive(dataset: fo.Dataset, run_key: str) -> bool:
+    """Whether another process (or thread) holds the liveness lock of run ``run_key``.
+
+    A record left ``started`` by a run that is not alive was left by a killed process.
+    """
+    key = _run_lock_key(dataset, run_key)
+    return held_lock(key) is not None and not holds_lock(key)

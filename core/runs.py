@@ -21,6 +21,9 @@ from typing import Any
 import fiftyone as fo
 
 __all__ = [
+    "STATUS_COMPLETED",
+    "STATUS_FAILED",
+    "STATUS_STARTED",
     "Progress",
     "load_record",
     "load_records",
@@ -30,6 +33,12 @@ __all__ = [
     "save_record",
     "update_record",
 ]
+
+#: Status of a record written when its run starts: ``started`` until the run completes or
+#: fails; one left ``started`` by a run that is no longer alive was left by a killed process.
+STATUS_STARTED = "started"
+STATUS_COMPLETED = "completed"
+STATUS_FAILED = "failed"
 
 #: ``progress(fraction, message)``: every long-running core function reports through one.
 Progress = Callable[[float, str], None]

@@ -24,10 +24,12 @@
 
 Runs are resumable and cheap to repeat: samples (and objects) that already have an embedding
 are skipped unless ``overwrite=True``; embeddings are written in bulk chunks as they are
-computed, so an interrupted run keeps its finished chunks. Which model produced each slice's
-embeddings is recorded in ``dataset.info["annoloop_embeddings"]``; filling a field from a
-different model than the one recorded needs ``overwrite=True``, so one field never silently
-mixes two models.
+computed, so an interrupted (even killed) run keeps its finished chunks and a plain re-run,
+without ``overwrite``, embeds only the rest; a vector is written whole or not at all (one
+document update). Which model produced each slice's embeddings is recorded in
+``dataset.info["annoloop_embeddings"]``, before the field's first chunk is written; filling
+a field from a different model than the one recorded needs ``overwrite=True``, so one field
+never silently mixes two models, not even after a kill.
 
 Everything is validated before anything is written: unknown or unsupported slices, fields of
 the wrong type, missing media files, malformed boxes and empty collections raise a
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,18 +239,17 @@ def _write(
         _declare_vector_field(dataset, run.patch_path)
     touched_groups: set[str] = set()
     for unit in units:
+        writer = _writer(run, unit, field_name)
         if unit.media_type == IMAGE:
-            _embed_images(unit, embedder, field_name, run.batch_size, report)
+            _embed_images(unit, embedder, writer, run.batch_size, report)
         else:
-            _embed_point_clouds(unit, field_name, run.pointcloud_config, report)
-        _record(dataset, field_name, unit.key, unit.model, unit.dim, unit.ids, run.pointcloud_config)
+            _embed_point_clouds(unit, writer, run.pointcloud_config, report)
+        unit.dim = writer.dim
         touched_groups.update(unit.groups)
         if run.patch_path is not None and unit.media_type == IMAGE:
-            _embed_patches(unit, embedder, run.patch_path, run.batch_size, report)
-            _record(
-                dataset, run.patch_path, unit.key, unit.model, unit.patch_dim, unit.patch_samples,
-                None,
-            )
+            writer = _writer(run, unit, run.patch_path)
+            _embed_patches(unit, embedder, writer, run.batch_size, report)
+            unit.patch_dim = writer.dim
     groups_summary = None
     if run.group_field:
         _declare_vector_field(dataset, run.group_field)
@@ -319,12 +320,17 @@ class _Reporter:
 
 
 class _ChunkWriter:
-    """Collects id -> vector pairs and writes them with one bulk call per chunk."""
+    """Collects id -> vector pairs and writes them with one bulk call per chunk.
 
-    def __init__(self, view, path: str, labels: bool) -> None:
-        self.view, self.path, self.labels = view, path, labels
+    ``record(dim)`` runs once, just before the first write: a field never holds vectors whose
+    model is not recorded, even when the run is killed right after a write.
+    """
+
+    def __init__(self, view, path: str, labels: bool, record: Callable[[int], None]) -> None:
+        self.view, self.path, self.labels, self.record = view, path, labels, record
         self.pending: list = []
         self.dim: int | None = None
+        self.recorded = False
 
     def add(self, keys: Sequence, vectors: np.ndarray) -> None:
         self.dim = int(vectors.shape[1])
@@ -335,6 +341,9 @@ class _ChunkWriter:
     def flush(self) -> None:
         if not self.pending:
             return
+        if not self.recorded:
+            self.record(self.dim)
+            self.recorded = True
         if self.labels:
             values = [{"sample_id": s, "label_id": lid, "value": v} for (s, lid), v in self.pending]
             self.view.set_label_values(self.path, values)
@@ -343,10 +352,21 @@ class _ChunkWriter:
         self.pending = []
 
 
+def _writer(run: _Run, unit: EmbeddingUnit, path: str) -> _ChunkWriter:
+    """The chunk writer of ``unit``'s vectors at ``path`` (a sample field or patch attribute)."""
+    patches = path == run.patch_path
+    config = None if patches else run.pointcloud_config
+
+    def record(dim: int) -> None:
+        _record(run.dataset, path, unit.key, unit.model, dim, config)
+
+    return _ChunkWriter(unit.view, path, labels=patches, record=record)
+
+
 def _embed_images(
-    unit: EmbeddingUnit, embedder: ImageEmbedder, field_name: str, batch_size: int, report: _Reporter
+    unit: EmbeddingUnit, embedder: ImageEmbedder, writer: _ChunkWriter, batch_size: int,
+    report: _Reporter,
 ) -> None:
-    writer = _ChunkWriter(unit.view, field_name, labels=False)
     for start in range(0, len(unit.ids), batch_size):
         paths = unit.paths[start : start + batch_size]
         writer.add(
@@ -354,24 +374,22 @@ def _embed_images(
         )
         report.advance(len(paths), f"{unit.key}: {start + len(paths)}/{len(unit.ids)} images")
     writer.flush()
-    unit.dim = writer.dim
 
 
 def _embed_point_clouds(
-    unit: EmbeddingUnit, field_name: str, config: PointCloudDescriptorConfig, report: _Reporter
+    unit: EmbeddingUnit, writer: _ChunkWriter, config: PointCloudDescriptorConfig,
+    report: _Reporter,
 ) -> None:
-    writer = _ChunkWriter(unit.view, field_name, labels=False)
     for i, (sample_id, path) in enumerate(zip(unit.ids, unit.paths)):
         writer.add([sample_id], pointcloud_descriptor(read_point_cloud(path), config)[None])
         report.advance(1, f"{unit.key}: {i + 1}/{len(unit.ids)} point clouds")
     writer.flush()
-    unit.dim = writer.dim
 
 
 def _embed_patches(
-    unit: EmbeddingUnit, embedder: ImageEmbedder, path: str, batch_size: int, report: _Reporter
+    unit: EmbeddingUnit, embedder: ImageEmbedder, writer: _ChunkWriter, batch_size: int,
+    report: _Reporter,
 ) -> None:
-    writer = _ChunkWriter(unit.view, path, labels=True)
     crops: list[np.ndarray] = []
     keys: list[tuple[str, str]] = []
     total, done = unit.num_patches, 0
@@ -390,7 +408,6 @@ def _embed_patches(
     if crops:
         run(len(crops))
     writer.flush()
-    unit.patch_dim = writer.dim
 
 
 def _declare_vector_field(dataset, path: str) -> None:
@@ -398,10 +415,8 @@ def _declare_vector_field(dataset, path: str) -> None:
         dataset.add_sample_field(path, fo.VectorField)
 
 
-def _record(dataset, path: str, key: str, model: str, dim: int | None, work: list, config) -> None:
-    """Remember which model filled ``path`` on ``key`` (only when something was written)."""
-    if not work:
-        return
+def _record(dataset, path: str, key: str, model: str, dim: int, config) -> None:
+    """Remember which model fills ``path`` on ``key``, and the dimension."""
     info = dataset.info
     entry = {"model": model, "dim": dim}
     if config is not None and model == POINTCLOUD_DESCRIPTOR_NAME:

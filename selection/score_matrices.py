@@ -8,6 +8,7 @@ many samples; :func:`write_scores` writes each row's score to all its samples in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,12 +182,23 @@ def read_groups(collection, fields: list[str]) -> ScoreMatrix:
 
 
 
-def write_scores(collection, score_field: str, scorings: list[ScoreMatrix], scores: list) -> int:
-    """Bulk-write each row's score to its samples; returns the number of samples written."""
+def write_scores(
+    collection,
+    score_field: str,
+    scorings: list[ScoreMatrix],
+    scores: list,
+    report: Callable[[str], None] | None = None,
+) -> int:
+    """Bulk-write each row's score to its samples; returns the number of samples written.
+
+    One bulk write per slice (and per scored slice); ``report(label)`` follows each.
+    """
     written = 0
     for scoring, row_scores in zip(scorings, scores):
         for slice_name, ids, rows in scoring.targets:
             view = collection.select_group_slices(slice_name) if slice_name else collection
             view.set_values(score_field, dict(zip(ids, row_scores[rows].tolist())), key_field="id")
             written += len(ids)
+            if report is not None:
+                report(f"scores written on {slice_name or 'the collection'}: {written} samples")
     return written

@@ -30,7 +30,13 @@ field. ``overwrite=True`` clears the field on the whole dataset, then writes the
 
 Each run is recorded as a FiftyOne custom run (method ``annoloop.zcore``, key
 ``annoloop_zcore_<score_field>``; see :func:`zcore_run`), so ``dataset.list_runs()`` shows it
-and a delegated worker's result is visible to every client of the database.
+and a delegated worker's result is visible to every client of the database. Once the
+scores exist, one step under the dataset's lock records the run ``started``, writes the
+scores and rewrites the record ``completed`` (``failed`` if writing raised); while scoring
+and writing, the run holds a liveness lock (:func:`..core.locks.run_lock`). A run killed
+while scoring leaves nothing; a record left ``started`` by a run that is no longer alive
+(killed mid-write), or ``failed``, is an unfinished run, and a re-run replaces it and its
+partial scores without ``overwrite``: a killed worker never makes the re-run demand it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,17 @@ from collections.abc import Sequence
 
 import fiftyone as fo
 
-from ..core.runs import Progress, load_record, now, record_keys, save_record
+from ..core.locks import RUN_LEASE_S, dataset_lock, run_is_alive, run_lock
+from ..core.runs import (
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_STARTED,
+    Progress,
+    load_record,
+    now,
+    record_keys,
+    save_record,
+)
 from ..core.names import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
 from .algorithms.zcore import ZCoreParams, zcore_scores
@@ -72,6 +88,7 @@ ZCORE_RUN_KEY_PREFIX = "annoloop_zcore_"
 BACKENDS = ("auto", "numpy", "torch")
 #: Keys of a run record (see :func:`compute_zcore`'s return value).
 _RECORD_KEYS = (
+    "status",
     "score_field",
     "embeddings_fields",
     "unit",
@@ -103,7 +120,7 @@ def zcore_run(dataset: fo.Dataset, score_field: str = ZCORE_FIELD) -> dict:
     Raises
     ------
     ValueError
-        When no ZCore run wrote ``score_field`` on ``dataset``.
+        When no ZCore run wrote ``score_field`` on ``dataset``, or the run has not completed.
     """
     key = zcore_run_key(score_field)
     record = load_record(dataset, key)
@@ -111,6 +128,18 @@ def zcore_run(dataset: fo.Dataset, score_field: str = ZCORE_FIELD) -> dict:
         known = [k[len(ZCORE_RUN_KEY_PREFIX) :] for k in record_keys(dataset, ZCORE_RUN_METHOD)]
         raise ValueError(
             f"no ZCore run wrote '{score_field}' on '{dataset.name}'; ZCore score fields: {known}"
+        )
+    record = {"status": STATUS_COMPLETED, **record}  # records older than the status key
+    if record["status"] != STATUS_COMPLETED:
+        state = (
+            "is still running"
+            if record["status"] == STATUS_STARTED and run_is_alive(dataset, key)
+            else "did not finish (its worker was killed, or it failed); run compute_zcore "
+            "again, without overwrite, to replace it"
+        )
+        raise ValueError(
+            f"the ZCore run of '{score_field}' on '{dataset.name}' started at "
+            f"{record['created_at']} {state}"
         )
     return {k: record[k] for k in _RECORD_KEYS}
 
@@ -209,45 +238,99 @@ def compute_zcore(
     unit, scorings = _read(collection, fields, per_group)
     matrices = [to_matrix(s) for s in scorings]
 
-    # Validation is over: from here on, compute and write.
-    scoring_started = time.perf_counter()
-    scores = _score(scorings, matrices, params, engine, report)
-    scoring_seconds = time.perf_counter() - scoring_started
-
-    report(0.92, "writing scores")
-    if overwrite and dataset.get_field(score_field) is not None:
-        dataset.clear_sample_field(score_field)
-    if dataset.get_field(score_field) is None:
-        dataset.add_sample_field(score_field, fo.FloatField)
-    written = write_scores(collection, score_field, scorings, scores)
-
-    record = {
-        "score_field": score_field,
-        "embeddings_fields": fields,
-        "unit": unit,
-        "blocks": scorings[0].layout if len(scorings) == 1 else None,
-        "dim": int(matrices[0].shape[1]) if len(matrices) == 1 else None,
-        "n": sum(s.n for s in scorings),
-        "samples_written": written,
-        "slices": (
-            {
-                s.name: {"n": s.n, "dim": int(x.shape[1]), "blocks": s.layout}
-                for s, x in zip(scorings, matrices)
-            }
-            if unit == "slice sample"
-            else None
-        ),
-        "params": dataclasses.asdict(params),
-        "backend": backend,
-        "device": device,
-        "seconds": round(time.perf_counter() - started, 3),
-        "scoring_seconds": round(scoring_seconds, 3),
-        "created_at": now(),
-    }
+    # Validation is over. The liveness lock is held from here on; the record and the scores
+    # are written in one locked step once the scores exist, so a run killed (or failing)
+    # while scoring writes nothing.
     key = zcore_run_key(score_field)
-    save_record(dataset, key, ZCORE_RUN_METHOD, record)
+    what = f"ZCore scores '{score_field}' of '{dataset.name}'"
+    with run_lock(dataset, key, "compute_zcore", what):
+        scoring_started = time.perf_counter()
+        scores = _score(scorings, matrices, params, engine, report)
+        scoring_seconds = time.perf_counter() - scoring_started
+
+        report(0.92, "writing scores")
+        with dataset_lock(dataset, "compute_zcore"):
+            started_at = _start(dataset, score_field, fields, params, overwrite)
+            try:
+                # Validation left nothing here but an earlier run's scores that overwrite
+                # replaces, or an unfinished run's partial ones.
+                if dataset.get_field(score_field) is not None:
+                    dataset.clear_sample_field(score_field)
+                else:
+                    dataset.add_sample_field(score_field, fo.FloatField)
+                written = write_scores(
+                    collection, score_field, scorings, scores, lambda label: report(0.95, label)
+                )
+            except BaseException as error:
+                record = _unfinished_record(score_field, fields, params, started_at, STATUS_FAILED)
+                save_record(dataset, key, ZCORE_RUN_METHOD, {**record, "error": repr(error)})
+                raise
+            record = {
+                "status": STATUS_COMPLETED,
+                "score_field": score_field,
+                "embeddings_fields": fields,
+                "unit": unit,
+                "blocks": scorings[0].layout if len(scorings) == 1 else None,
+                "dim": int(matrices[0].shape[1]) if len(matrices) == 1 else None,
+                "n": sum(s.n for s in scorings),
+                "samples_written": written,
+                "slices": (
+                    {
+                        s.name: {"n": s.n, "dim": int(x.shape[1]), "blocks": s.layout}
+                        for s, x in zip(scorings, matrices)
+                    }
+                    if unit == "slice sample"
+                    else None
+                ),
+                "params": dataclasses.asdict(params),
+                "backend": backend,
+                "device": device,
+                "seconds": round(time.perf_counter() - started, 3),
+                "scoring_seconds": round(scoring_seconds, 3),
+                "created_at": started_at,
+            }
+            save_record(dataset, key, ZCORE_RUN_METHOD, record)
     report(1.0, f"ZCore scores written to '{score_field}'")
     return {**record, "run_key": key}
+
+
+def _start(dataset, score_field: str, fields: list[str], params: ZCoreParams, overwrite: bool):
+    """Check the score field again, on a fresh copy of the dataset document (another run may
+    have finished since validation), and record the run ``started``; its start time.
+
+    The caller holds the dataset's lock, so check and write are one step.
+    """
+    dataset.reload()
+    _check_score_field(dataset, score_field, fields, overwrite)
+    started_at = now()
+    record = _unfinished_record(score_field, fields, params, started_at, STATUS_STARTED)
+    save_record(dataset, zcore_run_key(score_field), ZCORE_RUN_METHOD, record)
+    return started_at
+
+
+def _unfinished_record(score_field, fields, params, started_at: str, status: str) -> dict:
+    return {
+        "status": status,
+        "score_field": score_field,
+        "embeddings_fields": fields,
+        "params": dataclasses.asdict(params),
+        "created_at": started_at,
+    }
+
+
+def _unfinished_run(dataset, score_field: str) -> bool:
+    """Whether ``score_field``'s record is an unfinished run's (killed, or failed) that a
+    re-run replaces; refuses while another process's run is writing the field."""
+    key = zcore_run_key(score_field)
+    record = load_record(dataset, key)
+    status = (record or {}).get("status", STATUS_COMPLETED)
+    if status == STATUS_STARTED and run_is_alive(dataset, key):
+        raise ValueError(
+            f"a ZCore run started at {record['created_at']} is writing '{score_field}' on "
+            f"'{dataset.name}' now; wait for it to finish (a killed run counts as dead "
+            f"{RUN_LEASE_S:.0f} s after it died, and running this again then replaces it)"
+        )
+    return status in (STATUS_STARTED, STATUS_FAILED)
 
 
 def _read(collection, fields: list[str], per_group: bool) -> tuple[str, list[ScoreMatrix]]:
@@ -322,7 +405,7 @@ def _check_score_field(dataset, score_field: str, fields: list[str], overwrite: 
             f"score_field '{score_field}' already exists as a {type(existing).__name__}; "
             "it must be a FloatField or not exist"
         )
-    if overwrite:
+    if _unfinished_run(dataset, score_field) or overwrite:
         return
     scored = _count_everywhere(dataset, score_field) if existing is not None else 0
     if scored or dataset.has_run(zcore_run_key(score_field)):

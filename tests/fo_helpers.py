@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,89 @@ def delegated_worker():
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def wait_until(condition, worker: subprocess.Popen, log_path: Path, timeout: float = 240.0):
+    """Poll ``condition()`` until it is true while the worker runs; fail with the worker's log."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        assert worker.poll() is None, log_path.read_text()[-3000:]
+        time.sleep(0.1)
+
+
+def progress_label(op_id) -> str:
+    """The label of the delegated operation's last progress report ("" before the first)."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    status = DelegatedOperationService().get(op_id).status
+    return (status.label or "") if status else ""
+
+
+def _operation_processes(worker: subprocess.Popen) -> list:
+    """The processes a monitored worker runs its current operation in (and their children)."""
+    import psutil
+
+    return [
+        p
+        for p in psutil.Process(worker.pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(p.cmdline())
+    ]
+
+
+def kill_operation(worker: subprocess.Popen) -> None:
+    """SIGKILL the process running the worker's operation (as the kernel's OOM killer would);
+    the worker itself survives."""
+    _kill(_operation_processes(worker))
+
+
+def kill_worker(worker: subprocess.Popen) -> None:
+    """SIGKILL a worker and its operation's processes, as when the worker's machine dies.
+
+    The operation runs in a child process in a session of its own, which would outlive a
+    kill of the worker's process group (and finish the operation); it is killed just after
+    the worker, so no worker is left to notice.
+    """
+    processes = _operation_processes(worker)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    _kill(processes)
+
+
+def _kill(processes: list) -> None:
+    import psutil
+
+    assert processes, "the worker is running no operation"
+    for process in processes:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(processes, timeout=30)
+
+
+def fiftyone_cli(*args: str) -> str:
+    """Run ``fiftyone <args>`` (this environment's CLI, this session's database); its stdout."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("fiftyone")), *args],
+        capture_output=True, text=True, env=dict(os.environ), check=True, timeout=120,
+    )
+    return done.stdout
+
+
+def rerun(op_id):
+    """``fiftyone delegated rerun <id>``, as the README says; the new operation's id."""
+    from bson import ObjectId
+
+    out = fiftyone_cli("delegated", "rerun", str(op_id))
+    return ObjectId(re.search(r"rerun operation with ID '(\w+)'", out).group(1))
+
+
+def fail_and_rerun(op_id):
+    """What the README tells a user whose worker died (its operation is left ``running``):
+    ``fiftyone delegated fail <id>``, then ``fiftyone delegated rerun <id>``; the re-run's id."""
+    assert "Marking operation" in fiftyone_cli("delegated", "fail", str(op_id))
+    return rerun(op_id)
 
 
 def wait_for_delegated(op_id, timeout: float = 240.0, log_path: Path | None = None):

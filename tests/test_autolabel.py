@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +19,6 @@ import numpy as np
 import pytest
 
 from fiftyone import ViewField as F
-from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
 from annoloop.benchmarks.bench_autolabel import random_checkpoint
@@ -32,11 +30,14 @@ from annoloop.training.autolabel.review import AUTOLABEL_TAG, review_autolabels
 from annoloop.training.autolabel.run import autolabel, autolabel_run, autolabel_runs
 from fo_helpers import (
     delegated_worker,
+    fail_and_rerun,
+    kill_worker,
     queue_operator,
     run_on_worker,
     run_operator,
     unique_name,
     wait_for_delegated,
+    wait_until,
 )
 
 CLASSES = ["car", "cyclist", "pedestrian", "truck", "van"]
@@ -467,23 +468,16 @@ def test_a_killed_worker_is_resumed_by_a_new_one_without_duplicates(demo, datase
 
     op_id = queue(dataset, params)
     with delegated_worker() as (worker, log_path):
-        deadline = time.monotonic() + 240
-        while left(dataset).exists("autolabels").count() < 2:
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            assert worker.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(0.2)
+        wait_until(lambda: left(dataset).exists("autolabels").count() >= 2, worker, log_path)
         time.sleep(0.5)  # the worker is blocked on the FIFO
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=30)
+        kill_worker(worker)
     assert left(dataset).exists("autolabels").count() == 2
     dataset.reload()
     assert [r["status"] for r in autolabel_runs(dataset)] == ["started"]
 
     fifo.unlink()
     shutil.copyfile(real_path, fifo)
-    service = DelegatedOperationService()
-    service.set_failed(op_id)  # what an admin does for an operation whose worker died
-    rerun_id = service.rerun_operation(op_id).id
+    rerun_id = fail_and_rerun(op_id)  # what the README says to do when a worker died
     with delegated_worker() as (worker, log_path):
         doc = wait_for_delegated(rerun_id, log_path=log_path)
     assert doc.run_state == ExecutionRunState.COMPLETED, doc.result

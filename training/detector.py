@@ -89,6 +89,8 @@ def train_detector(
     params = train_params(dataset, slice_name=slice_name, **params)
     # A missing checkpoint or an unknown model fails here, before anything is written.
     resolve_model_source(params["model"], params["checkpoint"])
+    # A killed trainer's record is replaced below; its folders go first, never orphaned.
+    runs.remove_dead_run_outputs(dataset, params["run_name"])
     if progress is not None:
         progress(0.0, "exporting the trainable samples")
     exported = export_yolo(

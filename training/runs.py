@@ -4,7 +4,10 @@ A record is written *before* training starts (status ``started``) and rewritten 
 ``completed`` with the weights path, parameters and metrics when training returned, or
 ``failed`` with the error when it raised. A record is never ``completed`` without weights,
 so a crashed or failed training can never be mistaken for a finished one; a process killed
-outright leaves ``started`` behind, which also does not look finished.
+outright leaves ``started`` behind, which also does not look finished. Such a record is
+*stale* once the run's liveness lock has expired (:func:`is_stale`): a re-run of the same
+name replaces it without ``overwrite`` and first removes the folders the dead run wrote
+(:func:`remove_dead_run_outputs`), so no orphan output folder is left behind.
 
 Records are FiftyOne runs (``dataset.register_run`` / ``update_run_config``) with method
 ``annoloop.train`` under the key ``annoloop_train_<name>``: they live in the dataset's
@@ -16,15 +19,27 @@ holding the dataset while another one trains calls ``dataset.reload()`` to see t
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 
-from ..core.locks import dataset_lock, held_lock, holds_lock, named_lock
-from ..core.runs import load_record, now, record_keys, save_record, update_record
+from ..core import locks
+from ..core.locks import RUN_LEASE_S, dataset_lock, run_lock
+from ..core.runs import (
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_STARTED,
+    load_record,
+    now,
+    record_keys,
+    save_record,
+    update_record,
+)
 from ..core.names import TRAIN_RUN_KEY_PREFIX, TRAIN_RUN_METHOD
 
 __all__ = [
@@ -38,6 +53,7 @@ __all__ = [
     "get_run",
     "is_stale",
     "list_runs",
+    "remove_dead_run_outputs",
     "run_is_alive",
     "run_key",
     "start_run",
@@ -45,11 +61,6 @@ __all__ = [
     "update_outputs",
 ]
 
-STATUS_STARTED = "started"
-STATUS_COMPLETED = "completed"
-STATUS_FAILED = "failed"
-#: Lease of a run's liveness lock: a killed trainer's record is replaceable after this long.
-RUN_LEASE_S = 15.0
 
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
@@ -152,8 +163,7 @@ def run_is_alive(dataset: fo.Dataset, name: str) -> bool:
     A ``started`` record that is not alive was left by a killed process: re-running the
     same name replaces it without ``overwrite``.
     """
-    key = _alive_key(dataset, name)
-    return held_lock(key) is not None and not holds_lock(key)
+    return locks.run_is_alive(dataset, run_key(name))
 
 
 def is_stale(dataset: fo.Dataset, name: str) -> bool:
@@ -161,8 +171,37 @@ def is_stale(dataset: fo.Dataset, name: str) -> bool:
     return get_run(dataset, name).status == STATUS_STARTED and not run_is_alive(dataset, name)
 
 
-def _alive_key(dataset: fo.Dataset, name: str) -> str:
-    return f"{dataset.name}/{run_key(name)}"
+#: Sub-folders of a run's ``output_dir`` that training writes: the YOLO export, Ultralytics' run.
+_OUTPUT_PARTS = ("data", "train")
+
+
+def remove_dead_run_outputs(dataset: fo.Dataset, name: str) -> list[str]:
+    """Remove what a killed trainer of run ``name`` wrote, before a re-run replaces its record.
+
+    Only a stale record's folders go (``<output_dir>/data`` and ``<output_dir>/train``, then
+    ``output_dir`` itself if that leaves it empty); anything else in a user's ``output_dir``
+    stays. A live, finished or absent run is left alone.
+
+    Returns
+    -------
+    list of str
+        The folders removed.
+    """
+    if not dataset.has_run(run_key(name)) or not is_stale(dataset, name):
+        return []
+    output_dir = get_run(dataset, name).params.get("output_dir")
+    if not output_dir or not os.path.isdir(output_dir):
+        return []
+    removed = []
+    for part in _OUTPUT_PARTS:
+        path = os.path.join(output_dir, part)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+            removed.append(path)
+    if not os.listdir(output_dir):
+        os.rmdir(output_dir)
+        removed.append(output_dir)
+    return removed
 
 
 def complete_run(
@@ -242,9 +281,7 @@ def training_run(
     # Held while training: it tells a later re-run that this record is not a leftover, and
     # refuses a second process training the same name at the same time.
     what = f"training run '{name}' of '{dataset.name}'"
-    with named_lock(
-        _alive_key(dataset, name), "train_detector", what=what, wait_s=0, lease_s=RUN_LEASE_S
-    ):
+    with run_lock(dataset, run_key(name), "train_detector", what):
         record = start_run(dataset, name, params, overwrite=overwrite)
         try:
             yield record
