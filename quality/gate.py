@@ -21,9 +21,9 @@ once the sample has no violation left in any field. The gate only removes the sa
 from samples it had quarantined itself (samples with records), so a tag set by hand on a
 sample without records stays.
 
-The phases: validate every parameter (nothing read yet), plan each slice
-(:func:`.gate_plan.plan_slice`: read, validate, diff; nothing written), then write every
-slice's changes in bulk and record the summary.
+The phases: validate every parameter (nothing read yet), then, under the dataset's write
+lock, plan each slice (:func:`.gate_plan.plan_slice`: read, validate, diff; nothing written),
+write every slice's changes in bulk and record the summary.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock
 from ..core.runs import Progress, load_record, now, save_record
 from ..core.names import QUARANTINE_TAG
 from ..core.views import root_dataset, tagged_groups
@@ -250,27 +251,32 @@ def gate_label_field(
     spec, views, batch = _validate(
         samples, label_field, schema, slices, batch_tag, violations_field, box_tolerance
     )
-    plans = {}
-    for i, (name, (view, is_3d)) in enumerate(views.items()):
-        report(0.8 * i / len(views), f"checking {name or 'samples'}")
-        plans[name] = plan_slice(
-            view, is_3d, label_field, spec, violations_field, batch, allow_empty, box_tolerance
-        )
+    # A plan is a diff against the stored tags and records, so planning and writing are one
+    # step: under the dataset's write lock, on a fresh copy of the dataset, so two gates
+    # never leave a mix of their results (or a record that does not match the tags).
+    with dataset_lock(dataset, "validate_labels"):
+        dataset.reload()
+        plans = {}
+        for i, (name, (view, is_3d)) in enumerate(views.items()):
+            report(0.8 * i / len(views), f"checking {name or 'samples'}")
+            plans[name] = plan_slice(
+                view, is_3d, label_field, spec, violations_field, batch, allow_empty, box_tolerance
+            )
 
-    report(0.8, "writing quarantine tags and records")
-    _declare_violations_field(dataset, violations_field)
-    for plan in plans.values():
-        _write_plan(plan, label_field, violations_field)
-    summary = {
-        "label_field": label_field,
-        "run_key": gate_run_key(label_field),
-        "checked_at": now(),
-        "violations_field": violations_field,
-        "batch_tag": batch_tag or None,
-        "allow_empty": bool(allow_empty),
-        **_totals(plans),
-    }
-    save_record(dataset, summary["run_key"], GATE_RUN_METHOD, {"schema": spec, **summary})
+        report(0.8, "writing quarantine tags and records")
+        _declare_violations_field(dataset, violations_field)
+        for plan in plans.values():
+            _write_plan(plan, label_field, violations_field)
+        summary = {
+            "label_field": label_field,
+            "run_key": gate_run_key(label_field),
+            "checked_at": now(),
+            "violations_field": violations_field,
+            "batch_tag": batch_tag or None,
+            "allow_empty": bool(allow_empty),
+            **_totals(plans),
+        }
+        save_record(dataset, summary["run_key"], GATE_RUN_METHOD, {"schema": spec, **summary})
     report(1.0, f"{summary['total']['n_violations']} violations")
     return summary
 

@@ -17,7 +17,8 @@ batch again replaces its entry in place, so the baseline (the first batch) stays
 Batches come from a label attribute (``batch``, written by the simulated annotator), a sample
 tag with a prefix (``batch:<name>``), or one name for the whole golden set
 (:mod:`.golden_batches`). The phases: validate, read every slice and assign batches, score
-each (batch, slice), merge into the history and detect drift, then write the record.
+each (batch, slice), then, under the dataset's write lock, merge into the latest stored
+history, detect drift and write the record.
 
 Just over ~400 lines: the public ``check_golden`` and its documented phases, with the names
 the operators and panels import.
@@ -30,6 +31,7 @@ from collections.abc import Sequence
 import fiftyone as fo
 import numpy as np
 
+from ..core.locks import dataset_lock
 from ..core.runs import Progress, load_results, now, save_record
 from ..core.names import BATCH_TAG_PREFIX, GOLDEN_SPLIT_TAG
 from ..core.views import root_dataset, tagged_groups
@@ -232,7 +234,8 @@ def check_golden(
     golden_set = _golden_samples(dataset)
     frozen = check_frozen(dataset, splits=["golden"], strict=golden_field == recorded_field)
     key = golden_run_key(candidate_field)
-    history = [] if reset_history else _scored_history(dataset, candidate_field, iou)
+    if not reset_history:  # a history at another IoU is refused before anything is read
+        _scored_history(dataset, candidate_field, iou)
 
     # Read every slice and assign batches before scoring anything.
     report(0.0, "reading the golden set")
@@ -255,14 +258,18 @@ def check_golden(
         unassigned += sum(b is None for b in batches)
         entries += _score_slice(gt, cand, batches, iou, {"slice": name, **stamp})
 
-    _merge_history(history, entries)
-    alarms = _alarms(history, rules or DriftRules(), baseline_batch)
+    report(0.9, "saving the history")
+    # Extending the history is read-modify-write: under the dataset's write lock, on the
+    # latest stored history, so a check running at the same time keeps its entries.
+    with dataset_lock(dataset, "check_golden"):
+        dataset.reload()
+        history = [] if reset_history else _scored_history(dataset, candidate_field, iou)
+        _merge_history(history, entries)
+        alarms = _alarms(history, rules or DriftRules(), baseline_batch)
+        config = _config(stamp, iou, batching, baseline_batch, history, alarms)
+        save_record(dataset, key, GOLDEN_RUN_METHOD, config, results={"history": history})
     checked = sorted({e["batch"] for e in entries})
     new_alarms = [a for a in alarms if a["batch"] in checked]
-
-    report(0.9, "saving the history")
-    config = _config(stamp, iou, batching, baseline_batch, history, alarms)
-    save_record(dataset, key, GOLDEN_RUN_METHOD, config, results={"history": history})
     report(1.0, f"{len(new_alarms)} alarms")
     return {
         "run_key": key,

@@ -14,6 +14,7 @@ import re
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock
 from .embedding_units import IMAGE, POINT_CLOUD
 
 __all__ = [
@@ -157,17 +158,20 @@ def compute_embedding_visualization(
         raise ValueError(f"method must be one of {methods} here, got {method!r}")
     path = _embeddings_path(collection, dataset, embeddings, patches_field)
     brain_key = brain_key or default_brain_key(slice_name, embeddings, patches_field, method)
-    _free_brain_key(dataset, brain_key, overwrite)
-
-    results = fob.compute_visualization(
-        collection,
-        embeddings=embeddings,
-        patches_field=patches_field,
-        method=method,
-        brain_key=brain_key,
-        num_dims=2,
-        progress=False,
-    )
+    # Freeing the key and registering the run are check-then-write: under the dataset's write
+    # lock, on a fresh copy of its document, so two calls never both take one brain key.
+    with dataset_lock(dataset, "compute_visualization"):
+        dataset.reload()
+        _free_brain_key(dataset, brain_key, overwrite)
+        results = fob.compute_visualization(
+            collection,
+            embeddings=embeddings,
+            patches_field=patches_field,
+            method=method,
+            brain_key=brain_key,
+            num_dims=2,
+            progress=False,
+        )
     return {
         "brain_key": brain_key,
         "num_points": int(len(results.points)),

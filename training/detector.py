@@ -9,8 +9,8 @@ evaluates them on the test split (and appends the round to the ledger) or on the
 split (leaving FiftyOne's per-sample and per-object tp/fp/fn there for the planner to
 target; the test split's are never targeted).
 
-Each validates its parameters before it writes anything. The operators of the same names
-are their forms.
+Each validates its parameters before it writes anything, and writes under the dataset's
+write lock. The operators of the same names are their forms.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock
 from ..core.names import DEFAULT_GT_FIELD, DEFAULT_PRED_FIELD
 from ..core.runs import Progress
 from ..core.views import pool_set, split_set
@@ -223,20 +224,27 @@ def apply_detector(
         raise ValueError(f"weights '{weights}' do not exist")
     slice_name = check_slice(dataset, slice_name or (run.params.get("slice") if run else None))
     collection = _prediction_target(dataset, slice_name, target, view)
-    predicted = predict_detections(
-        collection,
-        weights,
-        slice_name=slice_name,
-        label_field=pred_field or DEFAULT_PRED_FIELD,
-        imgsz=int(imgsz or (run.params.get("imgsz") if run else 640)),
-        conf=float(conf),
-        batch_size=int(batch_size),
-        progress=progress,
-    )
-    if run is not None:
-        fields = dict(run.outputs.get("predicted_fields", {}))
-        fields[predicted.label_field] = {"target": target, "slice": slice_name, **predicted.to_dict()}
-        runs.update_outputs(dataset, run.name, {"predicted_fields": fields})
+    # Writing the field and adding it to the run's fields are one step: under the dataset's
+    # write lock, with the run read again, so a racing call's field stays in the record.
+    with dataset_lock(dataset, "apply_detector"):
+        dataset.reload()
+        run = _completed_run(dataset, run_name, "; it has no weights")
+        predicted = predict_detections(
+            collection,
+            weights,
+            slice_name=slice_name,
+            label_field=pred_field or DEFAULT_PRED_FIELD,
+            imgsz=int(imgsz or (run.params.get("imgsz") if run else 640)),
+            conf=float(conf),
+            batch_size=int(batch_size),
+            progress=progress,
+        )
+        if run is not None:
+            fields = dict(run.outputs.get("predicted_fields", {}))
+            fields[predicted.label_field] = {
+                "target": target, "slice": slice_name, **predicted.to_dict()
+            }
+            runs.update_outputs(dataset, run.name, {"predicted_fields": fields})
     return {
         "run_name": run.name if run else None,
         "pred_field": predicted.label_field,
@@ -314,27 +322,32 @@ def evaluate_model(
     if record and run is None:
         raise ValueError("recording a round needs the training run that made the predictions")
 
-    summary = evaluate_split(
-        dataset,
-        pred_field,
-        split=split,
-        gt_field=gt_field or DEFAULT_GT_FIELD,
-        slice_name=slice_name,
-        eval_key=eval_key or split_eval_key(split),
-        iou=float(iou),
-    )
-    result = {**summary.to_dict(), "run_name": run.name if run else None}
-    if run is not None:
-        runs.update_outputs(dataset, run.name, {f"{split}_metrics": summary.to_dict()})
-    if record:
-        ledger = record_round(
+    # The evaluation writes per-sample results and the round extends the ledger in
+    # dataset.info (read-modify-write): under the dataset's write lock, so racing
+    # evaluations never mix their results, lose a round or number two rounds alike.
+    with dataset_lock(dataset, "evaluate_model"):
+        dataset.reload()
+        summary = evaluate_split(
             dataset,
-            batch=batch_name or latest_batch(run),
-            total_labels=int(run.outputs["export"]["num_samples"]),
-            map_=summary.map,
-            per_class_recall=summary.per_class_recall,
-            train_run=run.name,
+            pred_field,
+            split=split,
+            gt_field=gt_field or DEFAULT_GT_FIELD,
+            slice_name=slice_name,
+            eval_key=eval_key or split_eval_key(split),
+            iou=float(iou),
         )
-        result["round"] = ledger[-1].to_dict()
-        result["plateau"] = plateau_signal(ledger).to_dict()
+        result = {**summary.to_dict(), "run_name": run.name if run else None}
+        if run is not None:
+            runs.update_outputs(dataset, run.name, {f"{split}_metrics": summary.to_dict()})
+        if record:
+            ledger = record_round(
+                dataset,
+                batch=batch_name or latest_batch(run),
+                total_labels=int(run.outputs["export"]["num_samples"]),
+                map_=summary.map,
+                per_class_recall=summary.per_class_recall,
+                train_run=run.name,
+            )
+            result["round"] = ledger[-1].to_dict()
+            result["plateau"] = plateau_signal(ledger).to_dict()
     return result
