@@ -24,6 +24,8 @@ from annoloop.selection.scoring import compute_zcore
 from fo_helpers import run_operator, unique_name
 
 NOW = {"delegate": False}
+#: A ``target`` that runs a case on the labeled batch's scenes instead of the whole dataset.
+BATCH = "batch:v1"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +77,7 @@ CASES = [
     ("create_splits", {"scene_field": "nope", "overwrite": True}, r"'nope' is not a field.*choose"),
     # --- simulate_annotation -----------------------------------------------------------
     ("simulate_annotation", {"batch": "batch:v9"}, r"test"),
-    ("simulate_annotation", {"batch": "batch:v1", "label_field": "embedding"}, r"'embedding'.*Detections"),
+    ("simulate_annotation", {"batch": "batch:v1", "label_field": "embedding", "target": BATCH}, r"'embedding'.*Detections"),
     # --- compute_embeddings ------------------------------------------------------------
     ("compute_embeddings", {"model_kind": "hf", "model_path": "/no/such/model"}, r"/no/such/model"),
     ("compute_embeddings", {"embeddings_field": "oracle"}, r"'oracle' already exists.*must be a VectorField or not exist"),
@@ -95,7 +97,7 @@ CASES = [
     ("plan_batch", {"embeddings_field": "embedding", "budget": 10_000}, r"budget 10000 exceeds"),
     ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "coverage_method": "zcore", "score_field": "nope"}, r"nope.*compute_zcore"),
     ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "use_schedule": False, "coverage_fraction": 1.5}, r"coverage_fraction.*1\.0"),
-    ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "eval_key": "nope"}, r"evaluation 'nope' does not exist.*evaluate_model"),
+    ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "eval_key": "nope"}, r"evaluation 'nope' does not exist.*evaluate_model with split 'mining'"),
     ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "targeting_source": "uncertainty", "uncertainty_field": "nope"}, r"'nope' does not exist.*apply_detector"),
     # --- validate_labels ---------------------------------------------------------------
     ("validate_labels", {"label_field": "nope"}, r"'nope' does not exist.*Detections fields are"),
@@ -112,7 +114,7 @@ CASES = [
     ("check_golden", {"candidate_field": "ground_truth", "golden_field": "nope"}, r"'nope' does not exist.*run create_splits"),
     ("check_golden", {"candidate_field": "ground_truth", "batch_by": "bogus"}, r"batch_by.*bogus.*attribute"),
     ("check_golden", {"candidate_field": "ground_truth", "slices": ["nope"]}, r"\['nope'\]; the collection has"),
-    ("check_golden", {"candidate_field": "ground_truth", "baseline_batch": "batch:v9"}, r"batch:v9"),
+    ("check_golden", {"candidate_field": "ground_truth", "baseline_batch": "batch:v9"}, r"no batch found on the golden samples.*'batch' attribute"),
     # --- train_detector ----------------------------------------------------------------
     ("train_detector", {"slice": "left", "label_field": "nope"}, r"'nope' is not a Detections field.*Detections fields are"),
     ("train_detector", {"slice": "pcd"}, r"'pcd' .* point-cloud samples, not images; its camera slices are"),
@@ -128,7 +130,8 @@ CASES = [
     ("apply_detector", {"weights": "/no/such/best.pt", "target": "test"}, r"/no/such/best.pt"),
     # --- evaluate_model ----------------------------------------------------------------
     ("evaluate_model", {"pred_field": "nope"}, r"'nope' does not exist.*apply_detector"),
-    ("evaluate_model", {"pred_field": "oracle", "gt_field": "nope", "record": False}, r"'nope' does not exist"),
+    ("evaluate_model", {"pred_field": "oracle", "gt_field": "nope", "record": False}, r"'nope' is not a Detections field.*Detections fields are"),
+    ("evaluate_model", {"pred_field": "oracle"}, r"no training run made the predictions.*pass run_name, or record=False"),
     ("evaluate_model", {"pred_field": "oracle", "iou": 2.0}, r"iou.*0\.95"),
     ("evaluate_model", {"pred_field": "oracle", "slice": "pcd"}, r"'pcd' .* point-cloud samples, not images"),
     # --- autolabel ---------------------------------------------------------------------
@@ -151,9 +154,12 @@ CASES = [
 def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
     prepared, operator, params, message
 ):
+    params = dict(params)
+    target = params.pop("target", None) if operator == "simulate_annotation" else None
+    view = prepared.match_tags(target) if target else None
     before = fingerprint(prepared)
     with pytest.raises(ExecutionError) as refused:
-        run_operator(operator, {**NOW, **params}, dataset=prepared)
+        run_operator(operator, {**NOW, **params}, dataset=prepared, view=view)
     lines = [l for l in str(refused.value).splitlines() if l.strip()]
     print(f"\nMSG {operator} {params}: {lines[-1][:300]}")
     assert re.search(message, lines[-1]), lines[-1]
