@@ -29,7 +29,7 @@ from ..quality.frozen_check import (
     frozen_sample_ids,
     owned_fingerprint,
 )
-from ..quality.labels import MEDIA_3D
+from ..quality.labels import MEDIA_3D, detections_field
 from .algorithms import annotator as an
 
 ORACLE_FIELD = "oracle"
@@ -114,6 +114,8 @@ def annotate_batch(
         )
     if collection.get_field(ORACLE_FIELD) is None:
         raise ValueError(f"the collection has no {ORACLE_FIELD!r} field to annotate from")
+    if root_dataset(collection).get_field(label_field) is not None:  # a new field is fine
+        detections_field(collection, label_field)
     if not isinstance(overwrite, bool):
         raise ValueError(f"overwrite must be a bool, got {overwrite!r}")
 

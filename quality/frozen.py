@@ -339,21 +339,34 @@ def _resolve_params(dataset: fo.Dataset, **given) -> _Params:
     return params
 
 
+def _field_names(schema: dict) -> list:
+    return sorted(name for name in schema if name not in _RESERVED and not name.startswith("_"))
+
+
 def _check_fields(dataset: fo.Dataset, p: _Params) -> None:
     """Every named field exists with the right type; the golden field is a new name."""
     schema = dataset.get_field_schema()
     for name, value in (("scene_field", p.scene_field), ("duplicate_field", p.duplicate_field)):
         if value is not None and dataset.get_field(value) is None:
-            raise ValueError(f"{name} {value!r} is not a field of dataset '{dataset.name}'")
+            raise ValueError(
+                f"{name} {value!r} is not a field of dataset '{dataset.name}'; choose one of "
+                f"its fields {_field_names(schema)}, or leave it empty for the default"
+            )
     if p.duplicate_field and not p.scene_field:
         raise ValueError("duplicate_field needs a scene_field whose values it refers to")
     missing = [f for f in p.strata_fields if f not in schema]
     if missing:
-        raise ValueError(f"strata fields {missing} are not fields of dataset '{dataset.name}'")
+        raise ValueError(
+            f"strata fields {missing} are not fields of dataset '{dataset.name}'; choose from "
+            f"its fields {_field_names(schema)}, or pass [] for no stratification"
+        )
     detections_field(dataset, p.source_field, "source_field")
     missing = [f for f in p.test_fields if f not in schema]
     if missing:
-        raise ValueError(f"test_fields {missing} are not fields of dataset '{dataset.name}'")
+        raise ValueError(
+            f"test_fields {missing} are not fields of dataset '{dataset.name}'; choose from "
+            f"its fields {_field_names(schema)}"
+        )
     golden_field = p.golden_field
     if not isinstance(golden_field, str) or not golden_field.isidentifier():
         raise ValueError(f"golden_field must be a plain field name; got {golden_field!r}")

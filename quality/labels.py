@@ -86,8 +86,8 @@ def detections_field(samples, field_name: str, what: str = "label field") -> Non
         raise ValueError(f"{what} must be a field name; got {field_name!r}")
     dataset = root_dataset(samples)
     field_ = dataset.get_field(field_name)
+    labels = sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
     if field_ is None:
-        labels = sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
         raise ValueError(
             f"{what} {field_name!r} does not exist on dataset '{dataset.name}'; "
             f"its Detections fields are {labels}"
@@ -97,7 +97,7 @@ def detections_field(samples, field_name: str, what: str = "label field") -> Non
         kind = doc_type.__name__ if doc_type is not None else type(field_).__name__
         raise ValueError(
             f"{what} {field_name!r} holds {kind}, not Detections; only Detections fields "
-            "(2D boxes and 3D cuboids) are supported"
+            f"(2D boxes and 3D cuboids) are supported: choose one of {labels}"
         )
 
 

@@ -120,7 +120,8 @@ def resolve_evaluation(
             if pred_field is not None:
                 raise ValueError(
                     f"no detection evaluation of '{pred_field}' on '{dataset.name}'; "
-                    f"detection evaluations: {evaluations}"
+                    f"detection evaluations: {evaluations} (evaluate_model with split "
+                    "'mining' makes one to target)"
                 )
             if patches_field:
                 raise ValueError(
@@ -132,7 +133,7 @@ def resolve_evaluation(
         what = "is not a detection evaluation" if eval_key in others else "does not exist"
         raise ValueError(
             f"evaluation '{eval_key}' {what} on '{dataset.name}'; detection evaluations: "
-            f"{evaluations}"
+            f"{evaluations} (evaluate_model with split 'mining' makes one to target)"
         )
     on_test = evaluated_test_samples(dataset, eval_key)
     if on_test:

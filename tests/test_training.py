@@ -374,7 +374,7 @@ def test_the_sdk_functions_behind_the_operators_validate_before_writing(tiny):
     from annoloop.training.detector import apply_detector, evaluate_model
     from annoloop.training.params import next_run_name, train_params
 
-    with pytest.raises(ValueError, match="give a completed training run or a weights file"):
+    with pytest.raises(ValueError, match="no completed training run to predict with; train one with train_detector"):
         apply_detector(tiny)
     with pytest.raises(ValueError, match="slice 'middle' does not exist"):
         evaluate_model(tiny, slice_name="middle", record=False)

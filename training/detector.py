@@ -219,9 +219,15 @@ def apply_detector(
     run = _completed_run(dataset, run_name, "; it has no weights")
     weights = weights or (run.weights if run else None)
     if not weights:
-        raise ValueError("give a completed training run or a weights file")
+        raise ValueError(
+            f"dataset '{dataset.name}' has no completed training run to predict with; train "
+            "one with train_detector, or pass weights (a .pt file)"
+        )
     if not os.path.isfile(weights):
-        raise ValueError(f"weights '{weights}' do not exist")
+        raise ValueError(
+            f"weights '{weights}' do not exist; pass the path of a .pt file (a completed "
+            "run's weights, e.g. <run folder>/weights/best.pt)"
+        )
     slice_name = check_slice(dataset, slice_name or (run.params.get("slice") if run else None))
     collection = _prediction_target(dataset, slice_name, target, view)
     # Writing the field and adding it to the run's fields are one step: under the dataset's
@@ -320,7 +326,12 @@ def evaluate_model(
     # Only the test split reports: a mining evaluation is planner input, not a result.
     record = split == "test" and bool(record)
     if record and run is None:
-        raise ValueError("recording a round needs the training run that made the predictions")
+        missing = dataset.get_field(pred_field) is None
+        raise ValueError(
+            f"no training run made the predictions in {pred_field!r}"
+            + (" (the field does not exist: run apply_detector first)" if missing else "")
+            + ", so the round cannot be recorded; pass run_name, or record=False to evaluate only"
+        )
 
     # The evaluation writes per-sample results and the round extends the ledger in
     # dataset.info (read-modify-write): under the dataset's write lock, so racing

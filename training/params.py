@@ -16,6 +16,7 @@ import fiftyone as fo
 
 from ..core.names import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, MINING_EVAL_KEY
 from ..core.views import camera_slice, default_camera_slice
+from ..quality.labels import detections_field
 from . import runs
 
 __all__ = [
@@ -161,8 +162,7 @@ def train_params(
         raise ValueError(f"training run '{run_name}' already exists; choose another name or overwrite it")
     slice_name = check_slice(dataset, slice_name)
     label_field = label_field or DEFAULT_GT_FIELD
-    if label_field not in dataset.get_field_schema(embedded_doc_type=fo.Detections):
-        raise ValueError(f"label field {label_field!r} is not a Detections field of '{dataset.name}'")
+    detections_field(dataset, label_field)
     counts = {"epochs": epochs, "imgsz": imgsz or default_imgsz(dataset, slice_name), "batch": batch}
     if steps is not None:
         counts["steps"] = steps

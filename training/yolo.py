@@ -152,7 +152,10 @@ def resolve_model_source(model: str = "yolov8n", checkpoint: str | None = None) 
     try:
         yaml_model_load(f"{model}.yaml")
     except FileNotFoundError:
-        raise ValueError(f"unknown model {model!r}: Ultralytics has no {model}.yaml") from None
+        raise ValueError(
+            f"unknown model {model!r}: Ultralytics has no {model}.yaml; choose one of "
+            f"{list(MODEL_CHOICES)}"
+        ) from None
     return f"{model}.yaml"
 
 

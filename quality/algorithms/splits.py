@@ -174,7 +174,7 @@ def select_splits(
     if n_test + n_mining + n_golden > n_groups:
         raise ValueError(
             f"test ({n_test}) + mining ({n_mining}) + golden ({n_golden}) groups exceed the "
-            f"{n_groups} groups"
+            f"{n_groups} groups; ask for fewer test, mining or golden scenes"
         )
 
     sizes = np.bincount(group_stratum, minlength=len(stratum_names))
