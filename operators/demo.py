@@ -40,7 +40,9 @@ class LoadDemoDataset(AnnoloopOperator):
             label="Night share",
             description="Probability that a scene is shot at night (the rare slice)",
         )
-        inputs.int("seed", default=DEFAULT_SEED, label="Seed", description="Same seed, same dataset")
+        inputs.int(
+            "seed", default=DEFAULT_SEED, label="Seed", description="Same seed, same dataset"
+        )
         inputs.bool(
             "overwrite",
             default=False,

@@ -169,7 +169,9 @@ def _param_value(params: dict, defaults: ZCoreParams, name: str):
     return getattr(defaults, name) if value is None else _integer(value)
 
 
-def _param_input(inputs, params: dict, defaults: ZCoreParams, name: str, label: str, description: str):
+def _param_input(
+    inputs, params: dict, defaults: ZCoreParams, name: str, label: str, description: str
+) -> None:
     """An integer setting of :class:`ZCoreParams`; an invalid value is marked with the SDK's
     own message (FiftyOne's ``min=`` check would say only "Value must be greater than ...")."""
     error = param_error(name, _param_value(params, defaults, name))

@@ -221,9 +221,9 @@ def check_golden(
     ------
     ValueError
         On an unknown ``batch_by`` (the message lists the choices), a missing batch
-        attribute, tag prefix or name, an IoU outside (0, 1], unknown or non-Detections fields, no golden set, golden
-        samples without golden labels, changed golden labels, an IoU different from the
-        history's, or no batch found. Nothing is written then.
+        attribute, tag prefix or name, an IoU outside (0, 1], unknown or non-Detections
+        fields, no golden set, golden samples without golden labels, changed golden labels,
+        an IoU different from the history's, or no batch found. Nothing is written then.
     """
     report = progress or (lambda fraction, message: None)
     dataset = root_dataset(dataset)

@@ -304,11 +304,15 @@ def test_training_without_labeled_samples_fails_clearly_and_records_no_run(tiny)
     assert runs.list_runs(tiny) == []
 
 
+def trainable_left(dataset):
+    """The left samples training uses: labeled, outside the test split."""
+    return left_slice(dataset).match_tags([TEST_SPLIT_TAG], bool=False).exists("ground_truth")
+
+
 def remove_trainable_images(dataset, count: int, damage: str = "delete") -> list[str]:
     """Delete (or overwrite with junk) the left images of the first ``count`` trainable
     samples; their paths, sorted."""
-    trainable = left_slice(dataset).match_tags([TEST_SPLIT_TAG], bool=False).exists("ground_truth")
-    paths = sorted(trainable.values("filepath"))[:count]
+    paths = sorted(trainable_left(dataset).values("filepath"))[:count]
     for path in paths:
         if damage == "delete":
             os.remove(path)
@@ -324,7 +328,7 @@ def test_training_with_missing_or_unreadable_images_is_refused_before_anything_i
     from annoloop.training.detector import train_detector
 
     paths = remove_trainable_images(tiny, 3, damage)
-    trainable = len(left_slice(tiny).match_tags([TEST_SPLIT_TAG], bool=False).exists("ground_truth"))
+    trainable = len(trainable_left(tiny))
     expected = (
         rf"3 of {trainable} images to train on \('ground_truth' on slice 'left'\) are missing "
         rf"or unreadable, e\.g\. \['{paths[0]}', .*Restore the files, or leave those samples out"
