@@ -40,14 +40,18 @@ POINT_CLOUD_SLICE = "pcd"
 INFO_KEY = "annoloop_demo"
 JPEG_QUALITY = 90
 MIN_IMAGE_SIZE = (64, 32)
+#: The defaults of :func:`load_demo_dataset`, which its operator's form shows too.
+DEFAULT_NAME = "annoloop-demo"
+DEFAULT_NUM_SCENES = 200
+DEFAULT_SEED = 51
 _CHUNK_SCENES = 100  # scenes rendered and added per add_samples call
 _BUILD_PREFIX = "build-"
 
 
 def load_demo_dataset(
-    name: str = "annoloop-demo",
-    num_scenes: int = 200,
-    seed: int = 51,
+    name: str = DEFAULT_NAME,
+    num_scenes: int = DEFAULT_NUM_SCENES,
+    seed: int = DEFAULT_SEED,
     media_dir: str | None = None,
     overwrite: bool = False,
     image_size: tuple[int, int] = (384, 128),

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
+from ..demo.algorithms.scenes import SceneConfig
+from ..demo.dataset import DEFAULT_NAME, DEFAULT_NUM_SCENES, DEFAULT_SEED, load_demo_dataset
 from .common import AnnoloopOperator, progress_reporter
 
-DEFAULT_DEMO_NAME = "annoloop-demo"
-
-
-def _default_night_fraction() -> float:
-    from ..demo.algorithms.scenes import SceneConfig
-
-    return SceneConfig().night_fraction
+#: Form parameters passed to ``load_demo_dataset`` as they are; one left out (or None)
+#: takes the function's default, which is also the form's.
+_LOAD_PARAMS = ("name", "num_scenes", "seed", "overwrite")
 
 
 class LoadDemoDataset(AnnoloopOperator):
@@ -24,27 +22,27 @@ class LoadDemoDataset(AnnoloopOperator):
         inputs = types.Object()
         inputs.str(
             "name",
-            default=DEFAULT_DEMO_NAME,
-            required=True,
+            default=DEFAULT_NAME,
             label="Dataset name",
             description="Persistent dataset to create",
         )
         inputs.int(
             "num_scenes",
-            default=200,
-            required=True,
+            default=DEFAULT_NUM_SCENES,
             label="Scenes",
             description="Each scene is a group: left + right camera and a point cloud",
         )
         inputs.float(
             "night_fraction",
-            default=_default_night_fraction(),
+            default=SceneConfig().night_fraction,
             min=0.0,
             max=1.0,
             label="Night share",
             description="Probability that a scene is shot at night (the rare slice)",
         )
-        inputs.int("seed", default=51, label="Seed", description="Same seed, same dataset")
+        inputs.int(
+            "seed", default=DEFAULT_SEED, label="Seed", description="Same seed, same dataset"
+        )
         inputs.bool(
             "overwrite",
             default=False,
@@ -61,16 +59,11 @@ class LoadDemoDataset(AnnoloopOperator):
         return types.Property(inputs, view=types.View(label="Load annoloop demo dataset"))
 
     def execute(self, ctx) -> dict:
-        from ..demo.dataset import load_demo_dataset
-        from ..demo.algorithms.scenes import SceneConfig
-
-        night_fraction = ctx.params.get("night_fraction")
+        params = ctx.params
+        night_fraction = params.get("night_fraction")
         dataset = load_demo_dataset(
-            name=ctx.params.get("name") or DEFAULT_DEMO_NAME,
-            num_scenes=ctx.params.get("num_scenes", 200),
-            seed=ctx.params.get("seed", 51),
-            media_dir=ctx.params.get("media_dir") or None,
-            overwrite=bool(ctx.params.get("overwrite", False)),
+            **{k: params[k] for k in _LOAD_PARAMS if params.get(k) is not None},
+            media_dir=params.get("media_dir") or None,
             progress=progress_reporter(ctx),
             scene_config=None if night_fraction is None else SceneConfig(night_fraction=night_fraction),
         )

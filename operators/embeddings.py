@@ -28,11 +28,13 @@ from ..selection.visualization import (
     available_methods,
     compute_embedding_visualization,
     default_brain_key,
+    default_embeddings,
+    default_slice,
     embeddable_slices,
     vector_fields,
 )
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter
-from .forms import detections_fields
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
+from .forms import detections_fields, dropdown
 
 
 def _target(ctx):
@@ -172,26 +174,18 @@ class ComputeVisualization(AnnoloopOperator):
             return no_dataset_form(inputs)
         _target(ctx)
         slices = embeddable_slices(dataset)
-        slice_name = None
+        slice_name = default_slice(dataset, ctx.params.get("slice"), ctx.group_slice)
         if slices:
-            requested = ctx.params.get("slice")
-            slice_name = (
-                requested
-                if requested in slices
-                else (ctx.group_slice if ctx.group_slice in slices else slices[0])
-            )
-            inputs.enum(
-                "slice", slices, default=slice_name, label="Slice", view=types.DropdownView()
-            )
+            dropdown(inputs, "slice", slices, slice_name, "Slice")
         detection_fields = detections_fields(dataset)
         if detection_fields:
-            inputs.enum(
+            dropdown(
+                inputs,
                 "patches_field",
                 detection_fields,
-                required=False,
-                label="Objects of (optional)",
-                description="Plot one point per detection of this field instead of one per sample",
-                view=types.DropdownView(),
+                None,
+                "Objects of (optional)",
+                "Plot one point per detection of this field instead of one per sample",
             )
         patches_field = (
             ctx.params.get("patches_field")
@@ -206,19 +200,15 @@ class ComputeVisualization(AnnoloopOperator):
                 types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
             )
             return types.Property(inputs)
-        default = (
-            DEFAULT_EMBEDDINGS_FIELD if DEFAULT_EMBEDDINGS_FIELD in candidates else candidates[0]
-        )
-        inputs.enum(
-            "embeddings", candidates, default=default, label="Embeddings", view=types.DropdownView()
-        )
-        methods = available_methods()
-        inputs.enum(
+        default = default_embeddings(collection, patches_field)
+        dropdown(inputs, "embeddings", candidates, default, "Embeddings")
+        dropdown(
+            inputs,
             "method",
-            methods,
-            default="pca",
-            label="Method",
-            description="umap needs umap-learn installed",
+            available_methods(),
+            "pca",
+            "Method",
+            "umap needs umap-learn installed",
         )
         embeddings = ctx.params.get("embeddings") or default
         method = ctx.params.get("method") or "pca"
@@ -235,8 +225,8 @@ class ComputeVisualization(AnnoloopOperator):
         params = ctx.params
         return compute_embedding_visualization(
             _target(ctx),
-            embeddings=params.get("embeddings") or DEFAULT_EMBEDDINGS_FIELD,
-            slice_name=params.get("slice") or None,
+            embeddings=params.get("embeddings") or None,
+            slice_name=params.get("slice") or default_slice(require_dataset(ctx), ctx.group_slice),
             patches_field=params.get("patches_field") or None,
             method=params.get("method") or "pca",
             brain_key=params.get("brain_key") or None,

@@ -274,8 +274,13 @@ class CheckGolden(AnnoloopOperator):
             inputs.str(
                 "batch_tag_prefix", default=BATCH_TAG_PREFIX, label="Batch tag prefix"
             )
-        else:
-            inputs.str("batch_name", required=True, label="Batch name")
+        elif batch_by == "name":
+            inputs.str(
+                "batch_name",
+                required=False,  # check_golden says what is missing and what to pass
+                label="Batch name",
+                description="The one batch name of the whole golden set",
+            )
         inputs.list("slices", types.String(), required=False, label="Slices")
         inputs.str(
             "baseline_batch",

@@ -10,32 +10,30 @@ subspaces take minutes on a large pool. All the work and every check is in
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import fiftyone.operators.types as types
 
 from ..core.names import ZCORE_FIELD
-from ..selection.embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
+from ..selection.scoring import default_embeddings_field
 from ..selection.visualization import vector_fields
-from ..selection.algorithms.zcore import ZCoreParams
+from ..selection.algorithms.zcore import ZCoreParams, param_error
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter
 
-#: The four ZCore hyperparameters (defaults: :class:`ZCoreParams`'s, the paper's):
-#: (minimum, label, one-line explanation).
+#: The four ZCore hyperparameters (defaults: :class:`ZCoreParams`'s, the paper's; valid
+#: ranges: :data:`..selection.algorithms.zcore.PARAM_RANGES`): (label, one-line explanation).
 HYPERPARAMETERS = {
     "n_sample": (
-        1,
         "Random subspaces",
         "Draws of (subspace, random point); each credits the nearest sample. Cost is linear",
     ),
-    "sample_dim": (1, "Subspace dimensions", "Embedding dimensions in each random subspace"),
+    "sample_dim": ("Subspace dimensions", "Embedding dimensions in each random subspace"),
     "redund_nn": (
-        1,
         "Redundancy neighbours",
         "Nearest neighbours of the credited sample that share its redundancy penalty",
     ),
     "redund_exp": (
-        0,
         "Redundancy exponent",
         "Penalty ~ 1 / distance ** exponent: higher puts it on the closest neighbours",
     ),
@@ -45,13 +43,6 @@ _BACKENDS = {
     "numpy": "CPU: exact, multi-threaded",
     "torch": "PyTorch on a GPU when available, else its CPU",
 }
-
-
-def default_embeddings_field(dataset, fields: list[str]) -> str:
-    """The scene embedding on grouped datasets, else ``embedding``, else the first field."""
-    preferred = [DEFAULT_GROUP_FIELD] if dataset.media_type == "group" else []
-    preferred.append(DEFAULT_EMBEDDINGS_FIELD)
-    return next((f for f in preferred if f in fields), fields[0])
 
 
 def next_step(score_field: str) -> str:
@@ -85,10 +76,11 @@ class ComputeZCore(AnnoloopOperator):
             )
             return types.Property(inputs)
         grouped = dataset.media_type == "group"
+        per_group = grouped and bool(ctx.params.get("group_score", True))
         inputs.list(
             "embeddings_fields",
             types.String(),
-            default=[default_embeddings_field(dataset, fields)],
+            default=[default_embeddings_field(dataset, per_group)],
             label="Embeddings",
             description="Several fields (models) are concatenated, as in the ZCore paper",
             view=types.AutocompleteView(
@@ -108,22 +100,21 @@ class ComputeZCore(AnnoloopOperator):
                 ),
             )
         inputs.str("score_field", default=ZCORE_FIELD, label="Score field")
-        defaults = ZCoreParams()
-        for name, (low, label, description) in HYPERPARAMETERS.items():
-            inputs.int(
-                name, default=getattr(defaults, name), min=low, label=label, description=description
-            )
-        inputs.int("seed", default=0, min=0, label="Seed", description="Same seed, same scores")
+        defaults = _default_params()
+        for name, (label, description) in HYPERPARAMETERS.items():
+            _param_input(inputs, ctx.params, defaults, name, label, description)
+        _param_input(inputs, ctx.params, defaults, "seed", "Seed", "Same seed, same scores")
         backends = types.RadioGroup()
         for name, description in _BACKENDS.items():
             backends.add_choice(name, label=name, description=description)
         inputs.enum("backend", backends.values(), default="auto", label="Backend", view=backends)
-        inputs.int(
+        _param_input(
+            inputs,
+            ctx.params,
+            defaults,
             "n_workers",
-            default=min(8, os.cpu_count() or 1),
-            min=1,
-            label="CPU threads",
-            description="numpy backend; the scores do not depend on it",
+            "CPU threads",
+            "numpy backend; the scores do not depend on it",
         )
         inputs.bool(
             "overwrite",
@@ -167,14 +158,38 @@ class ComputeZCore(AnnoloopOperator):
         return types.Property(outputs)
 
 
-def _zcore_params(params: dict) -> ZCoreParams:
-    """The form's hyperparameters, seed and threads (defaults: :class:`ZCoreParams`'s)."""
-    defaults = ZCoreParams()
-    return ZCoreParams(
-        **{name: _integer(params.get(name, getattr(defaults, name))) for name in HYPERPARAMETERS},
-        seed=_integer(params.get("seed", 0)),
-        n_workers=_integer(params.get("n_workers", 1)),
+def _default_params() -> ZCoreParams:
+    """The form's defaults: the paper's settings, on up to 8 CPU threads."""
+    return ZCoreParams(n_workers=min(8, os.cpu_count() or 1))
+
+
+def _param_value(params: dict, defaults: ZCoreParams, name: str):
+    """A setting as the form sent it (unset or cleared: the default)."""
+    value = params.get(name)
+    return getattr(defaults, name) if value is None else _integer(value)
+
+
+def _param_input(
+    inputs, params: dict, defaults: ZCoreParams, name: str, label: str, description: str
+) -> None:
+    """An integer setting of :class:`ZCoreParams`; an invalid value is marked with the SDK's
+    own message (FiftyOne's ``min=`` check would say only "Value must be greater than ...")."""
+    error = param_error(name, _param_value(params, defaults, name))
+    inputs.int(
+        name,
+        default=getattr(defaults, name),
+        label=label,
+        description=description,
+        invalid=error is not None,
+        error_message=error or "",
     )
+
+
+def _zcore_params(params: dict) -> ZCoreParams:
+    """The form's hyperparameters, seed and threads (defaults: :func:`_default_params`)."""
+    defaults = _default_params()
+    names = (*HYPERPARAMETERS, "seed", "n_workers")
+    return dataclasses.replace(defaults, **{n: _param_value(params, defaults, n) for n in names})
 
 
 def _integer(value):

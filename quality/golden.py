@@ -45,6 +45,7 @@ from .algorithms.metrics import quality_report
 
 __all__ = [
     "BATCH_BY",
+    "BATCH_BY_SOURCES",
     "DEFAULT_BATCH_ATTRIBUTE",
     "GOLDEN_RUN_KEY_PREFIX",
     "GOLDEN_RUN_METHOD",
@@ -55,8 +56,13 @@ __all__ = [
 
 GOLDEN_RUN_METHOD = "annoloop.golden_qa"
 GOLDEN_RUN_KEY_PREFIX = "annoloop_golden_"
-#: How golden samples are split into batches.
-BATCH_BY = ("attribute", "tag", "name")
+#: How golden samples are split into batches: choice -> where a sample's batch comes from.
+BATCH_BY_SOURCES = {
+    "attribute": "the batch_attribute of its candidate labels",
+    "tag": "its sample tag starting with batch_tag_prefix",
+    "name": "batch_name, one name for the whole golden set",
+}
+BATCH_BY = tuple(BATCH_BY_SOURCES)
 DEFAULT_BATCH_ATTRIBUTE = "batch"
 _SUMMARY_KEYS = (
     "n_gt", "n_pred", "tp", "fp", "fn", "precision", "recall", "f1", "miss_rate", "mean_iou"
@@ -104,6 +110,19 @@ def _check_params(
     batch_tag_prefix,
     batch_name,
 ):
+    # The settings first (they need no dataset), then the fields.
+    if batch_by not in BATCH_BY:
+        choices = "; ".join(f"{k!r}: {v}" for k, v in BATCH_BY_SOURCES.items())
+        raise ValueError(f"batch_by must be one of {list(BATCH_BY)}, got {batch_by!r} ({choices})")
+    if batch_by == "attribute" and not (isinstance(batch_attribute, str) and batch_attribute):
+        raise ValueError(f"batch_attribute must be a label attribute name; got {batch_attribute!r}")
+    if batch_by == "tag" and not (isinstance(batch_tag_prefix, str) and batch_tag_prefix):
+        raise ValueError(f"batch_tag_prefix must be a non-empty str; got {batch_tag_prefix!r}")
+    if batch_by == "name" and not (isinstance(batch_name, str) and batch_name.strip()):
+        raise ValueError(
+            "batch_by='name' needs a batch_name: pass the one batch name of the whole golden "
+            "set (e.g. 'batch-003')"
+        )
     if isinstance(iou, bool) or not isinstance(iou, (int, float)) or not 0.0 < float(iou) <= 1.0:
         raise ValueError(f"iou must be a number in (0, 1]; got {iou!r}")
     detections_field(dataset, candidate_field, "candidate field")
@@ -115,14 +134,6 @@ def _check_params(
     detections_field(dataset, golden_field, "golden field")
     if candidate_field == golden_field:
         raise ValueError("the candidate field must differ from the golden field")
-    if batch_by not in BATCH_BY:
-        raise ValueError(f"batch_by must be one of {BATCH_BY}; got {batch_by!r}")
-    if batch_by == "attribute" and not (isinstance(batch_attribute, str) and batch_attribute):
-        raise ValueError(f"batch_attribute must be a label attribute name; got {batch_attribute!r}")
-    if batch_by == "tag" and not (isinstance(batch_tag_prefix, str) and batch_tag_prefix):
-        raise ValueError(f"batch_tag_prefix must be a non-empty str; got {batch_tag_prefix!r}")
-    if batch_by == "name" and not (isinstance(batch_name, str) and batch_name.strip()):
-        raise ValueError("batch_by='name' needs a batch_name for the whole golden set")
 
 
 def _golden_samples(dataset: fo.Dataset):
@@ -211,9 +222,10 @@ def check_golden(
     Raises
     ------
     ValueError
-        On an IoU outside (0, 1], unknown or non-Detections fields, no golden set, golden
-        samples without golden labels, changed golden labels, an IoU different from the
-        history's, or no batch found. Nothing is written then.
+        On an unknown ``batch_by`` (the message lists the choices), a missing batch
+        attribute, tag prefix or name, an IoU outside (0, 1], unknown or non-Detections
+        fields, no golden set, golden samples without golden labels, changed golden labels,
+        an IoU different from the history's, or no batch found. Nothing is written then.
     """
     report = progress or (lambda fraction, message: None)
     dataset = root_dataset(dataset)

@@ -47,8 +47,15 @@ __all__ = [
     "embedding_fields",
     "read_pool",
     "refuse_missing",
+    "refuse_nothing_to_pick",
 ]
 
+#: Why a pool unit is held back (:meth:`UnitCatalog.excluded_counts` keys), in words.
+_EXCLUSION_WORDS = {
+    "frozen": "frozen (test, mining or golden)",
+    "quarantined": "quarantined",
+    "batched": "already in a batch",
+}
 _APPLY_TO_POOL = "apply the detector to the pool first (apply_detector with target 'pool')"
 
 
@@ -164,6 +171,29 @@ def refuse_missing(mask: np.ndarray, field: str, what: str, slice_name, hint: st
         )
 
 
+def refuse_nothing_to_pick(
+    catalog: UnitCatalog, view_units: frozenset, units: list, excluded: np.ndarray, label_field: str
+) -> None:
+    """Raise when the view leaves no unit to pick: it is empty, or every unit of it is
+    labeled or excluded (the message counts each reason; a unit may have several)."""
+    noun = catalog.noun
+    if not view_units:
+        raise ValueError(
+            f"the view is empty: it holds no {noun}s to plan from; plan on the dataset or on "
+            "a view that holds samples"
+        )
+    if not units or excluded.all():
+        counts = catalog.excluded_counts(units)
+        reasons = [f"{len(view_units) - len(units)} labeled in '{label_field}'"] + [
+            f"{counts[key]} {words}" for key, words in _EXCLUSION_WORDS.items() if counts[key]
+        ]
+        raise ValueError(
+            f"every {noun} of the view is already labeled or held back: of its "
+            f"{len(view_units)} {noun}s, {', '.join(reasons)}; nothing is left to plan. Plan "
+            f"on a view with unlabeled {noun}s outside the frozen splits and earlier batches"
+        )
+
+
 # --- per-unit values ----------------------------------------------------------------------
 
 
@@ -274,16 +304,12 @@ def read_pool(
     embedding (and ZCore score, and predictions when ``uncertainty`` is ``(field, slice)``)."""
     catalog = read_catalog(dataset, label_field)
     view_units = frozenset(units_where(samples))
+    units = sorted(view_units - catalog.labeled)
+    excluded = np.array([u in catalog.excluded for u in units], dtype=bool)
+    refuse_nothing_to_pick(catalog, view_units, units, excluded, label_field)
     reference = dataset.select_group_slices(slice_name) if slice_name else dataset
     table = UnitTable.read(reference, unit_path(dataset), embeddings_field, with_zcore)
-    units = sorted(view_units - catalog.labeled)
     noun = catalog.noun
-    if not units:
-        raise ValueError(
-            f"the view holds no unlabeled {noun}s to pick from "
-            f"({len(view_units)} {noun}s, all labeled in '{label_field}')"
-        )
-    excluded = np.array([u in catalog.excluded for u in units], dtype=bool)
     embeddings, missing = table.rows(units)
     refuse_missing(missing & ~excluded, embeddings_field, f"pool {noun}s", slice_name)
     scores = None

@@ -61,7 +61,7 @@ from ..core.runs import (
 )
 from ..core.names import ZCORE_FIELD
 from .embed import DEFAULT_EMBEDDINGS_FIELD, DEFAULT_GROUP_FIELD
-from .algorithms.zcore import ZCoreParams, zcore_scores
+from .algorithms.zcore import ZCoreParams, check_sample_dim, zcore_scores
 from .score_matrices import (
     ScoreMatrix,
     read_groups,
@@ -70,6 +70,7 @@ from .score_matrices import (
     to_matrix,
     write_scores,
 )
+from .visualization import vector_fields
 from .zcore_torch import torch_engine
 
 __all__ = [
@@ -77,6 +78,7 @@ __all__ = [
     "ZCORE_RUN_KEY_PREFIX",
     "ZCORE_RUN_METHOD",
     "compute_zcore",
+    "default_embeddings_field",
     "resolve_backend",
     "zcore_run",
     "zcore_run_key",
@@ -190,7 +192,8 @@ def compute_zcore(
         The pool to score; scores are relative to it (min-max normalised over its units).
     embeddings_fields : str or sequence of str, optional
         Vector fields to score on; several are concatenated (one per model). Default:
-        ``"group_embedding"`` for grouped collections scored per group, else ``"embedding"``.
+        :func:`default_embeddings_field` (``"group_embedding"`` for grouped collections
+        scored per group, else ``"embedding"``, else the first vector field).
     score_field : str, default="zcore"
         ``FloatField`` to write; it must not hold scores yet unless ``overwrite``.
     group_score : bool, default=True
@@ -237,6 +240,8 @@ def compute_zcore(
     report(0.0, "reading embeddings")
     unit, scorings = _read(collection, fields, per_group)
     matrices = [to_matrix(s) for s in scorings]
+    for x in matrices:
+        check_sample_dim(params.sample_dim, x.shape[1])
 
     # Validation is over. The liveness lock is held from here on; the record and the scores
     # are written in one locked step once the scores exist, so a run killed (or failing)
@@ -363,9 +368,21 @@ def _score(
 # --- validation ---------------------------------------------------------------------------
 
 
+def default_embeddings_field(dataset: fo.Dataset, per_group: bool) -> str:
+    """The field scored when none is named (the operator's form preselects it too).
+
+    The scene embedding when scoring groups, else ``embedding``, else the first vector
+    field; the preferred name when the dataset has none (its check then says so).
+    """
+    preferred = [DEFAULT_GROUP_FIELD] if per_group else []
+    preferred.append(DEFAULT_EMBEDDINGS_FIELD)
+    fields = vector_fields(dataset)
+    return next((f for f in preferred if f in fields), fields[0] if fields else preferred[0])
+
+
 def _check_fields(dataset, embeddings_fields, per_group: bool) -> list[str]:
     if embeddings_fields is None:
-        embeddings_fields = DEFAULT_GROUP_FIELD if per_group else DEFAULT_EMBEDDINGS_FIELD
+        embeddings_fields = default_embeddings_field(dataset, per_group)
     fields = [embeddings_fields] if isinstance(embeddings_fields, str) else list(embeddings_fields)
     if not fields:
         raise ValueError("embeddings_fields is empty; name at least one vector field")

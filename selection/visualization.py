@@ -13,8 +13,10 @@ import importlib.util
 import re
 
 import fiftyone as fo
+import numpy as np
 
 from ..core.locks import dataset_lock
+from .embed import DEFAULT_EMBEDDINGS_FIELD
 from .embedding_units import IMAGE, POINT_CLOUD
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "available_methods",
     "compute_embedding_visualization",
     "default_brain_key",
+    "default_embeddings",
+    "default_slice",
     "embeddable_slices",
     "vector_fields",
 ]
@@ -40,6 +44,24 @@ def embeddable_slices(dataset: fo.Dataset) -> list[str]:
         return []
     media_types = dataset.group_media_types
     return [s for s in dataset.group_slices if media_types[s] in (IMAGE, POINT_CLOUD)]
+
+
+def default_slice(dataset: fo.Dataset, *preferred: str | None) -> str | None:
+    """The slice laid out when none is named: the first of ``preferred`` (e.g. the App's
+    current slice) that can be laid out, else the first such slice; None for a flat dataset."""
+    slices = embeddable_slices(dataset)
+    return next((s for s in preferred if s in slices), slices[0] if slices else None)
+
+
+def default_embeddings(
+    collection: fo.core.collections.SampleCollection, patches_field: str | None = None
+) -> str | None:
+    """The vector field laid out when none is named: ``embedding`` when it is one of
+    :func:`vector_fields`, else the first of them; None when there is none."""
+    candidates = vector_fields(collection, patches_field)
+    if DEFAULT_EMBEDDINGS_FIELD in candidates:
+        return DEFAULT_EMBEDDINGS_FIELD
+    return candidates[0] if candidates else None
 
 
 def vector_fields(
@@ -79,8 +101,10 @@ def _layout_collection(collection, slice_name: str | None):
     return collection
 
 
-def _embeddings_path(collection, dataset: fo.Dataset, embeddings: str, patches_field: str | None) -> str:
-    """The validated path of the embeddings to lay out; at least two must be stored."""
+def _embeddings_path(
+    collection, dataset: fo.Dataset, embeddings: str, patches_field: str | None, slice_name
+) -> str:
+    """The validated path of the embeddings to lay out: at least two stored, all finite."""
     if patches_field is not None and patches_field not in dataset.get_field_schema(
         embedded_doc_type=fo.Detections
     ):
@@ -97,7 +121,27 @@ def _embeddings_path(collection, dataset: fo.Dataset, embeddings: str, patches_f
     count = collection.count(path)
     if count < 2:
         raise ValueError(f"'{path}' has {count} embeddings in this view; a layout needs at least 2")
+    _check_finite(collection, path, patches_field is not None, slice_name)
     return path
+
+
+def _check_finite(collection, path: str, per_object: bool, slice_name: str | None) -> None:
+    """Refuse NaN / inf vectors (the layout would fail inside scikit-learn), with counts."""
+    values = collection.values(path)
+    if per_object:
+        per_sample = [[v for v in (vs or []) if v is not None] for vs in values]
+    else:
+        per_sample = [[] if v is None else [v] for v in values]
+    bad = [sum(not np.isfinite(np.asarray(v, dtype=float)).all() for v in vs) for vs in per_sample]
+    samples = sum(b > 0 for b in bad)
+    if samples:
+        objects = f" ({sum(bad)} objects)" if per_object else ""
+        where = f" on slice '{slice_name}'" if slice_name else ""
+        raise ValueError(
+            f"'{path}' holds NaN or inf values on {samples} of {len(values)} samples{objects}"
+            f"{where}; recompute those embeddings (compute_embeddings with overwrite=True) or "
+            "lay out a view without them"
+        )
 
 
 def _free_brain_key(dataset: fo.Dataset, brain_key: str, overwrite: bool) -> None:
@@ -118,7 +162,7 @@ def _free_brain_key(dataset: fo.Dataset, brain_key: str, overwrite: bool) -> Non
 def compute_embedding_visualization(
     collection: fo.core.collections.SampleCollection,
     *,
-    embeddings: str,
+    embeddings: str | None = None,
     slice_name: str | None = None,
     patches_field: str | None = None,
     method: str = "pca",
@@ -131,10 +175,12 @@ def compute_embedding_visualization(
     ----------
     collection : SampleCollection
         The samples to lay out (a dataset or view, grouped or flat).
-    embeddings : str
-        Vector field of the samples, or attribute of ``patches_field``'s detections.
+    embeddings : str, optional
+        Vector field of the samples, or attribute of ``patches_field``'s detections;
+        default :func:`default_embeddings` (what the operator's form preselects).
     slice_name : str, optional
-        Required for grouped collections (a layout is per slice); refused for flat ones.
+        Required for grouped collections (a layout is per slice; the form preselects
+        :func:`default_slice`); refused for flat ones.
     patches_field : str, optional
         A Detections field: one point per object instead of one per sample.
     method : str
@@ -156,7 +202,9 @@ def compute_embedding_visualization(
     methods = available_methods()
     if method not in methods:
         raise ValueError(f"method must be one of {methods} here, got {method!r}")
-    path = _embeddings_path(collection, dataset, embeddings, patches_field)
+    if embeddings is None:
+        embeddings = default_embeddings(collection, patches_field)
+    path = _embeddings_path(collection, dataset, embeddings, patches_field, slice_name)
     brain_key = brain_key or default_brain_key(slice_name, embeddings, patches_field, method)
     # Freeing the key and registering the run are check-then-write: under the dataset's write
     # lock, on a fresh copy of its document, so two calls never both take one brain key.

@@ -224,6 +224,27 @@ def test_other_bad_arguments_are_rejected_up_front(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_operator_call_that_omits_the_scene_count_and_seed_gets_the_forms_defaults(tmp_path):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+    from fo_helpers import run_operator, unique_name, uri
+
+    form = foo.OperatorRegistry().get_operator(uri("load_demo_dataset")).resolve_input(
+        ExecutionContext(request_params={"params": {}})
+    )
+    shown = {k: p.get("default") for k, p in form.to_json()["type"]["properties"].items()}
+    name = unique_name("demo-defaults")
+    try:
+        result = run_operator("load_demo_dataset", {"name": name, "media_dir": str(tmp_path)})
+        info = fo.load_dataset(name).info["annoloop_demo"]
+        assert result.result["num_groups"] == info["num_scenes"] == shown["num_scenes"]
+        assert info["seed"] == shown["seed"]
+        assert info["scene_config"]["night_fraction"] == shown["night_fraction"]
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
 def test_a_failed_overwrite_leaves_the_old_dataset_untouched(tmp_path):
     media = tmp_path / "media"
     old = demo_dataset.load_demo_dataset("demo-swap", num_scenes=4, seed=1, media_dir=str(media))

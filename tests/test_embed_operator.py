@@ -439,6 +439,65 @@ def test_a_layout_needs_at_least_two_embedded_samples(embedded):
         compute_embedding_visualization(dataset.limit(1), slice_name="left", embeddings="embedding")
 
 
+@pytest.mark.parametrize("patches", [False, True], ids=["samples", "objects"])
+def test_non_finite_embeddings_are_refused_before_a_brain_run_is_registered(demo, patches):
+    from annoloop.selection.visualization import compute_embedding_visualization
+
+    dataset = fresh_copy(demo)
+    try:
+        left = dataset.select_group_slices("left")
+        ids = left.values("id")[:3]
+        if patches:
+            dets = {i: left[i].oracle.detections for i in ids}
+            for detections in dets.values():
+                for d in detections:
+                    d["embedding"] = np.full(4, np.nan if d is detections[0] else 1.0, np.float32)
+            left.set_values(
+                "oracle", {i: fo.Detections(detections=d) for i, d in dets.items()}, key_field="id"
+            )
+            dataset.add_sample_field("oracle.detections.embedding", fo.VectorField)
+            params = {"slice": "left", "patches_field": "oracle", "embeddings": "embedding"}
+            expected = (
+                rf"'oracle.detections.embedding' holds NaN or inf values on 3 of {NUM_SCENES} "
+                r"samples \(3 objects\) on slice 'left'; recompute those embeddings"
+            )
+        else:
+            left.set_values(
+                "embedding", {i: np.full(8, np.nan, np.float32) for i in ids}, key_field="id"
+            )
+            dataset.add_sample_field("embedding", fo.VectorField)
+            params = {"slice": "left", "embeddings": "embedding"}
+            expected = (
+                rf"'embedding' holds NaN or inf values on 3 of {NUM_SCENES} samples on slice "
+                r"'left'; recompute those embeddings \(compute_embeddings with overwrite=True\)"
+            )
+        with pytest.raises(ExecutionError, match=expected):
+            run_operator("compute_visualization", {**RUN_NOW, **params}, dataset=dataset)
+        with pytest.raises(ValueError, match=expected):
+            compute_embedding_visualization(
+                dataset, slice_name="left", **{k: v for k, v in params.items() if k != "slice"}
+            )
+        assert dataset.list_brain_runs() == []
+    finally:
+        dataset.delete()
+
+
+def test_an_operator_call_without_slice_or_embeddings_lays_out_what_the_form_preselects(
+    embedded,
+):
+    dataset, _ = embedded
+    defaults = resolve_form("compute_visualization", dataset, {})
+    result = run_operator(
+        "compute_visualization", {**RUN_NOW, "brain_key": "viz_defaults"}, dataset=dataset
+    ).result
+    assert result["embeddings"] == defaults["embeddings"]
+    info = dataset.get_brain_info("viz_defaults")
+    assert info.config.embeddings_field == defaults["embeddings"]
+    layout = dataset.load_brain_results("viz_defaults")
+    assert len(layout.points) == len(dataset.select_group_slices(defaults["slice"]))
+    dataset.delete_brain_run("viz_defaults")
+
+
 def test_visualization_keeps_an_existing_brain_run_unless_told_to_replace_it(embedded):
     dataset, _ = embedded
     params = {**RUN_NOW, "slice": "left", "embeddings": "embedding", "brain_key": "viz_keep"}

@@ -14,7 +14,12 @@ from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.quality.frozen import create_splits
 from annoloop.quality.frozen_check import FROZEN_RUN_KEY
-from annoloop.quality.golden import GOLDEN_RUN_METHOD, golden_history, golden_run_key
+from annoloop.quality.golden import (
+    GOLDEN_RUN_METHOD,
+    check_golden,
+    golden_history,
+    golden_run_key,
+)
 from annoloop.core.names import GOLDEN_SPLIT_TAG
 
 SLICES = ("left", "right", "pcd")
@@ -170,6 +175,21 @@ def test_a_history_keeps_its_iou_threshold(dataset):
 def test_bad_input_fails_clearly_and_writes_nothing(demo, params, message):
     with pytest.raises(ExecutionError, match=message):
         check(demo, **params)
+    assert not demo.has_run(RUN_KEY)
+
+
+def test_an_unknown_batch_by_is_refused_listing_the_choices_from_the_sdk_and_the_operator(demo):
+    listed = r"batch_by must be one of \['attribute', 'tag', 'name'\], got 'bogus' \('attribute': "
+    with pytest.raises(ValueError, match=listed):
+        check_golden(demo, "ground_truth", batch_by="bogus")
+    with pytest.raises(ExecutionError, match=listed):
+        check(demo, batch_by="bogus")
+    assert not demo.has_run(RUN_KEY)
+
+
+def test_batch_by_name_without_a_name_says_to_pass_one(demo):
+    with pytest.raises(ExecutionError, match="batch_by='name' needs a batch_name: pass the one"):
+        check(demo, batch_by="name")
     assert not demo.has_run(RUN_KEY)
 
 

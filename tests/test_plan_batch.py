@@ -227,8 +227,13 @@ def test_frozen_golden_quarantined_and_batched_scenes_are_never_picked_from_any_
     assert scenes_of(dataset, everything["ids"]) == selectable
     assert everything["counts"]["excluded"] == {"frozen": 1, "quarantined": 1, "batched": 3}
 
-    # Now nothing is left to pick, whatever the view offers.
-    with pytest.raises(ExecutionError, match="exceeds the 0 selectable"):
+    # Now nothing is left to pick, whatever the view offers, and the refusal says why.
+    with pytest.raises(
+        ExecutionError,
+        match=r"every group of the view is already labeled or held back: of its 30 groups, "
+        r"4 labeled in 'ground_truth', 1 frozen \(test, mining or golden\), 1 quarantined, "
+        r"24 already in a batch",
+    ):
         plan(dataset, budget=1)
 
 
@@ -593,6 +598,29 @@ def test_the_form_offers_the_pool_predictions_for_uncertainty_targeting(cold):
     assert fields["uncertainty_field"]["default"] == "predictions"
     assert fields["uncertainty_slice"]["default"] == "left"
     assert "Round 1" in fields["use_schedule"]["view"]["description"]
+
+
+def test_an_empty_view_is_refused_as_empty_and_nothing_is_written(dataset):
+    empty = dataset.match(fo.ViewField("scene") < 0)
+    before = snapshot(dataset)
+    message = "the view is empty: it holds no groups to plan from; plan on the dataset or"
+    with pytest.raises(ExecutionError, match=message):
+        plan(dataset, view=empty, budget=3)
+    with pytest.raises(ValueError, match=message):
+        batches.plan_batch(empty, budget=3, embeddings_field="embedding")
+    assert snapshot(dataset) == before
+
+
+def test_a_view_of_labeled_scenes_only_is_refused_with_the_counts(dataset):
+    labeled = dataset.match(fo.ViewField("scene").is_in(MINING_SCENES))
+    before = snapshot(dataset)
+    with pytest.raises(
+        ValueError,
+        match=r"of its 4 groups, 4 labeled in 'ground_truth'; nothing is left to plan\. Plan "
+        r"on a view with unlabeled groups",
+    ):
+        batches.plan_batch(labeled, budget=1, embeddings_field="embedding")
+    assert snapshot(dataset) == before
 
 
 # --- bad input: a clear error, nothing tagged or saved --------------------------------------

@@ -304,6 +304,70 @@ def test_training_without_labeled_samples_fails_clearly_and_records_no_run(tiny)
     assert runs.list_runs(tiny) == []
 
 
+def trainable_left(dataset):
+    """The left samples training uses: labeled, outside the test split."""
+    return left_slice(dataset).match_tags([TEST_SPLIT_TAG], bool=False).exists("ground_truth")
+
+
+def remove_trainable_images(dataset, count: int, damage: str = "delete") -> list[str]:
+    """Delete (or overwrite with junk) the left images of the first ``count`` trainable
+    samples; their paths, sorted."""
+    paths = sorted(trainable_left(dataset).values("filepath"))[:count]
+    for path in paths:
+        if damage == "delete":
+            os.remove(path)
+        else:
+            Path(path).write_bytes(b"not an image")
+    return paths
+
+
+@pytest.mark.parametrize("damage", ["delete", "corrupt"])
+def test_training_with_missing_or_unreadable_images_is_refused_before_anything_is_written(
+    tiny, tmp_path, damage
+):
+    from annoloop.training.detector import train_detector
+
+    paths = remove_trainable_images(tiny, 3, damage)
+    trainable = len(trainable_left(tiny))
+    expected = (
+        rf"3 of {trainable} images to train on \('ground_truth' on slice 'left'\) are missing "
+        rf"or unreadable, e\.g\. \['{paths[0]}', .*Restore the files, or leave those samples out"
+    )
+    out = tmp_path / "out"
+    with pytest.raises(ExecutionError, match=expected):
+        run_operator("train_detector", {**TINY_TRAINING, "output_dir": str(out)}, dataset=tiny)
+    with pytest.raises(ValueError, match=expected):
+        train_detector(tiny, slice_name="left", epochs=1, imgsz=64, output_dir=str(out))
+    assert runs.list_runs(tiny) == [] and not out.exists()
+
+
+def test_prediction_on_missing_images_is_refused_before_anything_is_written(trained, tmp_path):
+    dataset, _ = trained
+    clone = dataset.clone(unique_name("predict-missing"))
+    try:
+        test_left = left_slice(clone).match_tags(TEST_SPLIT_TAG)
+        moved = sorted(test_left.values("filepath"))[:2]
+        # The clone shares the media: point two samples at paths that do not exist instead.
+        gone = {p: str(tmp_path / os.path.basename(p)) for p in moved}
+        test_left.set_values(
+            "filepath", [gone.get(p, p) for p in test_left.values("filepath")]
+        )
+        with pytest.raises(
+            ExecutionError,
+            match=rf"2 of {len(test_left)} images to predict on are missing or unreadable.*"
+            r"Restore the files or predict on a view without them",
+        ):
+            run_operator(
+                "apply_detector",
+                {"run_name": "r0", "pred_field": "missing_preds", "delegate": False},
+                dataset=clone,
+            )
+        assert clone.get_field("missing_preds") is None
+        assert "missing_preds" not in runs.get_run(clone, "r0").outputs.get("predicted_fields", {})
+    finally:
+        clone.delete()
+
+
 def test_a_missing_checkpoint_fails_clearly_and_records_no_run(tiny, tmp_path):
     missing = str(tmp_path / "nowhere" / "best.pt")
     with pytest.raises(ExecutionError, match="checkpoint .*nowhere/best.pt' does not exist"):

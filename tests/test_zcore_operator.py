@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -111,7 +113,7 @@ def test_the_run_record_holds_parameters_fields_size_backend_and_time(scored):
         "redund_exp": 4,
         "rand_init": True,
         "seed": 0,
-        "n_workers": 1,
+        "n_workers": min(8, os.cpu_count() or 1),  # the form's default, also without a form
     }
     assert record["n"] == NUM_SCENES and record["backend"] == "numpy"
     assert record["device"] == "cpu" and record["seconds"] >= record["scoring_seconds"] > 0
@@ -284,6 +286,54 @@ def test_an_unknown_field_is_refused_with_the_vector_fields_on_offer(pool):
 def test_a_score_field_of_another_type_is_refused(pool):
     with pytest.raises(ValueError, match="score_field 'scene_id' already exists as a StringField"):
         compute_zcore(pool, score_field="scene_id")
+
+
+@pytest.mark.parametrize(
+    "name, value, low",
+    [
+        ("n_sample", 0, 1),
+        ("sample_dim", 0, 1),
+        ("redund_nn", -3, 1),
+        ("redund_exp", -1, 0),
+        ("seed", -1, 0),
+        ("n_workers", 0, 1),
+    ],
+)
+def test_an_out_of_range_zcore_setting_is_refused_naming_it_its_value_and_its_range(
+    pool, name, value, low
+):
+    expected = rf"{name} must be an integer >= {low}, got {value} .*whole number from {low} up"
+    with pytest.raises(ExecutionError, match=rf"Path: {name}\. Reason: {expected}"):
+        run_operator("compute_zcore", {**SMALL, name: value}, dataset=pool)
+    with pytest.raises(ValueError, match=expected):
+        compute_zcore(pool, params=ZCoreParams(**{name: value}))
+    assert_nothing_written(pool)
+
+
+def test_a_subspace_wider_than_the_embeddings_is_refused_before_scoring(pool):
+    dim = len(pool.select_group_slices("left").first().group_embedding)
+    with pytest.raises(
+        ExecutionError, match=rf"sample_dim={dim + 1} exceeds the {dim} .*between 1 and {dim}"
+    ):
+        run_operator("compute_zcore", {**SMALL, "sample_dim": dim + 1}, dataset=pool)
+    assert_nothing_written(pool)
+
+
+def test_the_sdk_scores_the_field_the_form_preselects(pool):
+    from fiftyone.operators.executor import ExecutionContext
+
+    op = foo.OperatorRegistry().get_operator(uri("compute_zcore"))
+    for group_score in (True, False):
+        form = op.resolve_input(
+            ExecutionContext(
+                request_params={"dataset_name": pool.name, "params": {"group_score": group_score}}
+            )
+        )
+        preselected = form.to_json()["type"]["properties"]["embeddings_fields"]["default"]
+        record = compute_zcore(
+            pool, group_score=group_score, params=ZCoreParams(n_sample=100), overwrite=True
+        )
+        assert record["embeddings_fields"] == preselected
 
 
 def test_the_form_offers_the_vector_fields_and_the_papers_defaults(embedded):

@@ -10,6 +10,10 @@ media of a frozen or quarantined sample, or if the written images are not exactl
 selected ones. Samples whose media file is also the media of a frozen sample (a duplicate
 added twice) are refused up front for the same reason.
 
+Every image to export must exist and be readable (checked before anything is written):
+Ultralytics would skip the others as "corrupt" and train on fewer samples than the run
+records.
+
 The train/val split is a seeded permutation of the sorted sample ids, so the same labels
 and seed give the same split on any machine.
 """
@@ -22,7 +26,8 @@ from dataclasses import asdict, dataclass
 import fiftyone as fo
 import numpy as np
 
-from ..core.names import DEFAULT_GT_FIELD
+from ..core.media import unreadable_images
+from ..core.names import DEFAULT_GT_FIELD, QUARANTINE_TAG
 from ..core.views import camera_slice, frozen_media, frozen_slice, quarantined_ids, real_paths, root_dataset
 
 __all__ = ["ExportLeakError", "TrainableSamples", "YoloExport", "export_yolo", "select_trainable"]
@@ -196,6 +201,12 @@ def export_yolo(
     Returns
     -------
     YoloExport
+
+    Raises
+    ------
+    ValueError
+        On fewer than 2 trainable samples, images missing or unreadable on disk (the count
+        and a few paths), or labels outside ``classes``; nothing is written then.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
@@ -213,6 +224,7 @@ def export_yolo(
             f"test/golden, {trainable.num_quarantined} quarantined, "
             f"{trainable.num_duplicates_of_frozen} duplicates of frozen media)"
         )
+    _check_images(view, len(ids), slice_name, label_field)
     if classes is None:
         # The dataset's declared classes keep YOLO class ids stable from round to round.
         dataset = root_dataset(samples)
@@ -251,6 +263,21 @@ def export_yolo(
         num_unlabeled=trainable.num_unlabeled,
         num_duplicates_of_frozen=trainable.num_duplicates_of_frozen,
     )
+
+
+def _check_images(view, num_samples: int, slice_name: str | None, label_field: str) -> None:
+    """Refuse an export with images that are missing or unreadable on disk.
+
+    Ultralytics would skip them and train on fewer samples than the run records.
+    """
+    bad = unreadable_images(view.values("filepath"))
+    if bad:
+        raise ValueError(
+            f"{len(bad)} of {num_samples} images to train on ('{label_field}' on slice "
+            f"{slice_name!r}) are missing or unreadable, e.g. {bad[:3]}; nothing was exported "
+            f"or trained. Restore the files, or leave those samples out (tag them "
+            f"'{QUARANTINE_TAG}' or delete them) and train again"
+        )
 
 
 def _resolve_classes(view, label_field: str, classes: list[str] | None) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import fiftyone as fo
 from fiftyone import ViewField as F
 
+from ..core.media import unreadable_images
 from ..core.runs import Progress
 from ..core.names import DEFAULT_PRED_FIELD
 from ..core.views import camera_slice
@@ -334,6 +335,12 @@ def predict_detections(
     Returns
     -------
     PredictResult
+
+    Raises
+    ------
+    ValueError
+        On bad thresholds or sizes, missing weights, a field holding annotations, or
+        images missing or unreadable on disk; nothing is written then.
     """
     _check_positive(imgsz=imgsz, batch_size=batch_size)
     for name, value in (("conf", conf), ("iou", iou)):
@@ -343,6 +350,13 @@ def predict_detections(
         raise ValueError(f"weights '{weights}' do not exist; train a detector first")
     view = camera_slice(samples, slice_name)
     _check_writable(view, label_field)
+    bad = unreadable_images(view.values("filepath"))
+    if bad:
+        raise ValueError(
+            f"{len(bad)} of {len(view)} images to predict on are missing or unreadable, e.g. "
+            f"{bad[:3]}; nothing was predicted. Restore the files or predict on a view "
+            "without them"
+        )
     device = select_device(device)
 
     from fiftyone.utils.ultralytics import to_detections

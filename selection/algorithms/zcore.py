@@ -108,17 +108,48 @@ class ZCoreParams:
     n_workers: int = 1
 
     def __post_init__(self) -> None:
-        for name, low in (
-            ("n_sample", 1),
-            ("sample_dim", 1),
-            ("redund_nn", 1),
-            ("redund_exp", 0),
-            ("seed", 0),
-            ("n_workers", 1),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in PARAM_RANGES:
+            error = param_error(name, getattr(self, name))
+            if error:
+                raise ValueError(error)
+        if not isinstance(self.rand_init, (bool, np.bool_)):
+            raise ValueError(f"rand_init must be True or False, got {self.rand_init!r}")
+
+
+#: The integer settings of :class:`ZCoreParams`: (smallest valid value, what it counts).
+PARAM_RANGES = {
+    "n_sample": (1, "random subspaces drawn"),
+    "sample_dim": (1, "embedding dimensions in each random subspace"),
+    "redund_nn": (1, "nearest neighbours that share a redundancy penalty"),
+    "redund_exp": (0, "exponent of the inverse-distance redundancy penalty"),
+    "seed": (0, "seed of every random draw"),
+    "n_workers": (1, "threads sharing the work"),
+}
+
+
+def param_error(name: str, value) -> str | None:
+    """Why ``value`` is not a valid ``name`` of :class:`ZCoreParams`, or None when it is.
+
+    The message names the parameter, the value, the valid range and the default, so that
+    forms can show the same text the SDK raises.
+    """
+    low, meaning = PARAM_RANGES[name]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= low:
+        return None
+    default = ZCoreParams.__dataclass_fields__[name].default
+    return (
+        f"{name} must be an integer >= {low}, got {value!r} ({name}: {meaning}); pass a "
+        f"whole number from {low} up, e.g. the default {default}"
+    )
+
+
+def check_sample_dim(sample_dim: int, n_dims: int) -> None:
+    """Refuse subspaces of more dimensions than the embeddings have (before any scoring)."""
+    if sample_dim > n_dims:
+        raise ValueError(
+            f"sample_dim={sample_dim} exceeds the {n_dims} embedding dimensions; pass "
+            f"sample_dim between 1 and {n_dims}"
+        )
 
 
 @dataclass(frozen=True)
@@ -307,10 +338,7 @@ class _SampleSpace:
     def of(cls, x: np.ndarray, sample_dim: int) -> _SampleSpace | None:
         """None when there is nothing to sample: no rows or no non-constant dimension."""
         n_rows, n_dims = x.shape
-        if sample_dim > n_dims:
-            raise ValueError(
-                f"sample_dim={sample_dim} exceeds the {n_dims} embedding dimensions"
-            )
+        check_sample_dim(sample_dim, n_dims)
         if n_rows == 0:
             return None
         low, high = x.min(axis=0), x.max(axis=0)
