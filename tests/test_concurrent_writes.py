@@ -117,8 +117,8 @@ def labeled():
     dataset = annoloop.load_demo_dataset(
         f"race-{uuid.uuid4().hex[:8]}", num_scenes=24, seed=7, image_size=(128, 64)
     )
+    annotate_batch(dataset, 0, seed=3)  # before the splits: test samples are never annotated
     annoloop.create_splits(dataset, test=4, golden=4, mining=2)
-    annotate_batch(dataset, 0, seed=3)
     yield dataset
     dataset.delete()
 
