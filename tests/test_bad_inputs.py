@@ -24,7 +24,7 @@ from annoloop.selection.scoring import compute_zcore
 from fo_helpers import run_operator, unique_name
 
 NOW = {"delegate": False}
-#: A ``target`` that runs a case on the labeled batch's scenes instead of the whole dataset.
+#: The tag of the labeled batch: a case with it as a fourth item runs on that batch's view.
 BATCH = "batch:v1"
 
 
@@ -62,7 +62,8 @@ def fingerprint(dataset) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
 
 
-#: (operator, params, pattern the message must match: the problem *and* what to do).
+#: (operator, params, pattern the message must match: the problem *and* what to do[, tag of
+#: the view to run on]).
 CASES = [
     # --- load_demo_dataset ---------------------------------------------------------------
     ("load_demo_dataset", {"name": "bad-demo", "num_scenes": 0}, r"num_scenes.*0"),
@@ -77,7 +78,7 @@ CASES = [
     ("create_splits", {"scene_field": "nope", "overwrite": True}, r"'nope' is not a field.*choose"),
     # --- simulate_annotation -----------------------------------------------------------
     ("simulate_annotation", {"batch": "batch:v9"}, r"test"),
-    ("simulate_annotation", {"batch": "batch:v1", "label_field": "embedding", "target": BATCH}, r"'embedding'.*Detections"),
+    ("simulate_annotation", {"batch": "batch:v1", "label_field": "embedding"}, r"'embedding'.*Detections", BATCH),
     # --- compute_embeddings ------------------------------------------------------------
     ("compute_embeddings", {"model_kind": "hf", "model_path": "/no/such/model"}, r"/no/such/model"),
     ("compute_embeddings", {"embeddings_field": "oracle"}, r"'oracle' already exists.*must be a VectorField or not exist"),
@@ -150,14 +151,14 @@ CASES = [
 
 
 @pytest.mark.parametrize(
-    "operator, params, message", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+    "operator, params, message, view_tag",
+    [(*case, None)[:4] for case in CASES],
+    ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)],
 )
 def test_bad_input_is_refused_with_a_clear_message_and_nothing_written(
-    prepared, operator, params, message
+    prepared, operator, params, message, view_tag
 ):
-    params = dict(params)
-    target = params.pop("target", None) if operator == "simulate_annotation" else None
-    view = prepared.match_tags(target) if target else None
+    view = prepared.match_tags(view_tag) if view_tag else None
     before = fingerprint(prepared)
     with pytest.raises(ExecutionError) as refused:
         run_operator(operator, {**NOW, **params}, dataset=prepared, view=view)
