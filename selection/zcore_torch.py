@@ -23,12 +23,15 @@ class TorchEngine:
 
     parallel = False  # one device: blocks run one after another
 
-    def __init__(self, x: np.ndarray, k_nn: int, redund_exp: int, device: str) -> None:
+    def __init__(
+        self, x: np.ndarray, order: np.ndarray, k_nn: int, redund_exp: int, device: str
+    ) -> None:
         import torch
 
         self.torch = torch
         self.device = torch.device(device)
-        self.columns = torch.from_numpy(x).to(self.device).T.contiguous()
+        # Rows in tie-breaking order: the first minimum is the earliest row in it.
+        self.columns = torch.from_numpy(x[order]).to(self.device).T.contiguous()
         self.k_nn, self.redund_exp = k_nn, redund_exp
         self.batch = max(1, _TORCH_BATCH // len(x))
 
@@ -66,7 +69,9 @@ class TorchEngine:
         return total.cpu().numpy()
 
 
-def torch_engine(device: str = "cuda") -> Callable[[np.ndarray, int, int], TorchEngine]:
+def torch_engine(
+    device: str = "cuda",
+) -> Callable[[np.ndarray, np.ndarray, int, int], TorchEngine]:
     """An engine factory for :func:`.algorithms.zcore.zcore_scores` running on ``device``.
 
     Examples
@@ -78,7 +83,7 @@ def torch_engine(device: str = "cuda") -> Callable[[np.ndarray, int, int], Torch
     (100,)
     """
 
-    def make(x: np.ndarray, k_nn: int, redund_exp: int) -> TorchEngine:
-        return TorchEngine(x, k_nn, redund_exp, device)
+    def make(x: np.ndarray, order: np.ndarray, k_nn: int, redund_exp: int) -> TorchEngine:
+        return TorchEngine(x, order, k_nn, redund_exp, device)
 
     return make

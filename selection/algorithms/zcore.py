@@ -30,9 +30,12 @@ Differences from the reference script, all deliberate
   They add the same 0 to every distance, so subspaces are drawn from the non-constant
   dimensions only; if fewer than ``sample_dim`` remain, ``sample_dim`` is lowered (with a
   warning); if none remain (all rows identical, or a single row) every score is 0.
-* Ties are resolved by row index (the reference's unstable ``argsort`` leaves them open):
-  the lowest index covers, and a duplicate of the covering row at distance 0 is the
-  lowest-index one.
+* Ties are broken by the seed, not by row order (the reference's unstable ``argsort``
+  favours early rows): rows are scored in a seeded random order (``ZCoreDraws.order``), and
+  among rows at equal distance the one earlier in it covers, is the duplicate at distance 0
+  that takes a penalty, or is kept at the ``redund_nn``-th neighbour. So permuting the
+  input rows permutes the scores' distribution, and on tied data (quantised or duplicated
+  embeddings) no row is favoured for coming first.
 * Distances are computed in the embeddings' dtype (the reference upcasts the coverage
   distances to float64, so for float32 input near-ties may resolve differently), and
   penalties in float64, as ``(nearest / d) ** redund_exp`` normalised, which cannot overflow.
@@ -69,7 +72,8 @@ class ScoringEngine(Protocol):
         ...
 
 
-#: ``engine(x, k_nn, redund_exp) -> ScoringEngine``, called once per scoring.
+#: ``engine(x, order, k_nn, redund_exp) -> ScoringEngine``, called once per scoring; the
+#: engine scores the rows ``x[order]`` (ties to the earliest) and returns scores in that order.
 EngineFactory = Callable[[np.ndarray, int, int], ScoringEngine]
 
 
@@ -162,10 +166,14 @@ class ZCoreDraws:
         Subspace dimensions of each sample, in summation order.
     points : ndarray of shape (n_sample, sample_dim), float64
         Random point of each sample, one coordinate per dimension in ``dims``.
+    order : ndarray of shape (n_rows,), int64, optional
+        Tie-breaking order: a permutation of the rows; among rows at equal distance the one
+        earlier in it wins. None (e.g. for hand-made draws) means row order.
     """
 
     dims: np.ndarray
     points: np.ndarray
+    order: np.ndarray | None = None
 
 
 def combine_embeddings(embeddings: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -213,7 +221,8 @@ def draw_samples(
         ``n_sample`` rows; empty (shape (0, 0)) when there is nothing to sample (no rows, or
         no non-constant dimension).
     """
-    return _draw_all(_SampleSpace.of(combine_embeddings(embeddings), params.sample_dim), params)
+    x = combine_embeddings(embeddings)
+    return _draw_all(_SampleSpace.of(x, params.sample_dim), len(x), params)
 
 
 def coverage_redundancy_scores(
@@ -244,8 +253,8 @@ def coverage_redundancy_scores(
         is 1, or 0 for a single row).
     """
     x = combine_embeddings(embeddings)
-    dims, points = _validate_draws(draws, x.shape[1])
-    return _raw_scores(x, dims, points, params, engine, chunk_rows, progress)
+    dims, points, order = _validate_draws(draws, x.shape)
+    return _raw_scores(x, dims, points, order, params, engine, chunk_rows, progress)
 
 
 def zcore_scores(
@@ -265,15 +274,15 @@ def zcore_scores(
     params : ZCoreParams
         Hyperparameters, seed and worker count.
     engine : callable, optional
-        ``engine(x, k_nn, redund_exp)`` returning the object that scores blocks of draws
-        (see :class:`ScoringEngine`); default the exact NumPy engine
+        ``engine(x, order, k_nn, redund_exp)`` returning the object that scores blocks of
+        draws (see :class:`ScoringEngine`); default the exact NumPy engine
         (:class:`.zcore_numpy.NumpyEngine`). ``annoloop.selection.zcore_torch.torch_engine``
         gives one on a torch device; it ignores ``n_workers`` and ``chunk_rows``.
     chunk_rows : int, optional
         Rows per transposed chunk (NumPy engine); default: as many as fit 256 MiB. When all
-        rows fit one chunk, the transposed copy is made once; otherwise one chunk at a time
-        is made once per block of 2048 samples (slower, bounded memory). A Fortran-ordered
-        array (``np.asfortranarray``) needs no copy at all.
+        rows fit one chunk, the transposed copy (rows in tie-breaking order) is made once;
+        otherwise one chunk at a time is made once per block of 2048 samples (slower,
+        bounded memory).
     progress : callable, optional
         Called with the fraction of samples done (0..1] after each block of 2048.
 
@@ -298,8 +307,8 @@ def zcore_scores(
     space = _SampleSpace.of(x, params.sample_dim)
     if space is None:
         return np.zeros(len(x))
-    draws = _draw_all(space, params)
-    raw = _raw_scores(x, draws.dims, draws.points, params, engine, chunk_rows, progress)
+    draws = _draw_all(space, len(x), params)
+    raw = _raw_scores(x, draws.dims, draws.points, draws.order, params, engine, chunk_rows, progress)
     return finalize_scores(raw, params)
 
 
@@ -387,23 +396,35 @@ def _column_medians(x: np.ndarray) -> np.ndarray:
     return medians
 
 
-def _draw_all(space: _SampleSpace | None, params: ZCoreParams) -> ZCoreDraws:
+def _draw_all(space: _SampleSpace | None, n_rows: int, params: ZCoreParams) -> ZCoreDraws:
     """``params.n_sample`` draws in blocks of ``_BLOCK``, each block with its own stream
-    (child 1 of the seed's ``SeedSequence``; child 0 is the init noise)."""
+    (child 1 of the seed's ``SeedSequence``; child 0 is the init noise, child 2 the
+    tie-breaking order of the rows)."""
     if space is None:
         return ZCoreDraws(np.empty((0, 0), dtype=np.int64), np.empty((0, 0)))
-    _, draws_root = np.random.SeedSequence(params.seed).spawn(2)
+    _, draws_root, order_stream = np.random.SeedSequence(params.seed).spawn(3)
     streams = draws_root.spawn(-(-params.n_sample // _BLOCK))
     blocks = [
         space.draw(stream, min(_BLOCK, params.n_sample - b * _BLOCK))
         for b, stream in enumerate(streams)
     ]
     return ZCoreDraws(
-        np.concatenate([d for d, _ in blocks]), np.concatenate([p for _, p in blocks])
+        np.concatenate([d for d, _ in blocks]),
+        np.concatenate([p for _, p in blocks]),
+        np.random.default_rng(order_stream).permutation(n_rows),
     )
 
 
-def _validate_draws(draws: ZCoreDraws, n_dims: int) -> tuple[np.ndarray, np.ndarray]:
+def _validate_draws(
+    draws: ZCoreDraws, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    (n_rows, n_dims), order = shape, draws.order
+    order = np.arange(n_rows) if order is None else np.asarray(order)
+    if order.shape != (n_rows,) or not np.array_equal(np.sort(order), np.arange(n_rows)):
+        raise ValueError(
+            f"draws.order must be a permutation of the {n_rows} rows; pass the draws "
+            "draw_samples made for these embeddings, or order=None for row order"
+        )
     dims, points = np.asarray(draws.dims), np.asarray(draws.points, dtype=np.float64)
     if dims.ndim != 2 or dims.shape != points.shape:
         raise ValueError(
@@ -418,7 +439,7 @@ def _validate_draws(draws: ZCoreDraws, n_dims: int) -> tuple[np.ndarray, np.ndar
     bad = int(np.count_nonzero(~np.isfinite(points).all(axis=1)))
     if bad:
         raise ValueError(f"draws.points has {bad} samples containing NaN or inf")
-    return dims.astype(np.int64), points
+    return dims.astype(np.int64), points, order.astype(np.int64)
 
 
 # --- scoring engines ---------------------------------------------------------------------------
@@ -428,22 +449,26 @@ def _raw_scores(
     x: np.ndarray,
     dims: np.ndarray,
     points: np.ndarray,
+    order: np.ndarray,
     params: ZCoreParams,
     engine: EngineFactory | None,
     chunk_rows: int | None,
     progress: Callable[[float], None] | None,
 ) -> np.ndarray:
-    """Sum of per-block coverage credits minus redundancy penalties, shape (N,)."""
+    """Sum of per-block coverage credits minus redundancy penalties, shape (N,).
+
+    Engines see the rows in tie-breaking ``order`` and resolve ties to the earliest row.
+    """
     if len(x) == 0 or len(dims) == 0:
         return np.zeros(len(x))
     k_nn = min(params.redund_nn, len(x) - 1)
     if engine is None:
-        scorer: ScoringEngine = NumpyEngine(x, k_nn, params.redund_exp, chunk_rows)
+        scorer: ScoringEngine = NumpyEngine(x, order, k_nn, params.redund_exp, chunk_rows)
     else:
-        scorer = engine(x, k_nn, params.redund_exp)
+        scorer = engine(x, order, k_nn, params.redund_exp)
     # In subspace order, consecutive draws share columns, which then stay in cache.
-    order = np.lexsort(dims.T[::-1])
-    dims, points = dims[order], points[order]
+    by_subspace = np.lexsort(dims.T[::-1])
+    dims, points = dims[by_subspace], points[by_subspace]
     n_blocks = -(-len(dims) // _BLOCK)
 
     def block(b: int) -> np.ndarray:
@@ -458,4 +483,6 @@ def _raw_scores(
             total += partial
             if progress is not None:
                 progress(done / n_blocks)
-    return total
+    raw = np.empty_like(total)
+    raw[order] = total  # back from tie-breaking order to row order
+    return raw

@@ -5,8 +5,8 @@ serves as the ground truth for :mod:`.zcore` in tests and as the baseline in ben
 Per sample it scans every row twice and sorts all N redundancy distances, O(N log N).
 
 Its semantics are the reference's, with the choices :mod:`.zcore` documents made explicit:
-ties resolve by row index (a stable sort where the reference's default ``argsort`` is
-unstable), a single row gets no redundancy step (the reference raises ``IndexError``), and
+ties resolve by the draws' tie-breaking order (rows are taken in ``draws.order`` and sorted
+stably, where the reference's default ``argsort`` is unstable and favours early rows), a single row gets no redundancy step (the reference raises ``IndexError``), and
 penalties are computed in float64. As in the reference, coverage distances are float64 and
 redundancy distances are in the embeddings' dtype, both summed with ``ndarray.sum`` over the
 subspace (left to right for ``sample_dim < 8``, the order :mod:`.zcore` uses; numpy sums
@@ -39,8 +39,8 @@ def reference_raw_scores(
     redund_nn, redund_exp : int
         As in :class:`.zcore.ZCoreParams`.
     sort_kind : str, default="stable"
-        ``numpy.argsort`` kind for the redundancy ranking. "stable" breaks ties by row
-        index, as :mod:`.zcore` does; "quicksort" is the reference script's (faster, and the
+        ``numpy.argsort`` kind for the redundancy ranking. "stable" breaks ties by the
+        tie-breaking order, as :mod:`.zcore` does; "quicksort" is the reference script's (faster, and the
         honest timing baseline), which agrees except among exactly tied distances.
 
     Returns
@@ -49,6 +49,8 @@ def reference_raw_scores(
         Unnormalised scores, comparable to :func:`.zcore.coverage_redundancy_scores`.
     """
     x = combine_embeddings(embeddings)
+    order = np.arange(len(x)) if draws.order is None else np.asarray(draws.order)
+    x = x[order]  # ties go to the earliest row in tie-breaking order
     scores = np.zeros(len(x))
     for dims, point in zip(np.asarray(draws.dims), np.asarray(draws.points, dtype=np.float64)):
         # Coverage: the row nearest (L1) to the random point gets +1.
@@ -67,7 +69,9 @@ def reference_raw_scores(
             neighbours = neighbours[:redund_nn]
             penalty = 1.0 / to_cover[neighbours].astype(np.float64) ** redund_exp
             scores[neighbours] -= penalty / penalty.sum()
-    return scores
+    in_row_order = np.empty_like(scores)
+    in_row_order[order] = scores
+    return in_row_order
 
 
 def reference_zcore_scores(
