@@ -466,8 +466,9 @@ def _raw_scores(
         scorer: ScoringEngine = NumpyEngine(x, order, k_nn, params.redund_exp, chunk_rows)
     else:
         scorer = engine(x, order, k_nn, params.redund_exp)
-    # In subspace order, consecutive draws share columns, which then stay in cache.
-    by_subspace = np.lexsort(dims.T[::-1])
+    # Grouped by subspace (its set of dimensions): consecutive draws share columns, which
+    # then stay in cache (and the compiled engine walks a group's rows once).
+    by_subspace = np.lexsort(np.sort(dims, axis=1).T[::-1])
     dims, points = dims[by_subspace], points[by_subspace]
     n_blocks = -(-len(dims) // _BLOCK)
 
