@@ -151,7 +151,8 @@ def test_raw_scores_move_with_the_rows_when_rows_and_tie_order_are_permuted_toge
 def test_zcore_matches_reference_on_tied_data_in_the_seeded_tie_order():
     x = _digits()[:600]
     _assert_matches_reference(x, zcore.ZCoreParams(n_sample=800, redund_nn=40, seed=4))
-    _assert_matches_reference(x, zcore.ZCoreParams(n_sample=300, redund_nn=40, seed=4), chunk_rows=90)
+    params = zcore.ZCoreParams(n_sample=300, redund_nn=40, seed=4)
+    _assert_matches_reference(x, params, chunk_rows=90)
 
 
 # Behaviour of the scores.

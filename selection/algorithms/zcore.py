@@ -308,7 +308,9 @@ def zcore_scores(
     if space is None:
         return np.zeros(len(x))
     draws = _draw_all(space, len(x), params)
-    raw = _raw_scores(x, draws.dims, draws.points, draws.order, params, engine, chunk_rows, progress)
+    raw = _raw_scores(
+        x, draws.dims, draws.points, draws.order, params, engine, chunk_rows, progress
+    )
     return finalize_scores(raw, params)
 
 
@@ -466,8 +468,8 @@ def _raw_scores(
         scorer: ScoringEngine = NumpyEngine(x, order, k_nn, params.redund_exp, chunk_rows)
     else:
         scorer = engine(x, order, k_nn, params.redund_exp)
-    # Grouped by subspace (its set of dimensions): consecutive draws share columns, which
-    # then stay in cache (and the compiled engine walks a group's rows once).
+    # Grouped by subspace (its set of dimensions): consecutive draws share both columns,
+    # which then stay in cache.
     by_subspace = np.lexsort(np.sort(dims, axis=1).T[::-1])
     dims, points = dims[by_subspace], points[by_subspace]
     n_blocks = -(-len(dims) // _BLOCK)

@@ -6,7 +6,8 @@ Per sample it scans every row twice and sorts all N redundancy distances, O(N lo
 
 Its semantics are the reference's, with the choices :mod:`.zcore` documents made explicit:
 ties resolve by the draws' tie-breaking order (rows are taken in ``draws.order`` and sorted
-stably, where the reference's default ``argsort`` is unstable and favours early rows), a single row gets no redundancy step (the reference raises ``IndexError``), and
+stably, where the reference's default ``argsort`` is unstable and favours early rows), a
+single row gets no redundancy step (the reference raises ``IndexError``), and
 penalties are computed in float64. As in the reference, coverage distances are float64 and
 redundancy distances are in the embeddings' dtype, both summed with ``ndarray.sum`` over the
 subspace (left to right for ``sample_dim < 8``, the order :mod:`.zcore` uses; numpy sums
@@ -40,8 +41,9 @@ def reference_raw_scores(
         As in :class:`.zcore.ZCoreParams`.
     sort_kind : str, default="stable"
         ``numpy.argsort`` kind for the redundancy ranking. "stable" breaks ties by the
-        tie-breaking order, as :mod:`.zcore` does; "quicksort" is the reference script's (faster, and the
-        honest timing baseline), which agrees except among exactly tied distances.
+        tie-breaking order, as :mod:`.zcore` does; "quicksort" is the reference script's
+        (faster, and the honest timing baseline), which agrees except among exactly tied
+        distances.
 
     Returns
     -------
