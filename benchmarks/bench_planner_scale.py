@@ -8,9 +8,10 @@ that ``ru_maxrss`` is that case's peak:
   excluded from the time, not from the peak; the table gives the RSS after the data too);
 * ``operator``: the ``plan_batch`` operator through FiftyOne's executor
   (``foo.execute_operator``, dry run, so every case sees the same dataset) on a persistent
-  flat dataset in MongoDB, built once per size and deleted at the end. It reads the pool's
-  embeddings, the catalog and the evaluation's failures from the database. Each operator
-  case runs once untimed first, so both versions meet MongoDB's cache warm.
+  flat dataset in MongoDB (one dataset: each larger size adds pool rows to it; deleted at the
+  end unless ``--keep``). It reads the pool's embeddings, the catalog and the evaluation's
+  failures from the database. The rows were just written, so MongoDB's cache is warm for
+  every case; imports are not timed.
 
 The setting is round 2 (30 % coverage / 70 % targeting): a pool of ``n`` unlabeled rows
 (1 % quarantined), 1,000 labeled rows (the first batch), and 10,000 failures. Pure: failure
@@ -22,7 +23,8 @@ queries. Data: a Gaussian mixture (1,000 centres); failures sit near pool rows.
 Usage (inside annoloop's environment; the operator cases use FiftyOne's configured MongoDB)::
 
     bash scripts/run.sh python benchmarks/bench_planner_scale.py --sizes 100000 1000000
-    bash scripts/run.sh python benchmarks/bench_planner_scale.py --sizes 100000 --skip-old
+    bash scripts/run.sh python benchmarks/bench_planner_scale.py --sizes 100000 300000 1000000 \
+        --old-sizes 100000
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 N_CENTRES = 1000
-DATASET_PREFIX = "annoloop-bench-plan-scale"
+DATASET_NAME = "annoloop-bench-plan-scale"
 GOLDEN = 10  # golden samples of the operator's dataset (create_splits needs some)
 
 
@@ -84,26 +86,26 @@ def _peak_mib() -> float:
 # --- the dataset --------------------------------------------------------------------------
 
 
-def _dataset_name(n: int) -> str:
-    return f"{DATASET_PREFIX}-{n}"
-
-
 def _build(args: argparse.Namespace, n: int) -> dict:
     """The operator's dataset for a pool of ``n`` rows (see the module docstring)."""
     import fiftyone as fo
-    from bson import ObjectId
 
-    from annoloop.core.names import QUARANTINE_TAG
     from annoloop.quality.frozen import create_splits
     from annoloop.training.evaluate import evaluate_split
 
     start = time.perf_counter()
-    name = _dataset_name(n)
-    if fo.dataset_exists(name):
-        fo.delete_dataset(name)
-    dataset = fo.Dataset(name, persistent=True)
     rng = np.random.default_rng(args.seed)
     centres = rng.standard_normal((N_CENTRES, args.dim), dtype=np.float32) * 4.0
+    setting = [args.dim, args.failures, args.test, args.labeled, args.seed]
+    if fo.dataset_exists(DATASET_NAME):
+        dataset = fo.load_dataset(DATASET_NAME)
+        if dataset.info.get("bench_setting") == setting and dataset.info["bench_pool"] <= n:
+            # A larger size only adds pool rows: the splits and the evaluation stay.
+            _add_pool(dataset, centres, dataset.info["bench_pool"], n, args.seed)
+            return dict(case="build", n=n, samples=len(dataset),
+                        wall_s=time.perf_counter() - start)
+        dataset.delete()
+    dataset = fo.Dataset(DATASET_NAME, persistent=True)
     box = [0.2, 0.2, 0.3, 0.3]
     n_frozen = args.failures + args.test + GOLDEN
     # Frozen splits first, on labeled samples only; the pool is added afterwards.
@@ -137,39 +139,51 @@ def _build(args: argparse.Namespace, n: int) -> dict:
         ],
         progress=False,
     )
-    # The pool: raw documents cloned from one sample FiftyOne wrote (add_samples would
-    # build 10^6 Sample objects), in chunks.
-    template_id = dataset.add_sample(fo.Sample(filepath="/bench/pool/template.jpg", embedding=centres[0]))
+    dataset.info["bench_setting"], dataset.info["bench_pool"] = setting, 0
+    _add_pool(dataset, centres, 0, n, args.seed)
+    return dict(case="build", n=n, samples=len(dataset), wall_s=time.perf_counter() - start)
+
+
+def _add_pool(dataset, centres: np.ndarray, first: int, stop: int, seed: int) -> None:
+    """Add pool rows ``first`` .. ``stop - 1`` (1 % quarantined) as raw documents cloned from
+    one sample FiftyOne wrote: add_samples would build 10^6 Sample objects."""
+    import fiftyone as fo
+    from bson import ObjectId
+
+    from annoloop.core.names import QUARANTINE_TAG
+
+    rng = np.random.default_rng([seed, first])
+    template_id = dataset.add_sample(
+        fo.Sample(filepath="/bench/pool/template.jpg", embedding=centres[0])
+    )
     collection = dataset._sample_collection
     template = collection.find_one({"_id": ObjectId(template_id)})
     collection.delete_one({"_id": template["_id"]})
     field = dataset.get_field("embedding")
-    quarantined = rng.random(n) < 0.01
-    for chunk_start in range(0, n, 65536):
-        rows = _mixture(rng, centres, min(65536, n - chunk_start))
+    for chunk_start in range(first, stop, 65536):
+        rows = _mixture(rng, centres, min(65536, stop - chunk_start))
+        quarantined = rng.random(len(rows)) < 0.01
         docs = []
         for j, row in enumerate(rows):
-            i = chunk_start + j
-            doc = dict(template, _id=ObjectId(), filepath=f"/bench/pool/{i:07d}.jpg")
+            doc = dict(template, _id=ObjectId(), filepath=f"/bench/pool/{chunk_start + j:07d}.jpg")
             doc["embedding"] = field.to_mongo(row)
-            doc["tags"] = [QUARANTINE_TAG] if quarantined[i] else []
+            doc["tags"] = [QUARANTINE_TAG] if quarantined[j] else []
             docs.append(doc)
         collection.insert_many(docs, ordered=False)
     dataset.reload()
-    return dict(case="build", n=n, samples=len(dataset), wall_s=time.perf_counter() - start)
+    dataset.info["bench_pool"] = stop
+    dataset.save()
 
 
-def _operator(n: int, args: argparse.Namespace) -> tuple[dict, str]:
-    """One dry-run plan_batch through FiftyOne's executor; its result and a summary."""
-    import fiftyone as fo
-    import fiftyone.operators as foo
-
-    dataset = fo.load_dataset(_dataset_name(n))
+def _operator(foo, dataset, args: argparse.Namespace) -> str:
+    """One dry-run plan_batch through FiftyOne's executor; a summary of its plan."""
     params = {"budget": args.budget, "embeddings_field": "embedding", "dry_run": True}
-    result = foo.execute_operator("@annoloop/annoloop/plan_batch", ctx=dict(dataset=dataset, params=params))
+    result = foo.execute_operator(
+        "@annoloop/annoloop/plan_batch", ctx=dict(dataset=dataset, params=params)
+    )
     result.raise_exceptions()
     plan = result.result
-    return plan, f"{plan['n_coverage']} coverage + {plan['n_targeting']} targeting"
+    return f"{plan['n_coverage']} coverage + {plan['n_targeting']} targeting"
 
 
 # --- the cases ----------------------------------------------------------------------------
@@ -180,10 +194,13 @@ def _run_case(case: str, n: int, args: argparse.Namespace) -> dict:
     if case == "build":
         return _build(args, n)
     if case == "operator":
-        _operator(n, args)  # warm-up: imports, plugin load, MongoDB's cache
+        import fiftyone as fo
+        import fiftyone.operators as foo
+
+        dataset = fo.load_dataset(DATASET_NAME)  # imports and loading are not timed
         data_rss = _rss_now_mib()
         start = time.perf_counter()
-        _, detail = _operator(n, args)
+        detail = _operator(foo, dataset, args)
     else:
         from annoloop.selection.algorithms import planner
 
@@ -247,7 +264,10 @@ def main() -> None:
     parser.add_argument("--labeled", type=int, default=1000, help="already-labeled rows")
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--baseline", default="main", help="git ref of the 'old' path")
-    parser.add_argument("--skip-old", action="store_true", help="time this checkout only")
+    parser.add_argument("--old-sizes", type=int, nargs="*",
+                        help="sizes at which the baseline is timed too (default: all)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the dataset (a later run with larger sizes only adds rows)")
     parser.add_argument("--cases", nargs="+", default=["pure", "operator"],
                         choices=["pure", "operator"])
     parser.add_argument("--seed", type=int, default=0)
@@ -258,9 +278,8 @@ def main() -> None:
         print(json.dumps(_run_case(args.case, args.case_n, args)))
         return
 
-    versions = {"new": _package_dir(REPO)}
-    if not args.skip_old:
-        versions["old"] = _package_dir(_baseline(args.baseline))
+    versions = {"new": _package_dir(REPO), "old": _package_dir(_baseline(args.baseline))}
+    old_sizes = set(args.sizes if args.old_sizes is None else args.old_sizes)
     print(f"d={args.dim} float32, budget {args.budget} (round 2: 30 % coverage / 70 % "
           f"targeting), {args.failures:,} failures, {args.labeled:,} labeled rows, 1 % of the "
           f"pool excluded; old = {args.baseline}\n")
@@ -276,6 +295,8 @@ def main() -> None:
             for case in args.cases:
                 rows = {}
                 for version, package_dir in versions.items():
+                    if version == "old" and n not in old_sizes:
+                        continue
                     r = rows[version] = _spawn(case, n, package_dir)
                     print(f"| {case} | {n:,} | {version} | {r['wall_s']:.1f} | "
                           f"{r['data_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['detail']} |",
@@ -286,16 +307,14 @@ def main() -> None:
                                   f"{old['wall_s'] / new['wall_s']:.1f}, peak RSS x"
                                   f"{old['peak_rss_mib'] / new['peak_rss_mib']:.2f}")
     finally:
-        if "operator" in args.cases:
-            _cleanup(args.sizes, versions["new"])
+        if "operator" in args.cases and not args.keep:
+            _cleanup()
     print("\n" + "\n".join(ratios))
 
 
-def _cleanup(sizes, package_dir: str) -> None:
-    code = ("import fiftyone as fo\n"
-            f"for n in {list(sizes)!r}:\n"
-            f"    name = '{DATASET_PREFIX}-' + str(n)\n"
-            "    fo.delete_dataset(name) if fo.dataset_exists(name) else None\n")
+def _cleanup() -> None:
+    code = (f"import fiftyone as fo\nif fo.dataset_exists({DATASET_NAME!r}):\n"
+            f"    fo.delete_dataset({DATASET_NAME!r})\n")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
