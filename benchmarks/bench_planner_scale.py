@@ -177,7 +177,8 @@ def _add_pool(dataset, centres: np.ndarray, first: int, stop: int, seed: int) ->
 
 def _operator(foo, dataset, args: argparse.Namespace) -> str:
     """One dry-run plan_batch through FiftyOne's executor; a summary of its plan."""
-    params = {"budget": args.budget, "embeddings_field": "embedding", "dry_run": True}
+    params = {"budget": args.budget, "embeddings_field": "embedding", "dry_run": True,
+              "round_index": 2}
     result = foo.execute_operator(
         "@annoloop/annoloop/plan_batch", ctx=dict(dataset=dataset, params=params)
     )

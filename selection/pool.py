@@ -300,7 +300,8 @@ def read_pool(
     catalog = read_catalog(dataset, label_field)
     view_units = frozenset(units_where(samples))
     units = sorted(view_units - catalog.labeled)
-    excluded = np.array([u in catalog.excluded for u in units], dtype=bool)
+    held_back = catalog.excluded  # a property that builds a set: build it once
+    excluded = np.fromiter((u in held_back for u in units), dtype=bool, count=len(units))
     refuse_nothing_to_pick(catalog, view_units, units, excluded, label_field)
     reference = dataset.select_group_slices(slice_name) if slice_name else dataset
     # The pool's units take the table's first rows: its embeddings are a view of the table.
