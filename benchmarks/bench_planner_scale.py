@@ -1,53 +1,75 @@
-"""Scale benchmark of the batch planner: a 1,000-row batch from a 1M x 512 float32 pool.
+"""Scale benchmark of the batch planner: 1,000 picks from 10^5-10^6 x 512 float32 rows.
 
-What it measures, each case in its own subprocess so that ``ru_maxrss`` is that case's peak:
+Two ways in, each timed for this checkout ("new") and for a baseline git ref ("old", default
+``main``, extracted with ``git archive``) in the same run, every case in its own subprocess so
+that ``ru_maxrss`` is that case's peak:
 
-* ``plan_batch`` at the full size (default n = 1,000,000 pool rows, d = 512, 10,000 failure
-  queries, 1,000 labeled rows (the first batch), 1 % of the pool excluded, round 2 -> 30 %
-  coverage / 70 % targeting);
-* the failure neighbour search (the O(n * q) part) at a size where brute force fits
-  (default n = 20,000): blocked search (``targeting.nearest_rows``) versus the brute-force
-  baseline, the same search run as a single block, i.e. with the full n x q distance matrix
-  in memory. The ratio of the two is printed.
+* ``pure``: :func:`selection.algorithms.planner.plan_batch` on arrays (data generation is
+  excluded from the time, not from the peak; the table gives the RSS after the data too);
+* ``operator``: the ``plan_batch`` operator through FiftyOne's executor
+  (``foo.execute_operator``, dry run, so every case sees the same dataset) on a persistent
+  flat dataset in MongoDB (one dataset: each larger size adds pool rows to it; deleted at the
+  end unless ``--keep``). It reads the pool's embeddings, the catalog and the evaluation's
+  failures from the database. The rows were just written, so MongoDB's cache is warm for
+  every case; imports are not timed.
 
-Data: a Gaussian mixture (1,000 centres) in float32; failures are perturbed pool rows.
-Data generation is excluded from the times but not from the peak RSS, so the table also
-gives the RSS right after the data were made.
+The setting is round 2 (30 % coverage / 70 % targeting): a pool of ``n`` unlabeled rows
+(1 % quarantined), 1,000 labeled rows (the first batch), and 10,000 failures. Pure: failure
+queries are perturbed pool rows. Operator: a frozen mining split of 10,000 samples (plus a
+1,000-sample test split), each with one ground-truth box and no prediction, evaluated with
+annoloop's ``evaluate_split``: 10,000 false negatives (and 10 golden samples), whose sample embeddings are the
+queries. Data: a Gaussian mixture (1,000 centres); failures sit near pool rows.
 
-Usage (from the repository's parent package path)::
+Usage (inside annoloop's environment; the operator cases use FiftyOne's configured MongoDB)::
 
-    PYTHONPATH=/tmp/annoloop_pkg python benchmarks/bench_planner_scale.py
-    PYTHONPATH=/tmp/annoloop_pkg python benchmarks/bench_planner_scale.py --n 100000 --failures 2000
+    bash scripts/run.sh python benchmarks/bench_planner_scale.py --sizes 100000 1000000
+    bash scripts/run.sh python benchmarks/bench_planner_scale.py --sizes 100000 300000 1000000 \
+        --old-sizes 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import resource
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+REPO = Path(__file__).resolve().parents[1]
+N_CENTRES = 1000
+DATASET_NAME = "annoloop-bench-plan-scale"
+GOLDEN = 10  # golden samples of the operator's dataset (create_splits needs some)
 
-def _make_data(n: int, dim: int, n_failures: int, n_labeled: int, seed: int) -> dict:
-    """A float32 Gaussian-mixture pool, labeled rows, failure queries and an exclusion mask."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((1000, dim), dtype=np.float32) * 4.0
-    pool = np.empty((n, dim), dtype=np.float32)
-    for start in range(0, n, 65536):  # chunked: no float64 temporaries of the whole pool
+
+def _mixture(rng: np.random.Generator, centres: np.ndarray, n: int, scale: float = 1.0):
+    """``n`` float32 rows around random ``centres``, made in chunks (no float64 temporaries)."""
+    out = np.empty((n, centres.shape[1]), dtype=np.float32)
+    for start in range(0, n, 65536):
         stop = min(n, start + 65536)
-        pool[start:stop] = rng.standard_normal((stop - start, dim), dtype=np.float32)
-        pool[start:stop] += centres[rng.integers(0, len(centres), stop - start)]
-    labeled = centres[rng.integers(0, len(centres), n_labeled)] + rng.standard_normal(
-        (n_labeled, dim), dtype=np.float32
+        out[start:stop] = rng.standard_normal((stop - start, centres.shape[1]), dtype=np.float32)
+        out[start:stop] *= scale
+        out[start:stop] += centres[rng.integers(0, len(centres), stop - start)]
+    return out
+
+
+def _make_data(args: argparse.Namespace, n: int) -> dict:
+    """Pool, labeled rows, failure queries (perturbed pool rows) and the exclusion mask."""
+    rng = np.random.default_rng(args.seed)
+    centres = rng.standard_normal((N_CENTRES, args.dim), dtype=np.float32) * 4.0
+    pool = _mixture(rng, centres, n)
+    labeled = _mixture(rng, centres, args.labeled)
+    failures = pool[rng.integers(0, n, args.failures)] + 0.5 * rng.standard_normal(
+        (args.failures, args.dim), dtype=np.float32
     )
-    failures = pool[rng.integers(0, n, n_failures)] + 0.5 * rng.standard_normal(
-        (n_failures, dim), dtype=np.float32
-    )
-    kinds = rng.choice(["fn", "fn", "confusion", "fp"], size=n_failures).tolist()
+    kinds = rng.choice(["fn", "fn", "confusion", "fp"], size=args.failures).tolist()
     excluded = rng.random(n) < 0.01
     return dict(pool=pool, labeled=labeled, failures=failures, kinds=kinds, excluded=excluded)
 
@@ -57,16 +79,135 @@ def _rss_now_mib() -> float:
         return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _run_case(case: str, args: argparse.Namespace) -> dict:
-    """Run one case in this process and return its measurements."""
-    # Imported here: the parent process only spawns and tabulates.
-    from annoloop.selection.algorithms import planner, targeting
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    n = args.n if case == "plan" else args.brute_n
-    data = _make_data(n, args.dim, args.failures, args.labeled, args.seed)
-    data_rss = _rss_now_mib()
+
+# --- the dataset --------------------------------------------------------------------------
+
+
+def _build(args: argparse.Namespace, n: int) -> dict:
+    """The operator's dataset for a pool of ``n`` rows (see the module docstring)."""
+    import fiftyone as fo
+
+    from annoloop.quality.frozen import create_splits
+    from annoloop.training.evaluate import evaluate_split
+
     start = time.perf_counter()
-    if case == "plan":
+    rng = np.random.default_rng(args.seed)
+    centres = rng.standard_normal((N_CENTRES, args.dim), dtype=np.float32) * 4.0
+    setting = [args.dim, args.failures, args.test, args.labeled, args.seed]
+    if fo.dataset_exists(DATASET_NAME):
+        dataset = fo.load_dataset(DATASET_NAME)
+        if dataset.info.get("bench_setting") == setting and dataset.info["bench_pool"] <= n:
+            # A larger size only adds pool rows: the splits and the evaluation stay.
+            _add_pool(dataset, centres, dataset.info["bench_pool"], n, args.seed)
+            return dict(case="build", n=n, samples=len(dataset),
+                        wall_s=time.perf_counter() - start)
+        dataset.delete()
+    dataset = fo.Dataset(DATASET_NAME, persistent=True)
+    box = [0.2, 0.2, 0.3, 0.3]
+    n_frozen = args.failures + args.test + GOLDEN
+    # Frozen splits first, on labeled samples only; the pool is added afterwards.
+    frozen = _mixture(rng, centres, n_frozen)
+    dataset.add_samples(
+        [
+            fo.Sample(
+                filepath=f"/bench/frozen/{i:07d}.jpg",
+                embedding=frozen[i],
+                ground_truth=fo.Detections(detections=[fo.Detection(label="car", bounding_box=box)]),
+            )
+            for i in range(n_frozen)
+        ],
+        progress=False,
+    )
+    create_splits(
+        dataset, test=args.test, mining=args.failures, golden=GOLDEN, strata_fields=[],
+        duplicate_field="", seed=args.seed,
+    )
+    dataset.set_values("predictions", [fo.Detections(detections=[])] * n_frozen)
+    evaluate_split(dataset, "predictions", split="mining")
+    labeled = _mixture(rng, centres, args.labeled)
+    dataset.add_samples(
+        [
+            fo.Sample(
+                filepath=f"/bench/labeled/{i:07d}.jpg",
+                embedding=labeled[i],
+                ground_truth=fo.Detections(detections=[fo.Detection(label="car", bounding_box=box)]),
+            )
+            for i in range(args.labeled)
+        ],
+        progress=False,
+    )
+    dataset.info["bench_setting"], dataset.info["bench_pool"] = setting, 0
+    _add_pool(dataset, centres, 0, n, args.seed)
+    return dict(case="build", n=n, samples=len(dataset), wall_s=time.perf_counter() - start)
+
+
+def _add_pool(dataset, centres: np.ndarray, first: int, stop: int, seed: int) -> None:
+    """Add pool rows ``first`` .. ``stop - 1`` (1 % quarantined) as raw documents cloned from
+    one sample FiftyOne wrote: add_samples would build 10^6 Sample objects."""
+    import fiftyone as fo
+    from bson import ObjectId
+
+    from annoloop.core.names import QUARANTINE_TAG
+
+    rng = np.random.default_rng([seed, first])
+    template_id = dataset.add_sample(
+        fo.Sample(filepath="/bench/pool/template.jpg", embedding=centres[0])
+    )
+    collection = dataset._sample_collection
+    template = collection.find_one({"_id": ObjectId(template_id)})
+    collection.delete_one({"_id": template["_id"]})
+    field = dataset.get_field("embedding")
+    for chunk_start in range(first, stop, 65536):
+        rows = _mixture(rng, centres, min(65536, stop - chunk_start))
+        quarantined = rng.random(len(rows)) < 0.01
+        docs = []
+        for j, row in enumerate(rows):
+            doc = dict(template, _id=ObjectId(), filepath=f"/bench/pool/{chunk_start + j:07d}.jpg")
+            doc["embedding"] = field.to_mongo(row)
+            doc["tags"] = [QUARANTINE_TAG] if quarantined[j] else []
+            docs.append(doc)
+        collection.insert_many(docs, ordered=False)
+    dataset.reload()
+    dataset.info["bench_pool"] = stop
+    dataset.save()
+
+
+def _operator(foo, dataset, args: argparse.Namespace) -> str:
+    """One dry-run plan_batch through FiftyOne's executor; a summary of its plan."""
+    params = {"budget": args.budget, "embeddings_field": "embedding", "dry_run": True,
+              "round_index": 2}
+    result = foo.execute_operator(
+        "@annoloop/annoloop/plan_batch", ctx=dict(dataset=dataset, params=params)
+    )
+    result.raise_exceptions()
+    plan = result.result
+    return f"{plan['n_coverage']} coverage + {plan['n_targeting']} targeting"
+
+
+# --- the cases ----------------------------------------------------------------------------
+
+
+def _run_case(case: str, n: int, args: argparse.Namespace) -> dict:
+    """Run one case in this process and return its measurements."""
+    if case == "build":
+        return _build(args, n)
+    if case == "operator":
+        import fiftyone as fo
+        import fiftyone.operators as foo
+
+        dataset = fo.load_dataset(DATASET_NAME)  # imports and loading are not timed
+        data_rss = _rss_now_mib()
+        start = time.perf_counter()
+        detail = _operator(foo, dataset, args)
+    else:
+        from annoloop.selection.algorithms import planner
+
+        data = _make_data(args, n)
+        data_rss = _rss_now_mib()
+        start = time.perf_counter()
         plan = planner.plan_batch(
             data["pool"],
             args.budget,
@@ -79,69 +220,103 @@ def _run_case(case: str, args: argparse.Namespace) -> dict:
             seed=args.seed,
         )
         detail = f"{plan.n_coverage} coverage + {plan.n_targeting} targeting"
-    else:
-        block = targeting.DEFAULT_BLOCK_ELEMENTS if case == "blocked" else n * args.failures
-        targeting.nearest_rows(data["pool"], data["failures"], args.k, block_elements=block)
-        detail = f"top-{args.k} per query, block of {block:,} elements"
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return dict(
-        case=case, n=n, wall_s=wall, data_rss_mib=data_rss, peak_rss_mib=peak, detail=detail
+    return dict(case=case, n=n, wall_s=wall, data_rss_mib=data_rss, peak_rss_mib=_peak_mib(),
+                detail=detail)
+
+
+def _package_dir(root: Path) -> str:
+    """A folder holding only a link ``annoloop`` -> ``root``: importable and a plugin dir."""
+    folder = Path(tempfile.mkdtemp(prefix="annoloop-bench-pkg-"))
+    (folder / "annoloop").symlink_to(root)
+    return str(folder)
+
+
+def _baseline(ref: str) -> Path:
+    """The tree of git ``ref``, extracted into a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="annoloop-bench-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def _spawn(case: str, n: int, package_dir: str) -> dict:
+    # ``package_dir`` first: its ``annoloop`` wins over the one the environment points at.
+    path = os.pathsep.join(p for p in (package_dir, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=path, FIFTYONE_PLUGINS_DIR=package_dir)
+    child = subprocess.run(
+        [sys.executable, __file__, *sys.argv[1:], "--case", case, "--case-n", str(n)],
+        capture_output=True, text=True, env=env,
     )
-
-
-def _extra_mib(row: dict) -> float:
-    """Peak RSS above what the generated data alone occupied."""
-    return row["peak_rss_mib"] - row["data_rss_mib"]
+    if child.returncode:
+        sys.exit(f"case {case} at n={n} failed:\n{child.stderr[-4000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1_000_000, help="pool rows for the full plan")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--failures", type=int, default=10_000, help="failure queries")
+    parser.add_argument("--failures", type=int, default=10_000, help="failures (mining samples)")
+    parser.add_argument("--test", type=int, default=1000, help="test split samples (operator)")
     parser.add_argument("--labeled", type=int, default=1000, help="already-labeled rows")
     parser.add_argument("--budget", type=int, default=1000)
-    parser.add_argument("--brute-n", type=int, default=20_000, help="pool rows for the baseline")
-    parser.add_argument("--k", type=int, default=16, help="neighbours per query (search cases)")
+    parser.add_argument("--baseline", default="main", help="git ref of the 'old' path")
+    parser.add_argument("--old-sizes", type=int, nargs="*",
+                        help="sizes at which the baseline is timed too (default: all)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the dataset (a later run with larger sizes only adds rows)")
+    parser.add_argument("--cases", nargs="+", default=["pure", "operator"],
+                        choices=["pure", "operator"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--case", choices=["plan", "blocked", "brute"], help=argparse.SUPPRESS)
+    parser.add_argument("--case", choices=["pure", "operator", "build"], help=argparse.SUPPRESS)
+    parser.add_argument("--case-n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(_run_case(args.case, args)))
+        print(json.dumps(_run_case(args.case, args.case_n, args)))
         return
 
-    rows = {}
-    for case in ("brute", "blocked", "plan"):
-        child = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--case", case],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        rows[case] = json.loads(child.stdout.strip().splitlines()[-1])
+    versions = {"new": _package_dir(REPO), "old": _package_dir(_baseline(args.baseline))}
+    old_sizes = set(args.sizes if args.old_sizes is None else args.old_sizes)
+    print(f"d={args.dim} float32, budget {args.budget} (round 2: 30 % coverage / 70 % "
+          f"targeting), {args.failures:,} failures, {args.labeled:,} labeled rows, 1 % of the "
+          f"pool excluded; old = {args.baseline}\n")
+    print("| case | pool rows | version | wall s | RSS before the call MiB | peak RSS MiB | detail |")
+    print("|---|---:|---|---:|---:|---:|---|")
+    ratios = []
+    try:
+        for n in args.sizes:
+            if "operator" in args.cases:
+                built = _spawn("build", n, versions["new"])
+                print(f"| (dataset built) | {n:,} | | {built['wall_s']:.0f} | | | "
+                      f"{built['samples']:,} samples |", flush=True)
+            for case in args.cases:
+                rows = {}
+                for version, package_dir in versions.items():
+                    if version == "old" and n not in old_sizes:
+                        continue
+                    r = rows[version] = _spawn(case, n, package_dir)
+                    print(f"| {case} | {n:,} | {version} | {r['wall_s']:.1f} | "
+                          f"{r['data_rss_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['detail']} |",
+                          flush=True)
+                if "old" in rows:
+                    old, new = rows["old"], rows["new"]
+                    ratios.append(f"{case} at {n:,}: old / new time x"
+                                  f"{old['wall_s'] / new['wall_s']:.1f}, peak RSS x"
+                                  f"{old['peak_rss_mib'] / new['peak_rss_mib']:.2f}")
+    finally:
+        if "operator" in args.cases and not args.keep:
+            _cleanup()
+    print("\n" + "\n".join(ratios))
 
-    names = {
-        "brute": "neighbour search, brute force (full n x q matrix)",
-        "blocked": "neighbour search, blocked (targeting.nearest_rows)",
-        "plan": f"plan_batch, budget {args.budget}, round 2",
-    }
-    print(f"pool d={args.dim} float32, {args.failures:,} failure queries, "
-          f"{args.labeled:,} labeled rows, 1 % excluded\n")
-    print("| case | n | wall s | RSS after data MiB | peak RSS MiB | detail |")
-    print("|---|---:|---:|---:|---:|---|")
-    for case in ("brute", "blocked", "plan"):
-        r = rows[case]
-        print(f"| {names[case]} | {r['n']:,} | {r['wall_s']:.2f} | {r['data_rss_mib']:.0f} | "
-              f"{r['peak_rss_mib']:.0f} | {r['detail']} |")
-    brute, blocked = rows["brute"], rows["blocked"]
-    print(f"\nbrute / blocked at n={args.brute_n:,}: "
-          f"time x{brute['wall_s'] / blocked['wall_s']:.2f}, "
-          f"memory above the data x{_extra_mib(brute) / max(_extra_mib(blocked), 1.0):.1f} "
-          f"({_extra_mib(brute):.0f} vs {_extra_mib(blocked):.0f} MiB)")
-    # Brute force grows with n * q; the blocked search's working memory does not grow with n.
-    print(f"brute force at n={args.n:,} would need ~"
-          f"{_extra_mib(brute) * args.n / args.brute_n / 1024:.0f} GiB above the data")
+
+def _cleanup() -> None:
+    code = (f"import fiftyone as fo\nif fo.dataset_exists({DATASET_NAME!r}):\n"
+            f"    fo.delete_dataset({DATASET_NAME!r})\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 if __name__ == "__main__":

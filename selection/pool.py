@@ -35,6 +35,7 @@ from ..core.catalog import UnitCatalog, read_catalog, unit_path, units_where
 from ..core.names import DEFAULT_GT_FIELD, ZCORE_FIELD
 from ..core.views import camera_slices
 from .algorithms.uncertainty import detection_uncertainty
+from .vector_reads import read_vectors
 
 __all__ = [
     "Pool",
@@ -208,34 +209,28 @@ class UnitTable:
     field: str
 
     @classmethod
-    def read(cls, reference, path: str, field: str, with_zcore: bool) -> UnitTable:
-        """Read ``field`` (and :data:`ZCORE_FIELD`) of every sample of ``reference``."""
-        paths = [path, field]
+    def read(
+        cls, reference, path: str, field: str, with_zcore: bool, order: Sequence[str] = ()
+    ) -> UnitTable:
+        """Read ``field`` (and :data:`ZCORE_FIELD`) of every sample of ``reference`` in bulk
+        (:func:`.vector_reads.read_vectors`); the units of ``order`` take the first rows."""
+        extra = []
         if with_zcore:
             if reference.get_field(ZCORE_FIELD) is None:
                 raise ValueError(
                     f"coverage_method='zcore' needs per-sample scores in '{ZCORE_FIELD}'; "
                     "run compute_zcore first"
                 )
-            paths.append(ZCORE_FIELD)
-        values = reference.values(paths)
-        units, vectors = values[0], values[1]
-        lengths = {len(v) for v in vectors if v is not None}
-        if len(lengths) > 1:
-            raise ValueError(
-                f"'{field}' holds vectors of {len(lengths)} different lengths "
-                f"{sorted(lengths)}; one field must hold one embedding space"
-            )
-        dim = lengths.pop() if lengths else 1
-        missing = np.array([v is None for v in vectors], dtype=bool)
-        array = np.zeros((len(units), dim), dtype=np.float32)
-        present = np.flatnonzero(~missing)
-        if len(present):
-            array[present] = np.stack([np.asarray(vectors[i], dtype=np.float32) for i in present])
+            extra.append(ZCORE_FIELD)
+        read = read_vectors(reference, path, field, order=order, extra_fields=extra)
         zcore = None
         if with_zcore:
-            zcore = np.array([np.nan if s is None else float(s) for s in values[2]])
-        return cls({u: i for i, u in enumerate(units)}, array, missing, zcore, field)
+            zcore = np.array([np.nan if s is None else float(s) for s in read.extras[0]])
+        return cls(read.row, read.vectors, read.missing, zcore, field)
+
+    def head(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the first ``n`` rows (a view, not a copy) and which are missing."""
+        return self.vectors[:n], self.missing[:n]
 
     def index(self, units: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``units`` (-1 where the reference slice has no sample) and that mask."""
@@ -305,12 +300,14 @@ def read_pool(
     catalog = read_catalog(dataset, label_field)
     view_units = frozenset(units_where(samples))
     units = sorted(view_units - catalog.labeled)
-    excluded = np.array([u in catalog.excluded for u in units], dtype=bool)
+    held_back = catalog.excluded  # a property that builds a set: build it once
+    excluded = np.fromiter((u in held_back for u in units), dtype=bool, count=len(units))
     refuse_nothing_to_pick(catalog, view_units, units, excluded, label_field)
     reference = dataset.select_group_slices(slice_name) if slice_name else dataset
-    table = UnitTable.read(reference, unit_path(dataset), embeddings_field, with_zcore)
+    # The pool's units take the table's first rows: its embeddings are a view of the table.
+    table = UnitTable.read(reference, unit_path(dataset), embeddings_field, with_zcore, units)
     noun = catalog.noun
-    embeddings, missing = table.rows(units)
+    embeddings, missing = table.head(len(units))
     refuse_missing(missing & ~excluded, embeddings_field, f"pool {noun}s", slice_name)
     scores = None
     if with_zcore:

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
+from annoloop.selection.algorithms.coverage_picks import coverage_picks
 from annoloop.selection.algorithms.kcenter import KCenterResult, kcenter_greedy
+from array_helpers import blobs
 
 
 def _brute_force_kcenter(x, budget, first=None, labeled=()):
@@ -134,3 +136,41 @@ def test_kcenter_rejects_non_finite_rows_and_names_how_many():
 def test_kcenter_rejects_one_dimensional_input():
     with pytest.raises(ValueError, match="2-D"):
         kcenter_greedy(np.zeros(10), 1)
+
+
+def _coverage(pool, n_picks, *, selectable=None, targeted=(), labeled=None, sample_rows, seed=0):
+    selectable = np.arange(len(pool)) if selectable is None else selectable
+    labeled = np.empty((0, pool.shape[1]), np.float32) if labeled is None else labeled
+    rows, _ = coverage_picks(
+        pool, selectable, labeled, np.asarray(targeted, dtype=np.int64), n_picks,
+        method="kcenter", scores=None, candidate_factor=10, seed=seed, chunk_size=512,
+        sample_rows=sample_rows,
+    )
+    return rows
+
+
+def test_sampled_kcenter_still_puts_one_pick_in_every_dense_cluster():
+    centres = np.random.default_rng(5).uniform(-100, 100, size=(30, 8))
+    pool, blob = blobs(centres, per_blob=400)
+    rows = _coverage(pool, 30, sample_rows=1000)  # 1,000 of 12,000 rows are considered
+    assert sorted(blob[rows].tolist()) == list(range(30))
+
+
+def test_sampled_kcenter_keeps_to_selectable_untargeted_rows_and_to_its_seed():
+    centres = np.random.default_rng(6).uniform(-50, 50, size=(10, 4))
+    pool, _ = blobs(centres, per_blob=300)
+    selectable = np.arange(0, len(pool), 2)
+    targeted = selectable[:50]
+    rows = _coverage(pool, 40, selectable=selectable, targeted=targeted, sample_rows=200)
+    assert len(set(rows.tolist())) == 40
+    assert np.isin(rows, selectable).all() and not np.isin(rows, targeted).any()
+    again = _coverage(pool, 40, selectable=selectable, targeted=targeted, sample_rows=200)
+    np.testing.assert_array_equal(rows, again)
+    other = _coverage(pool, 40, selectable=selectable, targeted=targeted, sample_rows=200, seed=1)
+    assert not np.array_equal(rows, other)
+
+
+def test_kcenter_below_the_sample_size_is_the_exact_greedy():
+    pool = np.random.default_rng(7).standard_normal((500, 6)).astype(np.float32)
+    rows = _coverage(pool, 12, sample_rows=500, seed=3)
+    np.testing.assert_array_equal(rows, kcenter_greedy(pool, 12, seed=3).indices)

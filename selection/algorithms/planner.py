@@ -16,7 +16,9 @@ cold start, moving to 30 % coverage / 70 % targeting):
 * **coverage**: rows that cover the embedding space *relative to what is already labeled*,
   so batch 2 does not re-cover batch 1. Two methods:
 
-  - ``"kcenter"`` (default): k-center greedy with every labeled row as an existing centre;
+  - ``"kcenter"`` (default): k-center greedy with every labeled row as an existing centre
+    (above :data:`.coverage_picks.KCENTER_SAMPLE_ROWS` candidates, on a seeded uniform
+    sample of them, with the guarantee given in :mod:`.coverage_picks`);
   - ``"zcore"``: the highest precomputed coverage scores (e.g. ZCore), with redundancy
     control: among the ``zcore_candidate_factor * share`` best-scored rows, a score-weighted
     farthest-point greedy (score x distance to the nearest labeled, targeted or picked row),

@@ -23,8 +23,10 @@ Three rules keep the share useful:
   share comes back short and the caller fills the rest.
 
 Distances are Euclidean (L2-normalise embeddings first for cosine behaviour). The neighbour
-search walks the pool in blocks and keeps a running top-k per query, so it costs
-O(n * q * d) time and O(q * k + block) memory; the n x q distance matrix never exists. Only
+search is exact and runs on FAISS (``faiss.knn``, BLAS-tiled with a per-query heap in C++)
+over the pool in chunks, merging a running top-k per query (``faiss.ResultHeap``), so it
+costs O(n * q * d) time and O(q * k + chunk) memory; neither the n x q distance matrix nor a
+copy of the pool (which a FAISS index would hold) ever exists. Only
 the failures the schedule can reach are searched (about the share's size when failures
 outnumber it), so q above is at most ~2 x the targeting share, not the number of failures.
 """
@@ -43,7 +45,7 @@ import numpy as np
 DEFAULT_KIND_WEIGHTS: Mapping[str, float] = MappingProxyType(
     {"fn": 3.0, "confusion": 2.0, "fp": 1.0}
 )
-#: Elements in one (queries x pool block) float32 distance block: 8 Mi = 32 MiB.
+#: Elements (rows x dim) of one pool chunk handed to the neighbour search: 8 Mi = 32 MiB.
 DEFAULT_BLOCK_ELEMENTS = 1 << 23
 #: Lower bound of the default neighbour list length per failure.
 MIN_NEIGHBORS_PER_QUERY = 16
@@ -163,12 +165,12 @@ def nearest_rows(
     candidates: np.ndarray | None = None,
     block_elements: int = DEFAULT_BLOCK_ELEMENTS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Find each query's ``k`` nearest pool rows without building the n x q distance matrix.
+    """Find each query's ``k`` nearest pool rows (exact) without building the n x q distance
+    matrix.
 
-    The pool is scanned in blocks of ``block_elements // q`` rows. For each block the float32
-    squared distances to all queries are computed with one matrix product, and only the
-    queries whose current k-th best is beaten merge the block into their running top-k
-    (``argpartition``), so late blocks cost little more than the product itself.
+    The candidate rows are searched in chunks of ``block_elements // dim`` rows by FAISS's
+    brute-force ``knn`` (float32 squared distances); each chunk's top-k merges into a running
+    top-k per query.
 
     Parameters
     ----------
@@ -179,7 +181,8 @@ def nearest_rows(
     candidates : ndarray of int, optional
         Pool rows that may be returned (sorted or not); default all rows.
     block_elements : int, default=DEFAULT_BLOCK_ELEMENTS
-        Size of one distance block in elements; bounds the working memory.
+        Elements (rows x dim) of one pool chunk; bounds the working memory (a chunk of
+        candidate rows is gathered into one float32 copy).
 
     Returns
     -------
@@ -190,7 +193,7 @@ def nearest_rows(
     """
     pool = validate_embeddings("pool embeddings", pool)
     queries = validate_embeddings("failure embeddings", queries, dim=pool.shape[1])
-    return _blocked_top_k(pool, queries, k, _candidate_rows(candidates, len(pool)), block_elements)
+    return _top_k(pool, queries, k, _candidate_rows(candidates, len(pool)), block_elements)
 
 
 def _candidate_rows(candidates: np.ndarray | None, n_rows: int) -> np.ndarray | None:
@@ -207,50 +210,37 @@ def _candidate_rows(candidates: np.ndarray | None, n_rows: int) -> np.ndarray | 
     return rows
 
 
-def _blocked_top_k(
+def _top_k(
     pool: np.ndarray,
     queries: np.ndarray,
     k: int,
     candidates: np.ndarray | None,
     block_elements: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`nearest_rows` on validated inputs."""
+    """:func:`nearest_rows` on validated inputs: exact L2 search by FAISS, chunk by chunk."""
+    import faiss  # numpy in, numpy out; imported here because loading it takes ~1 s
+
     rows = np.arange(len(pool)) if candidates is None else candidates
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if len(rows) == 0:
         raise ValueError("no candidate pool rows to search")
     k = min(int(k), len(rows))
-    n_queries = len(queries)
-    query32 = np.asarray(queries, dtype=np.float32)
-    query_sq = np.einsum("ij,ij->i", query32, query32)
-    best_d = np.full((n_queries, k), np.inf, dtype=np.float32)
-    best_i = np.full((n_queries, k), -1, dtype=np.int64)
-    if n_queries == 0:
-        return best_i, best_d
-    step = max(1, block_elements // n_queries)
+    query32 = np.ascontiguousarray(queries, dtype=np.float32)
+    if len(queries) == 0:
+        return np.full((0, k), -1, dtype=np.int64), np.full((0, k), np.inf, dtype=np.float32)
+    # FAISS's own index would copy the pool (2 GiB at 1M x 512); instead each chunk of
+    # candidate rows is searched brute-force in place and the running top-k merged in a heap.
+    heap = faiss.ResultHeap(len(queries), k)
+    step = max(k, block_elements // pool.shape[1])
     for start in range(0, len(rows), step):
         block_rows = rows[start : start + step]
         block = pool[start : start + step] if candidates is None else pool[block_rows]
-        block = np.asarray(block, dtype=np.float32)
-        # Squared distances |q|^2 - 2 q.x + |x|^2, built in place in one (q, block) buffer.
-        dist = query32 @ block.T
-        dist *= -2.0
-        dist += query_sq[:, None]
-        dist += np.einsum("ij,ij->i", block, block)[None, :]
-        hit = np.flatnonzero((dist < best_d.max(axis=1)[:, None]).any(axis=1))
-        if hit.size == 0:
-            continue
-        merged = np.concatenate([best_d[hit], dist[hit]], axis=1)
-        keep = np.argpartition(merged, k - 1, axis=1)[:, :k]
-        from_block = keep >= k
-        best_i[hit] = np.where(
-            from_block,
-            block_rows[np.maximum(keep - k, 0)],
-            np.take_along_axis(best_i[hit], np.minimum(keep, k - 1), axis=1),
-        )
-        best_d[hit] = np.take_along_axis(merged, keep, axis=1)
-    order = np.lexsort((best_i, best_d), axis=-1)
+        dist, local = faiss.knn(query32, np.ascontiguousarray(block, dtype=np.float32), k)
+        heap.add_result(dist, np.where(local >= 0, block_rows[np.maximum(local, 0)], -1))
+    heap.finalize()
+    best_i, best_d = heap.I, heap.D
+    order = np.lexsort((best_i, best_d), axis=-1)  # nearest first, ties by row index
     best_i = np.take_along_axis(best_i, order, axis=1)
     best_d = np.sqrt(np.maximum(np.take_along_axis(best_d, order, axis=1), 0.0))
     return best_i, best_d
@@ -291,7 +281,7 @@ def select_targets(
         share a query can get under the default weights, so collisions between neighbouring
         failures rarely leave the share short.
     block_elements : int, default=DEFAULT_BLOCK_ELEMENTS
-        Distance block size for :func:`nearest_rows`.
+        Pool chunk size for :func:`nearest_rows`.
 
     Returns
     -------
@@ -321,7 +311,7 @@ def select_targets(
     n_searched = 0
     while True:
         batch = priority[n_searched : n_searched + max(budget, n_searched)]
-        idx, dist = _blocked_top_k(
+        idx, dist = _top_k(
             pool, queries[batch], neighbors_per_query, candidates, block_elements
         )
         idx_parts.append(idx)
