@@ -20,6 +20,8 @@ from typing import Any
 
 import fiftyone as fo
 
+from .locks import dataset_lock
+
 __all__ = [
     "STATUS_COMPLETED",
     "STATUS_FAILED",
@@ -64,8 +66,12 @@ def save_record(
     """Register run ``key`` holding ``record`` (JSON-like values), with optional ``results``.
 
     With ``overwrite=False`` an existing record of the same key makes FiftyOne raise.
+    FiftyOne saves the dataset document's whole map of runs, so the record is registered
+    under the dataset's lock on a fresh copy: a record another process saved meanwhile stays.
     """
-    dataset.register_run(key, dataset.init_run(method=method, **record), overwrite=overwrite)
+    with dataset_lock(dataset, f"record {key}"):
+        dataset.reload()
+        dataset.register_run(key, dataset.init_run(method=method, **record), overwrite=overwrite)
     if results is not None:
         dataset.save_run_results(key, dataset.init_run_results(key, **results), cache=False)
 

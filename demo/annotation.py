@@ -22,6 +22,7 @@ from typing import Sequence
 import fiftyone as fo
 import numpy as np
 
+from ..core.locks import dataset_lock
 from ..core.views import root_dataset, slice_views
 from ..quality.frozen_check import (
     bookkeeping_keys,
@@ -120,17 +121,19 @@ def annotate_batch(
         raise ValueError(f"overwrite must be a bool, got {overwrite!r}")
 
     dataset = root_dataset(collection)
-    views = _slice_views(collection, slices)
-    _refuse_frozen(dataset, views, label_field)
-    ignore = bookkeeping_keys(dataset, [label_field]) | {DIGEST_ATTR}
-    per_slice = {}
-    for slice_name, (view, is_3d) in views.items():
-        todo, left_alone = _writable(dataset, view, label_field, overwrite, ignore)
-        rng = np.random.default_rng(
-            [int(seed), zlib.crc32(name.encode()), zlib.crc32(slice_name.encode())]
-        )
-        counts = _annotate_view(todo, is_3d, label_field, profile, name, rng, ignore)
-        per_slice[slice_name] = {**counts, "left_alone": left_alone}
+    with dataset_lock(dataset, "simulate_annotation"):  # read what is writable, write, atomically
+        dataset.reload()
+        views = _slice_views(collection, slices)
+        _refuse_frozen(dataset, views, label_field)
+        ignore = bookkeeping_keys(dataset, [label_field]) | {DIGEST_ATTR}
+        per_slice = {}
+        for slice_name, (view, is_3d) in views.items():
+            todo, left_alone = _writable(dataset, view, label_field, overwrite, ignore)
+            rng = np.random.default_rng(
+                [int(seed), zlib.crc32(name.encode()), zlib.crc32(slice_name.encode())]
+            )
+            counts = _annotate_view(todo, is_3d, label_field, profile, name, rng, ignore)
+            per_slice[slice_name] = {**counts, "left_alone": left_alone}
 
     totals = {k: sum(s[k] for s in per_slice.values()) for k in _COUNT_KEYS}
     return {

@@ -50,6 +50,7 @@ import numpy as np
 
 import fiftyone as fo
 
+from ..core.locks import dataset_lock
 from ..core.runs import Progress
 from .embedding_units import (
     IMAGE,
@@ -358,7 +359,7 @@ def _writer(run: _Run, unit: EmbeddingUnit, path: str) -> _ChunkWriter:
     config = None if patches else run.pointcloud_config
 
     def record(dim: int) -> None:
-        _record(run.dataset, path, unit.key, unit.model, dim, config)
+        _record(run.dataset, path, unit.key, unit.model, dim, config, run.overwrite)
 
     return _ChunkWriter(unit.view, path, labels=patches, record=record)
 
@@ -411,18 +412,34 @@ def _embed_patches(
 
 
 def _declare_vector_field(dataset, path: str) -> None:
-    if dataset.get_field(path) is None:
-        dataset.add_sample_field(path, fo.VectorField)
+    with dataset_lock(dataset, "compute_embeddings"):
+        dataset.reload()
+        if dataset.get_field(path) is None:
+            dataset.add_sample_field(path, fo.VectorField)
 
 
-def _record(dataset, path: str, key: str, model: str, dim: int, config) -> None:
-    """Remember which model fills ``path`` on ``key``, and the dimension."""
-    info = dataset.info
-    entry = {"model": model, "dim": dim}
-    if config is not None and model == POINTCLOUD_DESCRIPTOR_NAME:
-        entry["config"] = dataclasses.asdict(config)
-    info.setdefault(INFO_KEY, {}).setdefault(path, {})[key] = entry
-    dataset.info = info
-    dataset.save()
+def _record(dataset, path: str, key: str, model: str, dim: int, config, overwrite: bool) -> None:
+    """Remember which model fills ``path`` on ``key``, and the dimension.
+
+    Under the dataset's lock, on a freshly read ``info``: a second run writing another field
+    at the same time keeps its record, and one that recorded a different model for this very
+    field since this run checked wins — this run stops before writing a vector.
+    """
+    with dataset_lock(dataset, "compute_embeddings"):
+        dataset.reload()
+        info = dataset.info
+        recorded = info.get(INFO_KEY, {}).get(path, {}).get(key)
+        if recorded and recorded["model"] != model and not overwrite:
+            raise ValueError(
+                f"another compute_embeddings filled '{path}' on {key} with {recorded['model']!r} "
+                f"while this run ({model!r}) was computing; nothing of this run was written "
+                "there — choose another embeddings_field or pass overwrite=True"
+            )
+        entry = {"model": model, "dim": dim}
+        if config is not None and model == POINTCLOUD_DESCRIPTOR_NAME:
+            entry["config"] = dataclasses.asdict(config)
+        info.setdefault(INFO_KEY, {}).setdefault(path, {})[key] = entry
+        dataset.info = info
+        dataset.save()
 
 

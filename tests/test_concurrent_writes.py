@@ -19,11 +19,13 @@ from annoloop.core.names import (
     MINING_SPLIT_TAG,
     TEST_SPLIT_TAG,
 )
+from annoloop.benchmarks.bench_autolabel import random_checkpoint
 from annoloop.core.views import tagged_groups
 from annoloop.demo.annotation import annotate_batch
 from annoloop.quality.gate import gate_record
 from annoloop.quality.golden import golden_history
 from annoloop.training import runs
+from annoloop.training.autolabel.run import autolabel_runs
 from fo_helpers import python_process
 
 
@@ -249,3 +251,67 @@ def test_two_layouts_at_once_under_one_brain_key_store_one_and_refuse_the_other(
     assert sorted(outputs) == ["refused", "stored"]
     embedded.reload()
     assert key in embedded.list_brain_runs()
+
+
+def test_two_embedding_runs_at_once_into_two_fields_both_stay_recorded(fresh, tmp_path):
+    action = """
+        annoloop.compute_embeddings(dataset, embeddings_field={!r}, group_field=None)
+        print("embedded")
+        """
+    fields = ["emb_a", "emb_b"]
+    outputs = in_parallel(
+        loaded(fresh, "compute_embeddings"), [action.format(f) for f in fields], tmp_path
+    )
+    assert outputs == ["embedded", "embedded"]
+    fresh.reload()
+    records = fresh.info["annoloop_embeddings"]
+    for field in fields:
+        assert set(records[field]) == set(fresh.group_slices)
+        for name in fresh.group_slices:
+            one_slice = fresh.select_group_slices(name)
+            assert one_slice.exists(field).count() == one_slice.count()
+
+
+@pytest.fixture(scope="module")
+def owlvit(tmp_path_factory):
+    return random_checkpoint("owlvit", "tiny", tmp_path_factory.mktemp("race-models"))[0]
+
+
+def autolabel_action(checkpoint: str, field: str) -> str:
+    return f"""
+        from annoloop.core.locks import DatasetLocked
+        try:
+            annoloop.autolabel(
+                dataset, model="owlvit", checkpoint={checkpoint!r}, min_confidence=0.0,
+                slice_name="left", output_field={field!r},
+            )
+            print("labeled")
+        except DatasetLocked as error:
+            print("refused" if "autolabel into '{field}'" in str(error) else repr(error))
+        """
+
+
+def test_two_autolabel_runs_at_once_into_one_field_label_once_and_refuse_the_other(
+    fresh, owlvit, tmp_path
+):
+    action = autolabel_action(owlvit, "auto")
+    outputs = in_parallel(loaded(fresh, "autolabel"), [action] * 2, tmp_path)
+    assert sorted(outputs) == ["labeled", "refused"]
+    fresh.reload()
+    records = autolabel_runs(fresh, "auto")
+    assert [r["status"] for r in records] == ["completed"]
+    left = fresh.select_group_slices("left")
+    assert set(left.values("auto.run")) == {records[0]["run_id"]}
+
+
+def test_two_autolabel_runs_at_once_into_two_fields_both_keep_their_run_records(
+    fresh, owlvit, tmp_path
+):
+    fields = ["auto_a", "auto_b"]
+    actions = [autolabel_action(owlvit, field) for field in fields]
+    assert in_parallel(loaded(fresh, "autolabel"), actions, tmp_path) == ["labeled", "labeled"]
+    fresh.reload()
+    for field in fields:
+        records = autolabel_runs(fresh, field)
+        assert [r["status"] for r in records] == ["completed"]
+        assert fresh.select_group_slices("left").exists(field).count() > 0

@@ -30,6 +30,7 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from ...core.locks import dataset_lock
 from ...core.runs import Progress, now
 from ...quality.frozen_check import frozen_fields, frozen_sample_ids
 from ...quality.gate import resolve_schema
@@ -176,53 +177,56 @@ def review_autolabels(
     label_field = _label_field(dataset, autolabel_field, label_field)
     gate = _review_schema(dataset, label_field, schema) if action == "accept" else None
 
-    labeled = view.match(F(f"{autolabel_field}.run").exists())
-    if not labeled.count():
-        raise ValueError(
-            f"no sample of the target has auto-labels in {autolabel_field!r}; run autolabel first"
-        )
-    decision = _DECISION[action]
-    todo = labeled.match(F(f"{autolabel_field}.review") != decision)
-    ids = todo.values("id")
-    if action == "accept":
-        _refuse_frozen(dataset, ids, label_field)
-    if ids and dataset.get_field(label_field) is None:
-        dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-
-    tally = _Tally()
-    reviewed_at = now()
-    for begin in range(0, len(ids), _CHUNK):
-        chunk_ids = ids[begin : begin + _CHUNK]
-        chunk = view.select(chunk_ids, ordered=True)
-        candidates, targets = chunk.values([autolabel_field, label_field])
-        cand = _rows(candidates)
+    # Decided and written under the lock: two reviews at once never decide the same labels twice.
+    with dataset_lock(dataset, "review_autolabels"):
+        dataset.reload()
+        labeled = view.match(F(f"{autolabel_field}.run").exists())
+        if not labeled.count():
+            raise ValueError(
+                f"no sample of the target has auto-labels in {autolabel_field!r}; run autolabel first"
+            )
+        decision = _DECISION[action]
+        todo = labeled.match(F(f"{autolabel_field}.review") != decision)
+        ids = todo.values("id")
         if action == "accept":
-            outcome = _decide(gate, cand, _rows(targets), min_confidence, duplicate_iou)
-        else:
-            outcome = np.full(len(cand[0]), decision, dtype=object)
-        new_targets, removed = _apply(action, chunk_ids, candidates, targets, cand, outcome, reviewed_at)
-        if new_targets:
-            chunk.set_values(label_field, new_targets, key_field="id")
-        chunk.set_values(autolabel_field, dict(zip(chunk_ids, candidates)), key_field="id", dynamic=True)
-        tally.add(cand, outcome, removed)
-        done = begin + len(chunk_ids)
-        report(done / len(ids), f"reviewed {done}/{len(ids)} samples")
+            _refuse_frozen(dataset, ids, label_field)
+        if ids and dataset.get_field(label_field) is None:
+            dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
-    n_accepted = tally.outcomes.pop("accepted", 0)
-    tally.outcomes.pop("discarded", None)  # not a rejection reason
-    return {
-        "action": action,
-        "autolabel_field": autolabel_field,
-        "label_field": label_field,
-        "min_confidence": min_confidence,
-        "n_samples": len(ids),
-        "n_unchanged": labeled.count() - len(ids),
-        "n_candidates": tally.n_candidates,
-        "n_accepted": n_accepted,
-        "accepted_per_class": dict(sorted(tally.per_class.items())),
-        "rejected": dict(sorted(tally.outcomes.items())),
-        "n_removed": tally.n_removed,
-    }
+        tally = _Tally()
+        reviewed_at = now()
+        for begin in range(0, len(ids), _CHUNK):
+            chunk_ids = ids[begin : begin + _CHUNK]
+            chunk = view.select(chunk_ids, ordered=True)
+            candidates, targets = chunk.values([autolabel_field, label_field])
+            cand = _rows(candidates)
+            if action == "accept":
+                outcome = _decide(gate, cand, _rows(targets), min_confidence, duplicate_iou)
+            else:
+                outcome = np.full(len(cand[0]), decision, dtype=object)
+            new_targets, removed = _apply(action, chunk_ids, candidates, targets, cand, outcome, reviewed_at)
+            if new_targets:
+                chunk.set_values(label_field, new_targets, key_field="id")
+            chunk.set_values(autolabel_field, dict(zip(chunk_ids, candidates)), key_field="id", dynamic=True)
+            tally.add(cand, outcome, removed)
+            done = begin + len(chunk_ids)
+            report(done / len(ids), f"reviewed {done}/{len(ids)} samples")
+
+        n_accepted = tally.outcomes.pop("accepted", 0)
+        tally.outcomes.pop("discarded", None)  # not a rejection reason
+        return {
+            "action": action,
+            "autolabel_field": autolabel_field,
+            "label_field": label_field,
+            "min_confidence": min_confidence,
+            "n_samples": len(ids),
+            "n_unchanged": labeled.count() - len(ids),
+            "n_candidates": tally.n_candidates,
+            "n_accepted": n_accepted,
+            "accepted_per_class": dict(sorted(tally.per_class.items())),
+            "rejected": dict(sorted(tally.outcomes.items())),
+            "n_removed": tally.n_removed,
+        }
 
 
 def _check_bars(action: str, min_confidence, duplicate_iou) -> tuple[float, float]:

@@ -54,6 +54,7 @@ import fiftyone as fo
 import numpy as np
 from fiftyone import ViewField as F
 
+from ...core.locks import dataset_lock, run_lock
 from ...core.runs import Progress, load_record, now, record_keys, save_record, update_record
 from ...quality.frozen_check import SPLIT_TAGS, frozen_fields, frozen_sample_ids
 from ...quality.labels import detections_field
@@ -303,57 +304,66 @@ def autolabel(
         "slice": slice_name,
         "model_options": model_options,
     }
-    fingerprint = _fingerprint(params)
-    record = _unfinished_run(dataset, output_field, fingerprint)
-    resumed = record is not None
-    run_id = record["run_id"] if record else f"{model}_{uuid.uuid4().hex[:10]}"
-    ids, paths = pending(views, output_field, exists, overwrite, run_id)
+    # One run per output field at a time: a second call for the same field fails at once
+    # naming the holder; a killed run's lock lapses and a re-run resumes its record.
+    with run_lock(dataset, f"autolabel:{output_field}", "autolabel", f"autolabel into '{output_field}'"):
+        dataset.reload()
+        fingerprint = _fingerprint(params)
+        record = _unfinished_run(dataset, output_field, fingerprint)
+        resumed = record is not None
+        run_id = record["run_id"] if record else f"{model}_{uuid.uuid4().hex[:10]}"
+        ids, paths = pending(views, output_field, exists, overwrite, run_id)
 
-    labeler = Labeler(
-        vocabulary, thresholds, min_confidence, {"model": model, "checkpoint": source, "run": run_id}
-    )
-    loop_seconds, device_used = 0.0, None
-    if ids:
-        detector = load_detector(model, source, device=device, dataset=dataset, **model_options)
-        device_used = getattr(detector, "device", None)
-        if record is None:
-            record = _start_run(dataset, run_id, fingerprint, label_field, params)
-        if not exists:
-            dataset.add_sample_field(output_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-        loop_seconds = _timed_or_failed(
-            dataset,
-            record,
-            lambda: label_samples(
-                slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report
-            ),
+        labeler = Labeler(
+            vocabulary, thresholds, min_confidence, {"model": model, "checkpoint": source, "run": run_id}
         )
+        loop_seconds, device_used = 0.0, None
+        if ids:
+            detector = load_detector(model, source, device=device, dataset=dataset, **model_options)
+            device_used = getattr(detector, "device", None)
+            if record is None:
+                record = _start_run(dataset, run_id, fingerprint, label_field, params)
+            if not exists:
+                with dataset_lock(dataset, "autolabel"):
+                    dataset.reload()
+                    if dataset.get_field(output_field) is None:
+                        dataset.add_sample_field(
+                            output_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections
+                        )
+            loop_seconds = _timed_or_failed(
+                dataset,
+                record,
+                lambda: label_samples(
+                    slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report
+                ),
+            )
 
-    summary = summarise(slice_view, output_field, run_id)
-    summary.update(
-        run_id=run_id,
-        run_key=_run_key(run_id),
-        status=STATUS_COMPLETED if record else "up_to_date",
-        resumed=resumed,
-        model=model,
-        checkpoint=source,
-        device=device_used,
-        output_field=output_field,
-        label_field=label_field,
-        slice=slice_name,
-        n_target=n_target,
-        n_skipped_frozen=n_frozen,
-        n_skipped=n_target - len(ids),
-        n_labeled=len(ids),
-        below_threshold=labeler.below_threshold,
-        classes_without_prompt=[c for c in vocabulary.classes if c not in vocabulary.prompt_class],
-        seconds=time.perf_counter() - started,
-        images_per_second=len(ids) / loop_seconds if loop_seconds > 0 else None,
-        golden=None,
-    )
-    if record:  # a run that labeled something now, or an interrupted one that had nothing left
-        _complete(dataset, record, summary, score_golden)
-    report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
-    return summary
+        summary = summarise(slice_view, output_field, run_id)
+        summary.update(
+            run_id=run_id,
+            run_key=_run_key(run_id),
+            status=STATUS_COMPLETED if record else "up_to_date",
+            resumed=resumed,
+            model=model,
+            checkpoint=source,
+            device=device_used,
+            output_field=output_field,
+            label_field=label_field,
+            slice=slice_name,
+            n_target=n_target,
+            n_skipped_frozen=n_frozen,
+            n_skipped=n_target - len(ids),
+            n_labeled=len(ids),
+            below_threshold=labeler.below_threshold,
+            classes_without_prompt=[c for c in vocabulary.classes if c not in vocabulary.prompt_class],
+            seconds=time.perf_counter() - started,
+            images_per_second=len(ids) / loop_seconds if loop_seconds > 0 else None,
+            golden=None,
+        )
+        if record:  # a run that labeled something now, or an interrupted one that had nothing left
+            _complete(dataset, record, summary, score_golden)
+        report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
+        return summary
 
 
 def _check_options(model: str, min_confidence, batch_size, chunk_size, overwrite) -> tuple:
