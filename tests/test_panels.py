@@ -418,7 +418,7 @@ def test_read_jobs_lists_annoloop_operations_queued_for_the_dataset(loop):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     dataset = loop["dataset"]
-    op_id = queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset)
+    op_id = str(queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset))
     try:
         jobs = jb.read_jobs(dataset)
         assert [(j["id"], j["operator"], j["state"]) for j in jobs["active"]] == [
@@ -426,7 +426,7 @@ def test_read_jobs_lists_annoloop_operations_queued_for_the_dataset(loop):
         ]
         assert jobs["failed"] == []
     finally:
-        DelegatedOperationService().delete_operation(op_id)
+        DelegatedOperationService().delete_operation(ObjectId(op_id))
     assert jb.read_jobs(dataset) == {"active": [], "failed": []}
 
 
@@ -582,7 +582,7 @@ def test_the_planner_shows_its_thumbnails_in_a_grid_of_columns(loop):
     requests, state = run_panel("batch_planner", "preview", dataset, state=state)
     grid = find_view(json.loads(rendered(requests)), "thumbnails")
     assert grid["view"]["orientation"] == "horizontal" and grid["view"]["columns"] > 1
-    assert len(grid["properties"]) == len(state["pick_ids"])
+    assert len(grid["type"]["properties"]) == len(state["pick_ids"])
 
 
 def test_every_plot_has_a_fixed_height_and_scrolls_the_panel_instead_of_zooming(loop, loaded):
@@ -653,7 +653,7 @@ def test_a_running_job_shows_its_progress_and_the_panel_polls_until_it_completes
     from fiftyone.operators.executor import ExecutionProgress
 
     dataset, service = loop["dataset"], DelegatedOperationService()
-    op_id = queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset)
+    op_id = str(queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset))
     try:
         service.set_running(ObjectId(op_id))
         service.set_progress(ObjectId(op_id), ExecutionProgress(0.4, "Scoring batch-002"))
@@ -663,7 +663,8 @@ def test_a_running_job_shows_its_progress_and_the_panel_polls_until_it_completes
             "running", 0.4, "Scoring batch-002"
         )
         layout = json.loads(rendered(requests))
-        assert "40% · Scoring batch-002" in json.dumps(find_view(layout, JOBS))
+        line = find_view(layout, JOBS)["type"]["properties"]["active_0"]["default"]
+        assert "**running** · 40% · Scoring batch-002" in line
         (timer,) = views_named(layout, "TimerView")
         assert timer["on_interval"] == f"{PANELS['annotation_loop']}#poll_jobs"
 
@@ -684,7 +685,7 @@ def test_a_failed_scheduled_job_shows_its_error_and_a_rerun_button_after_one_pol
 
     dataset, service = loop["dataset"], DelegatedOperationService()
     params = {"candidate_field": "ground_truth", "golden_field": "no_such_field"}
-    op_id = queue_operator("check_golden", params, dataset=dataset)
+    op_id = str(queue_operator("check_golden", params, dataset=dataset))
     rerun_id = None
     try:
         _, state = run_panel("annotation_loop", "on_load", dataset)
@@ -697,7 +698,7 @@ def test_a_failed_scheduled_job_shows_its_error_and_a_rerun_button_after_one_pol
         (failed,) = state["jobs"]["failed"]
         assert failed["id"] == op_id and failed["error"] == jb.error_message(doc.result.error)
         assert "no_such_field" in failed["error"]
-        section = json.dumps(find_view(json.loads(rendered(requests)), JOBS))
+        section = json.dumps(find_view(json.loads(rendered(requests)), JOBS), ensure_ascii=False)
         assert failed["error"] in section and "Re-run" in section
 
         requests, state = run_panel(
@@ -734,7 +735,7 @@ def views_named(layout: dict, view_name: str) -> list:
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if node.get("name") == view_name and "component" not in node:
+            if node.get("name") == view_name:
                 found.append(node)
             stack.extend(node.values())
         elif isinstance(node, list):
