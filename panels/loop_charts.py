@@ -7,10 +7,13 @@ the panel shows beside them. :mod:`.loop_panel` places them.
 
 from __future__ import annotations
 
-from .widgets import format_gain, format_map, format_rate
+from .widgets import format_gain, format_map, format_rate, round_label
 
 __all__ = [
+    "BATCH_PLOT_HEIGHT",
     "GOLDEN_COLUMNS",
+    "GOLDEN_PLOT_HEIGHT",
+    "LEDGER_PLOT_HEIGHT",
     "LEDGER_COLUMNS",
     "MAX_ALARMS_SHOWN",
     "alarm_lines",
@@ -27,8 +30,8 @@ __all__ = [
     "ledger_traces",
     "overview_line",
     "plotted_slice",
+    "pool_line",
     "quarantine_text",
-    "scheduled_line",
     "slice_alarms",
 ]
 
@@ -38,6 +41,8 @@ _SHARE_COLORS = {"coverage": "#4C9AFF", "fn": "#FF6D04", "confusion": "#B681FF",
 _KIND_WORDS = {"fn": "misses", "confusion": "confusions", "fp": "false positives"}
 _TRANSPARENT = {"paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)"}
 _TOP_LEGEND = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0}
+#: Fixed plot heights (px): the plot's layout and its container share them.
+LEDGER_PLOT_HEIGHT, BATCH_PLOT_HEIGHT, GOLDEN_PLOT_HEIGHT = 320, 170, 300
 #: The golden-set alarms listed under the plot, latest last.
 MAX_ALARMS_SHOWN = 6
 
@@ -45,8 +50,8 @@ MAX_ALARMS_SHOWN = 6
 LEDGER_COLUMNS = (
     ("round", "Round"),
     ("batch", "Batch"),
-    ("labels_added", "Labels added"),
-    ("total_labels", "Labels"),
+    ("labels_added", "Training images added"),
+    ("total_labels", "Training images (after the gate)"),
     ("map", "mAP"),
     ("gain", "Δ mAP / 100 labels"),
     ("weakest", "Weakest class (recall)"),
@@ -70,34 +75,54 @@ def overview_line(o: dict) -> str:
     """The counts line under the dataset's name (markdown)."""
     unit = o["unit"]
     return (
-        f"**{o['units']}** {unit}s · **{o['labeled']}** labeled · **{o['batched']}** in "
-        f"batches · **{o['test']}** frozen test · **{o['golden']}** golden · "
+        f"**{o['units']}** {unit}s · **{o['labeled']}** {unit}s labeled · **{o['batched']}** "
+        f"{unit}s in batches · **{o['test']}** frozen test · **{o['golden']}** golden · "
         f"**{o['quarantined']}** quarantined"
     )
-
-
-def scheduled_line(runs: list[dict]) -> str:
-    """The delegated operations waiting or running (markdown)."""
-    items = ", ".join(f"`{r['operator']}` ({r['state']})" for r in runs)
-    return f"Scheduled on delegated workers: {items}"
 
 
 def latest_round_text(latest: dict) -> str:
     """The latest ledger round in a sentence (markdown)."""
     return (
-        f"**Round {latest['round']}**: mAP **{format_map(latest['map'])}** with "
-        f"{latest['total_labels']} labels, {format_gain(latest['delta_map_per_100'])} mAP "
-        "per 100 labels. Click a round to open its batch."
+        f"**{round_label(latest['round']).capitalize()}** ({latest['batch']}): mAP "
+        f"**{format_map(latest['map'])}** with {latest['total_labels']} training images after "
+        f"the gate, {format_gain(latest['delta_map_per_100'])} mAP per 100 training images. "
+        "Click a round to open its batch."
     )
 
 
 def batch_text(c: dict) -> str:
     """The latest batch's split into coverage and targeting, and the reasons (markdown)."""
     return (
-        f"**{c['batch']}**, round {c['round']}: **{c['n_coverage']}** coverage + "
+        f"**{c['batch']}**, {round_label(c['round'])}: **{c['n_coverage']}** coverage + "
         f"**{c['n_targeting']}** targeting {c['unit']}s, {c['labeled']} of {c['budget']} "
-        "labeled so far.\n\n" + "\n".join(f"- {r}" for r in c["reasons"])
+        f"{c['unit']}s labeled so far.\n\n" + pool_line(c) + "\n\n"
+        + "\n".join(f"- {r}" for r in c["reasons"])
     )
+
+
+_HELD_BACK_WORDS = {"frozen": "frozen", "quarantined": "quarantined", "batched": "already in a batch"}
+
+
+def pool_line(c: dict) -> str:
+    """Where the plan's picks came from, in counts that add up: the planned units are the
+    labeled plus the unlabeled pool, and the pool is what was held back plus what was
+    selectable (markdown)."""
+    counts, unit = c.get("counts") or {}, c["unit"]
+    pool = counts.get("pool", c.get("pool"))
+    if pool is None:
+        return "Pool: not recorded for this batch."
+    total, selectable = counts.get("view"), counts.get("selectable")
+    held = pool - selectable if selectable is not None else None
+    reasons = ", ".join(
+        f"{n} {_HELD_BACK_WORDS.get(k, k)}" for k, n in (c.get("excluded") or {}).items() if n
+    )
+    text = f"Pool of **{pool}** unlabeled {unit}s"
+    if total is not None:
+        text = f"Of **{total}** {unit}s, {total - pool} are labeled and **{pool}** unlabeled"
+    if held is not None:
+        text += f"; {held} held back ({reasons or 'none'}), **{selectable}** selectable"
+    return text + "."
 
 
 def golden_caption(g: dict) -> str:
@@ -140,7 +165,7 @@ def ledger_row(r: dict) -> dict:
     if r["weakest_class"]:
         weakest = f"{r['weakest_class']} ({format_rate(r['weakest_recall'])})"
     return {
-        "round": r["round"],
+        "round": round_label(r["round"]),
         "batch": r["batch"],
         "labels_added": r["labels_added"],
         "total_labels": r["total_labels"],
@@ -161,8 +186,8 @@ def ledger_traces(ledger: dict) -> list[dict]:
             "x": [r["total_labels"] for r in rounds],
             "y": [r["map"] for r in rounds],
             "ids": [r["batch"] for r in rounds],
-            "text": [f"round {r['round']} · {r['batch']}" for r in rounds],
-            "hovertemplate": "%{text}<br>%{x} labels · mAP %{y:.3f}<extra></extra>",
+            "text": [f"{round_label(r['round'])} · {r['batch']}" for r in rounds],
+            "hovertemplate": "%{text}<br>%{x} training images · mAP %{y:.3f}<extra></extra>",
             "line": {"color": _STRATEGY_COLOR, "width": 3},
             "marker": {"size": 9},
         }
@@ -176,7 +201,7 @@ def ledger_traces(ledger: dict) -> list[dict]:
                 "name": "random baseline",
                 "x": [r["total_labels"] for r in base],
                 "y": [r["map"] for r in base],
-                "hovertemplate": "random · %{x} labels · mAP %{y:.3f}<extra></extra>",
+                "hovertemplate": "random · %{x} training images · mAP %{y:.3f}<extra></extra>",
                 "line": {"color": _BASELINE_COLOR, "width": 2, "dash": "dash"},
                 "marker": {"size": 7},
             }
@@ -187,9 +212,9 @@ def ledger_traces(ledger: dict) -> list[dict]:
 def ledger_layout(has_baseline: bool) -> dict:
     """The ledger plot's layout; the legend only when a baseline is drawn."""
     return {
-        "height": 320,
+        "height": LEDGER_PLOT_HEIGHT,
         "margin": {"l": 55, "r": 10, "t": 30, "b": 45},
-        "xaxis": {"title": {"text": "labels spent"}, "rangemode": "tozero"},
+        "xaxis": {"title": {"text": "training images after the gate"}, "rangemode": "tozero"},
         "yaxis": {"title": {"text": "mAP (frozen test set)"}, "rangemode": "tozero"},
         "showlegend": has_baseline,
         "legend": {**_TOP_LEGEND},
@@ -247,7 +272,7 @@ def composition_traces(c: dict) -> list[dict]:
 def composition_layout() -> dict:
     """The batch bar's layout."""
     return {
-        "height": 170,
+        "height": BATCH_PLOT_HEIGHT,
         "barmode": "stack",
         "margin": {"l": 10, "r": 10, "t": 10, "b": 40},
         "xaxis": {"title": {"text": "picks"}},
@@ -341,7 +366,7 @@ def golden_layout(slice_name: str | None) -> dict:
     """The golden plot's layout: recall in [0, 1], batches as categories."""
     where = f" ({slice_name})" if slice_name else ""
     return {
-        "height": 300,
+        "height": GOLDEN_PLOT_HEIGHT,
         "margin": {"l": 55, "r": 10, "t": 40, "b": 40},
         "yaxis": {"title": {"text": f"recall on the golden set{where}"}, "range": [0, 1.05]},
         "xaxis": {"type": "category"},

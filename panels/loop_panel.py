@@ -3,9 +3,12 @@
 One screen answers "where is my loop, and what do I do next": the ledger of rounds (mAP
 against labels spent, with the random baseline when one is stored), the plateau signal,
 the latest batch's coverage / targeting split and why, the golden-set history per class
-with drift alarms, what the schema gate holds back, and what is scheduled. Each step of
-the loop is a button that opens its operator's form, where "Schedule" queues a delegated
-run. Clicking a ledger row or point, a share of the batch, a golden batch or the
+with drift alarms, what the schema gate holds back, and the delegated jobs (:mod:`.jobs`):
+progress while they run, the error and a "Re-run" button when they fail, fresh data when
+they complete; the panel polls the queue while a job is active. Each step of the loop
+(:mod:`.steps`) is a button that opens its operator's form, where "Schedule" queues a
+delegated run; "Annotate this batch" opens the latest batch with the ground-truth label
+schema active, for FiftyOne's in-App annotation. Clicking a ledger row or point, a share of the batch, a golden batch or the
 quarantine button loads the matching samples as the App's view.
 
 Everything shown is read by :mod:`.state` when the panel loads (and on "Refresh"); small
@@ -20,30 +23,29 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..training.algorithms.ledger import STATE_NOT_LEARNING
+from ..core.names import DEFAULT_GT_FIELD
+from . import jobs as jb
 from . import loop_charts as charts
 from . import state as st
-from .widgets import INLINE, SHRINK, dropdown, flex
+from .steps import PHASES, STEPS, step_names
+from .widgets import INLINE, SHRINK, dropdown, flex, plot_props
 
 PANEL_NAME = "annotation_loop"
 PANEL_LABEL = "Annotation loop"
 
-#: (operator name, button label, icon): the loop's steps, in loop order.
-STEPS = (
-    ("compute_zcore", "Score pool", "insights"),
-    ("plan_batch", "Plan next batch", "playlist_add"),
-    ("validate_labels", "Validate labels", "rule"),
-    ("check_golden", "Golden check", "verified"),
-    ("train_detector", "Train", "model_training"),
-    ("evaluate_model", "Evaluate", "speed"),
-    ("autolabel", "Autolabel", "auto_fix_high"),
-)
-
 # Section paths: what the panel shows in each lives under them in the panel data.
 LEDGER, BATCH = "ledger_section", "batch_section"
 GOLDEN, QUARANTINE = "golden_section", "quarantine_section"
+JOBS = "jobs_section"
 
+#: How often (ms) the panel re-reads the job queue while a job is active.
+POLL_INTERVAL_MS = 3000
 _ALARM_ROW_COLOR = "rgba(244, 67, 54, 0.22)"
-_PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
+#: Why the "Annotate this batch" action stops at the view and the schema.
+ANNOTATE_TAB_NOTICE = (
+    "FiftyOne 1.22 has no operator that switches the sample modal to its Annotate tab: "
+    "open a sample of the view and choose Annotate"
+)
 
 
 def _table(columns, on_click_row, **kwargs) -> types.TableView:
@@ -80,11 +82,56 @@ class AnnotationLoopPanel(foo.Panel):
     def start_step(self, ctx) -> None:
         """Open the form of a step's operator, where it runs now or is scheduled."""
         operator = ctx.params.get("operator")
-        if operator in {name for name, _, _ in STEPS}:
+        if operator in step_names():
             ctx.prompt(st.OPERATOR_URI_PREFIX + operator, on_success=self.on_step_done)
 
     def on_step_done(self, ctx) -> None:
         self._refresh(ctx)
+
+    def poll_jobs(self, ctx) -> None:
+        """Re-read the job queue (the timer calls this while a job is active); reload the
+        panel's data when a job that was active has ended, since it wrote to the dataset."""
+        if ctx.dataset is None:
+            return
+        jobs = jb.read_jobs(ctx.dataset)
+        if jb.finished_since(ctx.panel.state.active_jobs or [], jobs):
+            self._refresh(ctx)
+        else:
+            self._set_jobs(ctx, jobs)
+
+    def rerun_job(self, ctx) -> None:
+        """Queue a failed job again, with the parameters it failed with."""
+        job_id = ctx.params.get("job_id")
+        failed = {j["id"]: j for j in (ctx.panel.state.jobs or {}).get("failed", [])}
+        if job_id not in failed:
+            return
+        try:
+            jb.rerun_job(job_id)
+        except ValueError as err:
+            ctx.ops.notify(f"Cannot re-run {failed[job_id]['operator']}: {err}", variant="error")
+            return
+        ctx.ops.notify(f"{failed[job_id]['operator']} queued again", variant="info")
+        self._set_jobs(ctx, jb.read_jobs(ctx.dataset))
+
+    def annotate_batch(self, ctx) -> None:
+        """Open the latest batch as the App's view with the ground-truth label schema active,
+        ready for FiftyOne's in-App annotation."""
+        batch = (ctx.panel.state.composition or {}).get("batch")
+        view = st.batch_view(ctx.dataset, batch) if batch else None
+        if view is None:
+            ctx.ops.notify("No batch to annotate: plan one first", variant="warning")
+            return
+        dataset = ctx.dataset
+        if DEFAULT_GT_FIELD not in dataset.label_schemas:
+            ctx.ops.notify(
+                f"'{DEFAULT_GT_FIELD}' has no label schema: set one with "
+                "dataset.set_label_schemas() so the App knows what annotators may draw",
+                variant="warning",
+            )
+        else:
+            dataset.activate_label_schemas(DEFAULT_GT_FIELD, prepend=True)
+        ctx.ops.set_view(view)
+        ctx.ops.notify(f"{batch} is the view. {ANNOTATE_TAB_NOTICE}.", variant="info")
 
     def open_planner(self, ctx) -> None:
         from .planner_panel import PANEL_NAME as PLANNER
@@ -166,9 +213,9 @@ class AnnotationLoopPanel(foo.Panel):
                 "ledger_batches": [r["batch"] for r in rounds],
                 "composition": composition,
                 "quarantine": st.quarantine_state(dataset),
-                "scheduled": st.scheduled_runs(dataset),
             }
         )
+        self._set_jobs(ctx, jb.read_jobs(dataset))
         ctx.panel.data.set(
             {
                 # Data lives at each view's path: section, stack, name.
@@ -178,6 +225,9 @@ class AnnotationLoopPanel(foo.Panel):
             }
         )
         self._load_golden(ctx, previous.get("candidate_field"), previous.get("slice"))
+
+    def _set_jobs(self, ctx, jobs: dict) -> None:
+        ctx.panel.state.set({"jobs": jobs, "active_jobs": [j["id"] for j in jobs["active"]]})
 
     def _load_golden(self, ctx, candidate_field: str | None, slice_name: str | None = None) -> None:
         golden = st.golden_state(ctx.dataset, candidate_field)
@@ -211,8 +261,8 @@ class AnnotationLoopPanel(foo.Panel):
         # View names differ from state keys: the App merges state and data by path.
         panel.md(f"**{s.dataset}** · {charts.overview_line(s.overview)}", name="summary_line")
         self._render_steps(panel)
-        if s.scheduled:
-            panel.md(charts.scheduled_line(s.scheduled), name="scheduled_line")
+        if s.jobs and (s.jobs["active"] or s.jobs["failed"]):
+            self._render_jobs(panel.v_stack(JOBS, label="Jobs", gap=1, componentsProps=SHRINK), s)
         for path, label, render in (
             (LEDGER, "Ledger of rounds", self._render_ledger),
             (BATCH, "Current batch", self._render_batch),
@@ -225,24 +275,65 @@ class AnnotationLoopPanel(foo.Panel):
         )
 
     def _render_steps(self, panel: types.Object) -> None:
-        # A wrapping row: buttons keep their width and flow onto a second line in a narrow panel.
-        steps = panel.grid("steps", gap=1)
-        for operator, label, icon in STEPS:
-            steps.btn(
-                operator,
-                label=label,
-                icon=icon,
-                variant="contained",
-                on_click=self.start_step,
-                params={"operator": operator},
-                componentsProps=INLINE,
-            )
+        # One wrapping row per phase: buttons keep their width and flow onto a second line
+        # in a narrow panel.
+        steps = panel.v_stack("steps", gap=1, componentsProps=SHRINK)
+        for i, phase in enumerate(PHASES):
+            row = steps.grid(f"phase_{i}", gap=1, align_y="center")
+            row.md(f"**{phase}**", name="phase", componentsProps={"item": {"sx": {"width": "150px"}}})
+            for step in (step for step in STEPS if step.phase == phase):
+                row.btn(
+                    step.operator,
+                    label=step.label,
+                    icon=step.icon,
+                    variant="contained",
+                    on_click=self.start_step,
+                    params={"operator": step.operator},
+                    componentsProps=INLINE,
+                )
+            if phase == "Annotate":
+                row.btn(
+                    "annotate_batch",
+                    label="Annotate this batch",
+                    icon="edit",
+                    variant="outlined",
+                    on_click=self.annotate_batch,
+                    componentsProps=INLINE,
+                )
+        tools = steps.grid("tools", gap=1)
         for name, label, icon, on_click in (
             ("planner", "Batch planner", "tune", self.open_planner),
             ("refresh", "Refresh", "refresh", self.refresh),
         ):
-            steps.btn(
+            tools.btn(
                 name, label=label, icon=icon, variant="outlined", on_click=on_click, componentsProps=INLINE
+            )
+
+    def _render_jobs(self, section: types.Object, s) -> None:
+        active, failed = s.jobs["active"], s.jobs["failed"]
+        for i, job in enumerate(active):
+            section.md(jb.active_line(job), name=f"active_{i}")
+        if active:
+            # Polls the queue while work is pending: progress, failures and completions
+            # show up without a click on Refresh.
+            section.view(
+                "timer", types.TimerView(interval=POLL_INTERVAL_MS, on_interval=self.poll_jobs)
+            )
+        for i, job in enumerate(failed):
+            row = section.grid(f"failed_{i}", gap=1, align_y="center")
+            row.view(
+                "error",
+                types.Error(label=jb.failed_title(job), description=job["error"]),
+                componentsProps=flex(420),
+            )
+            row.btn(
+                "rerun",
+                label="Re-run",
+                icon="replay",
+                variant="outlined",
+                on_click=self.rerun_job,
+                params={"job_id": job["id"]},
+                componentsProps=INLINE,
             )
 
     def _render_ledger(self, section: types.Object, s) -> None:
@@ -251,7 +342,7 @@ class AnnotationLoopPanel(foo.Panel):
                 "empty",
                 types.Notice(
                     label="No rounds yet: train a detector, then evaluate it on the frozen "
-                    "test set to record round 0"
+                    "test set to record round 1"
                 ),
             )
             return
@@ -259,9 +350,8 @@ class AnnotationLoopPanel(foo.Panel):
         row.plot(
             "plot",
             layout=charts.ledger_layout(s.has_baseline),
-            config=_PLOT_CONFIG,
             on_click=self.open_ledger_point,
-            componentsProps=flex(480),
+            **plot_props(charts.LEDGER_PLOT_HEIGHT, **flex(480)),
         )
         side = row.v_stack("side", gap=2, componentsProps=flex(320))
         side.md(charts.latest_round_text(s.latest), name="latest")
@@ -298,9 +388,8 @@ class AnnotationLoopPanel(foo.Panel):
         row.plot(
             "plot",
             layout=charts.composition_layout(),
-            config=_PLOT_CONFIG,
             on_click=self.open_share,
-            componentsProps=flex(360),
+            **plot_props(charts.BATCH_PLOT_HEIGHT, **flex(360)),
         )
 
     def _render_golden(self, section: types.Object, s) -> None:
@@ -321,7 +410,9 @@ class AnnotationLoopPanel(foo.Panel):
             section.view("alarms", types.Error(label=banner))
             if alarm_list:
                 section.md(alarm_list, name="alarm_list")
-        section.plot("plot", layout=charts.golden_layout(g["slice"]), config=_PLOT_CONFIG)
+        section.plot(
+            "plot", layout=charts.golden_layout(g["slice"]), **plot_props(charts.GOLDEN_PLOT_HEIGHT)
+        )
         table = _table(charts.GOLDEN_COLUMNS, self.open_golden_row, selected_color=_ALARM_ROW_COLOR)
         for cls in g["classes"]:
             table.add_column(f"class_{cls}", label=f"{cls} recall")

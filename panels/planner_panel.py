@@ -13,8 +13,6 @@ itself), so a view opened from a panel never shrinks the next plan by accident.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
@@ -23,12 +21,16 @@ from ..selection import batches
 from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD
 from ..selection.request import PlanRequest, plan_defaults
 from . import state as st
-from .widgets import INLINE, SHRINK, dropdown, flex, format_rate
+from .loop_charts import pool_line
+from .picks import PICK_COLUMNS, pick_row, thumbnail_urls, unit_names
+from .widgets import INLINE, SHRINK, dropdown, flex, plot_props, round_label
 
 PANEL_NAME = "batch_planner"
 PANEL_LABEL = "Batch planner"
 
-_THUMBNAILS = 6
+#: Thumbnails of the first picks, in a grid of this many columns.
+_THUMBNAILS, _THUMBNAIL_COLUMNS = 12, 6
+_MAP_PLOT_HEIGHT = 360
 PREVIEW = "preview_section"
 
 _NO_EVALUATION = "(none: all coverage)"
@@ -83,13 +85,15 @@ class BatchPlannerPanel(foo.Panel):
                 "has_layout": layout is not None,
             }
         )
-        thumbs = _thumbnails(ctx.dataset, units[:_THUMBNAILS])
+        thumbs = thumbnail_urls(ctx.dataset, units[:_THUMBNAILS])
+        ctx.panel.state.thumbs = [i for i, u in enumerate(units[:_THUMBNAILS]) if u in thumbs]
+        names = unit_names(ctx.dataset, units)
         ctx.panel.data.set(
             {
                 # Data lives at each view's path: section, stack, name.
-                f"{PREVIEW}.row.side.table": [_pick_row(p) for p in result["picks"]],
-                f"{PREVIEW}.row.plot": _layout_traces(layout, picks) if layout else [],
-                **{f"{PREVIEW}.thumbnails.{name}": url for name, url in thumbs.items()},
+                f"{PREVIEW}.row.side.table": [pick_row(p, names) for p in result["picks"]],
+                f"{PREVIEW}.row.plot": _layout_traces(layout, picks, names) if layout else [],
+                **{f"{PREVIEW}.thumbnails.thumb_{i}": thumbs[u] for i, u in enumerate(units) if u in thumbs},
             }
         )
 
@@ -150,6 +154,7 @@ class BatchPlannerPanel(foo.Panel):
                 "preview": None,
                 "error": None,
                 "pick_ids": [],
+                "thumbs": [],
             }
         )
 
@@ -175,7 +180,7 @@ class BatchPlannerPanel(foo.Panel):
             panel.md("Open a dataset to plan a batch.", name="empty")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
         panel.md(
-            f"**{s.dataset}** · next batch **{s.next_batch}**, round {s.round}: the schedule "
+            f"**{s.dataset}** · next batch **{s.next_batch}**, {round_label(s.round)}: the schedule "
             f"says {s.scheduled_fraction:.0%} coverage, {1 - s.scheduled_fraction:.0%} targeting.",
             name="summary_line",
         )
@@ -272,22 +277,24 @@ class BatchPlannerPanel(foo.Panel):
             PREVIEW, label=f"Preview of {p['batch']}", gap=2, componentsProps=SHRINK
         )
         section.md(
-            f"**{p['n_coverage']}** coverage + **{p['n_targeting']}** targeting {p['unit']}s from "
-            f"a pool of {p['pool']} (excluded: {_excluded(p['excluded'])}). Nothing was "
-            "written.\n\n"
+            f"**{p['n_coverage']}** coverage + **{p['n_targeting']}** targeting {p['unit']}s, "
+            f"{round_label(p['round'])}. Nothing was written.\n\n{pool_line(p)}\n\n"
             + "\n".join(f"- {r}" for r in p["reasons"]),
             name="summary",
         )
-        thumbs = section.grid("thumbnails", gap=1)
-        for i in range(min(_THUMBNAILS, len(s.pick_ids or []))):
+        # A real grid (fixed columns), so thumbnails sit side by side, not one per row.
+        thumbs = section.grid(
+            "thumbnails", gap=1, orientation="horizontal", columns=_THUMBNAIL_COLUMNS
+        )
+        for i in s.thumbs or []:
             thumbs.view(
                 f"thumb_{i}",
                 types.ImageView(
-                    height="64px",
+                    height="72px",
+                    width="100%",
                     alt_text=f"pick {i + 1}",
                     operator=self.open_pick,
                     params={"index": i},
-                    componentsProps=INLINE,
                 ),
             )
         row = section.grid("row", gap=3)
@@ -295,9 +302,8 @@ class BatchPlannerPanel(foo.Panel):
             row.plot(
                 "plot",
                 layout=_layout_layout(),
-                config={"displayModeBar": False, "responsive": True},
                 on_click=self.open_point,
-                componentsProps=flex(420),
+                **plot_props(_MAP_PLOT_HEIGHT, **flex(420)),
             )
         else:
             row.md(
@@ -307,14 +313,7 @@ class BatchPlannerPanel(foo.Panel):
             )
         side = row.v_stack("side", gap=1, componentsProps={**flex(420), **SHRINK})
         table = types.TableView(on_click_row=self.open_pick_row)
-        for key, label in (
-            ("rank", "#"),
-            ("source", "Share"),
-            ("why", "Why"),
-            ("distance", "Distance to failure"),
-            ("score", "Score"),
-            ("id", "Id"),
-        ):
+        for key, label in PICK_COLUMNS:
             table.add_column(key, label=label)
         side.list("table", types.Object(), view=table)
         side.btn(
@@ -331,59 +330,7 @@ def _root_view() -> types.GridView:
     return types.GridView(orientation="vertical", gap=2, pad=2, componentsProps=SHRINK)
 
 
-def _excluded(counts: dict) -> str:
-    parts = [f"{n} {what}" for what, n in counts.items() if n]
-    return ", ".join(parts) if parts else "none"
-
-
-_WHY = {
-    "fn": "near a missed object",
-    "confusion": "near a class confusion",
-    "fp": "near a false positive",
-    "kcenter_distance": "far from all labeled (k-center)",
-    "zcore_score": "high ZCore score",
-    "random": "drawn at random",
-    "uncertainty": "the model is unsure here",
-}
-
-
-def _pick_row(pick: dict) -> dict:
-    if pick["source"] == "targeting":
-        kind = pick.get("near_failure_kind") or pick.get("score_kind")
-        why = _WHY.get(kind, "near a failure")
-    else:
-        why = _WHY.get(pick.get("score_kind"), pick.get("score_kind") or "coverage")
-    return {
-        "rank": pick["rank"] + 1,
-        "source": pick["source"],
-        "why": why,
-        "distance": format_rate(pick.get("distance_to_failure")),
-        "score": format_rate(pick.get("score")),
-        "id": pick["id"],
-    }
-
-
-def _thumbnails(dataset, units: list) -> dict:
-    """``thumb_<i>``: App media URL of an image of the i-th unit (its first image slice)."""
-    if dataset.media_type == "group":
-        images = [name for name, media in dataset.group_media_types.items() if media == "image"]
-        if not images:
-            return {}
-        view = dataset.select_groups(units).select_group_slices(images[0])
-        unit_path = f"{dataset.group_field}.id"
-    elif dataset.media_type == "image":
-        view, unit_path = dataset.select(units), "id"
-    else:
-        return {}
-    path_of = dict(zip(*view.values([unit_path, "filepath"])))
-    return {
-        f"thumb_{i}": f"/media?filepath={quote(path_of[u])}"
-        for i, u in enumerate(units)
-        if u in path_of
-    }
-
-
-def _layout_traces(layout: dict, picks: dict) -> list[dict]:
+def _layout_traces(layout: dict, picks: dict, names: dict) -> list[dict]:
     """Pool points in grey, then the coverage and the targeting picks on top."""
     traces = []
     for share in ("pool", "coverage", "targeting"):
@@ -404,7 +351,12 @@ def _layout_traces(layout: dict, picks: dict) -> list[dict]:
                     "opacity": 0.5 if share == "pool" else 0.95,
                     "line": {"width": 0 if share == "pool" else 1, "color": "#FFFFFF"},
                 },
-                "hovertemplate": "%{id}<extra>" + share + "</extra>",
+                # Picks by name; the pool's grey points by share only (ids mean nothing).
+                "text": [names.get(layout["unit"][i], "") for i in rows],
+                "hovertemplate": ("%{text}" if share != "pool" else "pool")
+                + "<extra>"
+                + share
+                + "</extra>",
             }
         )
     return traces
@@ -412,7 +364,7 @@ def _layout_traces(layout: dict, picks: dict) -> list[dict]:
 
 def _layout_layout() -> dict:
     return {
-        "height": 360,
+        "height": _MAP_PLOT_HEIGHT,
         "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
         "xaxis": {"visible": False},
         "yaxis": {"visible": False},

@@ -13,7 +13,6 @@ batch composition   plan records (``annoloop.plan`` runs) and the per-sample pic
                     reasons in ``annoloop_pick`` (:mod:`..selection.batches`)
 golden history      ``annoloop.golden_qa`` runs (:mod:`..quality.golden`)
 quarantine          ``qa:quarantine`` sample and label tags; ``annoloop.gate`` runs
-scheduled work      FiftyOne's delegated-operation queue
 ==================  ===================================================================
 
 Counts are per *unit*: the scene (group) of a grouped dataset, else the sample, read from
@@ -58,6 +57,8 @@ from ..core.names import (
 )
 from ..training.algorithms.ledger import ledger_from_json, load_ledger, plateau_signal
 from ..core.views import root_dataset, slice_views, units_view
+from .steps import OPERATOR_URI_PREFIX
+from .widgets import round_label
 
 __all__ = [
     "BASELINE_LEDGER_INFO_KEY",
@@ -73,13 +74,9 @@ __all__ = [
     "preview_summary",
     "quarantine_state",
     "quarantine_view",
-    "scheduled_runs",
     "units_view",
 ]
 
-#: ``dataset.info`` key of the random-baseline ledger (same format as the loop's ledger).
-#: Every annoloop operator's URI starts with this.
-OPERATOR_URI_PREFIX = "@annoloop/annoloop/"
 
 FAILURE_KINDS = ("fn", "confusion", "fp")
 _FAILURE_WORDS = {"fn": "missed objects", "confusion": "class confusions", "fp": "false positives"}
@@ -190,8 +187,10 @@ def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | N
         ``coverage_method``, ``scheduled`` (the share followed the round schedule),
         ``eval_key``, ``fallback_reason``, ``failures`` (failures mined from the
         evaluation, by kind), ``targets`` (targeting picks by the kind of failure they
-        neighbour), ``pool``, ``excluded``, ``labeled`` (picks labeled so far), ``unit``,
-        ``view`` (the saved view) and ``reasons`` (:func:`explain_batch`).
+        neighbour), ``pool``, ``excluded``, ``counts`` (``view``, ``pool``, ``selectable``:
+        units planned over, unlabeled among them, not held back among those), ``labeled``
+        (picks labeled so far), ``unit``, ``view`` (the saved view) and ``reasons``
+        (:func:`explain_batch`). ``round`` is 0-based as stored; the panels show it from 1.
     """
     dataset = root_dataset(dataset)
     batches = planned_batches(dataset)
@@ -224,6 +223,7 @@ def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | N
         "targets": {k: int(kinds.get(k, 0)) for k in FAILURE_KINDS},
         "pool": counts.get("pool"),
         "excluded": counts.get("excluded", {}),
+        "counts": _pool_counts(counts),
         "labeled": len(picked & labeled_units(dataset, label_field)),
         "unit": "scene" if _grouped(dataset) else "sample",
         "view": record["view"],
@@ -232,13 +232,22 @@ def batch_composition(dataset: fo.Dataset, batch: str | None = None) -> dict | N
     return composition
 
 
+def _pool_counts(counts: dict) -> dict:
+    """The plan's unit counts that add up (``view`` = labeled + ``pool``; ``pool`` =
+    held back + ``selectable``), as the panels show them."""
+    return {k: counts[k] for k in ("view", "pool", "selectable") if counts.get(k) is not None}
+
+
 def explain_batch(composition: dict) -> list[str]:
     """Sentences saying why a batch is made the way it is (see :func:`batch_composition`)."""
     c = composition
     noun = c["unit"] + ("s" if c["budget"] != 1 else "")
     share = f"{c['coverage_fraction']:.0%} coverage, {1 - c['coverage_fraction']:.0%} targeting"
     if c["scheduled"]:
-        reasons = [f"Round {c['round']} follows the schedule: {share} of {c['budget']} {noun}."]
+        reasons = [
+            f"{round_label(c['round']).capitalize()} follows the schedule: {share} of "
+            f"{c['budget']} {noun}."
+        ]
     else:
         reasons = [f"Share set by hand: {share} of {c['budget']} {noun}."]
     if c["fallback_reason"]:
@@ -284,6 +293,7 @@ def preview_summary(result: dict, scheduled: bool) -> dict:
         "targets": {k: kinds.count(k) for k in FAILURE_KINDS},
         "pool": result["counts"].get("pool"),
         "excluded": result["counts"].get("excluded", {}),
+        "counts": _pool_counts(result["counts"]),
         "unit": "scene" if result["unit"] == "group" else result["unit"],
     }
     summary["reasons"] = explain_batch(summary)
@@ -442,43 +452,6 @@ def quarantine_view(dataset: fo.Dataset):
     """The units with a quarantined sample or label, or None."""
     dataset = root_dataset(dataset)
     return _view_or_none(dataset, quarantined_units(dataset))
-
-
-# --- scheduled work -----------------------------------------------------------------------
-
-
-def scheduled_runs(dataset: fo.Dataset) -> list[dict]:
-    """annoloop operations queued or running on a delegated worker for ``dataset``.
-
-    Returns
-    -------
-    list of dict
-        ``operator`` (its name, without the plugin prefix), ``state`` and ``queued_at``
-        (ISO timestamp), oldest first.
-    """
-    from fiftyone.operators.delegated import DelegatedOperationService
-    from fiftyone.operators.executor import ExecutionRunState
-
-    service = DelegatedOperationService()
-    dataset = root_dataset(dataset)
-    docs = []
-    for state in (
-        ExecutionRunState.SCHEDULED,
-        ExecutionRunState.QUEUED,
-        ExecutionRunState.RUNNING,
-        ExecutionRunState.PROCESSING,
-    ):
-        docs.extend(service.list_operations(dataset_name=dataset.name, run_state=state))
-    runs = [
-        {
-            "operator": d.operator[len(OPERATOR_URI_PREFIX) :],
-            "state": d.run_state,
-            "queued_at": d.queued_at.isoformat(timespec="seconds") if d.queued_at else None,
-        }
-        for d in docs
-        if d.operator.startswith(OPERATOR_URI_PREFIX)
-    ]
-    return sorted(runs, key=lambda r: r["queued_at"] or "")
 
 
 # --- embeddings layout --------------------------------------------------------------------

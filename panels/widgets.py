@@ -18,6 +18,29 @@ def flex(basis_px: int) -> dict:
     return {"item": {"sx": {"flex": f"1 1 {basis_px}px", "width": "auto", "minWidth": 0}}}
 
 
+#: Plotly config of every panel plot: no mode bar, and scrolling over a plot scrolls the
+#: panel instead of zooming the plot (FiftyOne's panel plots zoom on scroll by default).
+PLOT_CONFIG = {"displayModeBar": False, "responsive": True, "scrollZoom": False}
+
+
+def plot_props(height_px: int, **components) -> dict:
+    """Keyword arguments of ``Object.plot`` for a plot of a fixed height: the plot and its
+    container keep ``height_px`` whatever the panel re-renders, so text below never slides
+    under it. ``components`` are further ``componentsProps`` (e.g. :func:`flex`'s)."""
+    fixed = {"height": f"{height_px}px", "minHeight": f"{height_px}px", "overflow": "hidden"}
+    return {
+        "height": height_px,
+        "config": PLOT_CONFIG,
+        "componentsProps": {**components, "container": {"sx": fixed}},
+    }
+
+
+def round_label(index: int) -> str:
+    """A round as the panels name it: numbered from 1, so round N added ``batch:vN``
+    (the loop stores rounds 0-based)."""
+    return f"round {int(index) + 1}"
+
+
 def format_map(value: float) -> str:
     """mAP as the panel shows it (three decimals)."""
     return f"{value:.3f}"

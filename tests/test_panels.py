@@ -16,9 +16,11 @@ comes back as the executor's requests.
 from __future__ import annotations
 
 import copy
+import json
+import re
 
 import pytest
-from bson import json_util
+from bson import ObjectId, json_util
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -26,8 +28,10 @@ from fiftyone import ViewField as F
 
 from annoloop.demo.annotation import annotate_batch
 from annoloop.demo.dataset import load_demo_dataset
+from annoloop.panels import jobs as jb
 from annoloop.panels import state as st
-from annoloop.panels.loop_panel import BATCH, GOLDEN, LEDGER, STEPS
+from annoloop.panels.loop_panel import BATCH, GOLDEN, JOBS, LEDGER
+from annoloop.panels.steps import STEPS, step_names
 from annoloop.panels.widgets import format_map
 from annoloop.quality.algorithms.drift import DriftRules
 from annoloop.quality.frozen import create_splits
@@ -216,8 +220,12 @@ def test_the_manifest_lists_exactly_the_two_panels():
 
 def test_every_step_button_names_a_registered_operator():
     operators = {op.uri for op in foo.list_operators(type="operator")}
-    missing = [name for name, _, _ in STEPS if uri(name) not in operators]
+    missing = [step.operator for step in STEPS if uri(step.operator) not in operators]
     assert missing == []
+
+
+def test_every_operator_of_the_manifest_has_a_step_button():
+    assert step_names() == set(manifest()["operators"])
 
 
 # --- state readers ------------------------------------------------------------------------
@@ -262,7 +270,7 @@ def test_batch_composition_of_an_earlier_batch_counts_its_labeled_picks(loop):
     composition = st.batch_composition(loop["dataset"], "batch:v1")
     assert composition["n_targeting"] == 0, "a cold start is all coverage"
     assert composition["labeled"] == composition["budget"] == 6
-    assert composition["reasons"][0].startswith("Round 0 follows the schedule: 100% coverage")
+    assert composition["reasons"][0].startswith("Round 1 follows the schedule: 100% coverage")
 
 
 def test_batch_composition_is_none_before_any_plan(fresh):
@@ -406,17 +414,31 @@ def test_loop_overview_counts_each_scene_once_whichever_slice_holds_it(loop):
     assert overview["labeled"] == len(labeled) == len(mining | golden | first_batch)
 
 
-def test_scheduled_runs_lists_annoloop_operations_queued_for_the_dataset(loop):
+def test_read_jobs_lists_annoloop_operations_queued_for_the_dataset(loop):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     dataset = loop["dataset"]
-    op_id = queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset)
+    op_id = str(queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset))
     try:
-        runs = st.scheduled_runs(dataset)
-        assert [(r["operator"], r["state"]) for r in runs] == [("check_golden", "queued")]
+        jobs = jb.read_jobs(dataset)
+        assert [(j["id"], j["operator"], j["state"]) for j in jobs["active"]] == [
+            (op_id, "check_golden", "queued")
+        ]
+        assert jobs["failed"] == []
     finally:
-        DelegatedOperationService().delete_operation(op_id)
-    assert st.scheduled_runs(dataset) == []
+        DelegatedOperationService().delete_operation(ObjectId(op_id))
+    assert jb.read_jobs(dataset) == {"active": [], "failed": []}
+
+
+def test_error_message_is_the_last_line_of_a_traceback_without_the_exception_class():
+    traceback_text = (
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "ValueError: 'zcore' already holds ZCore scores: pass overwrite=True\n"
+    )
+    assert jb.error_message(traceback_text) == "'zcore' already holds ZCore scores: pass overwrite=True"
+    assert jb.error_message("no class: just words") == "no class: just words"
+    assert "worker's log" in jb.error_message(None)
 
 
 def test_preview_summary_explains_a_dry_run_like_a_planned_batch(loop):
@@ -511,7 +533,9 @@ def test_the_planner_previews_without_writing_and_prefills_the_operator_form(loo
     assert state["preview"]["batch"] == "batch:v3" and not dataset.has_run("annoloop_plan_batch_v3")
     assert "Preview of batch:v3" in rendered(requests)
     data = requests["patch_panel_data"][-1]["data"]
-    assert [r["id"] for r in data["preview_section.row.side.table"]] == state["pick_ids"]
+    scene_of = dict(zip(*dataset.values(["group.id", "scene_id"])))
+    table = data["preview_section.row.side.table"]
+    assert [r["name"] for r in table] == [scene_of[i] for i in state["pick_ids"]]
     assert data["preview_section.thumbnails.thumb_0"].startswith("/media?filepath=")
 
     requests, _ = run_panel("batch_planner", "create_batch", dataset, state=state)
@@ -539,3 +563,181 @@ def test_the_planner_shows_the_planners_message_for_a_budget_too_large(loop):
     requests, state = run_panel("batch_planner", "preview", dataset, state=state)
     assert state["preview"] is None and "budget 500 exceeds" in state["error"]
     assert "Cannot plan this batch" in rendered(requests)
+
+
+def test_the_picks_table_names_samples_and_rounds_numbers_without_raw_ids(loop):
+    dataset = loop["dataset"]
+    _, state = run_panel("batch_planner", "on_load", dataset)
+    requests, state = run_panel("batch_planner", "preview", dataset, state=state)
+    table = requests["patch_panel_data"][-1]["data"]["preview_section.row.side.table"]
+    cells = [str(v) for row in table for v in row.values()]
+    assert not [c for c in cells if re.fullmatch(r"[0-9a-f]{24}", c)], "no raw ObjectIds"
+    numbers = [c for row in table for c in (row["distance"], row["score"]) if c != "—"]
+    assert numbers and all(re.fullmatch(r"-?\d+\.\d{2}", c) for c in numbers)
+
+
+def test_the_planner_shows_its_thumbnails_in_a_grid_of_columns(loop):
+    dataset = loop["dataset"]
+    _, state = run_panel("batch_planner", "on_load", dataset)
+    requests, state = run_panel("batch_planner", "preview", dataset, state=state)
+    grid = find_view(json.loads(rendered(requests)), "thumbnails")
+    assert grid["view"]["orientation"] == "horizontal" and grid["view"]["columns"] > 1
+    assert len(grid["type"]["properties"]) == len(state["pick_ids"])
+
+
+def test_every_plot_has_a_fixed_height_and_scrolls_the_panel_instead_of_zooming(loop, loaded):
+    dataset = loop["dataset"]
+    _, state = run_panel("batch_planner", "on_load", dataset)
+    preview, _ = run_panel("batch_planner", "preview", dataset, state=state)
+    plots = [
+        view
+        for requests in (loaded[0], preview)
+        for view in views_named(json.loads(rendered(requests)), "PlotlyView")
+    ]
+    assert len(plots) == 4  # ledger, batch, golden set, embeddings
+    for view in plots:
+        assert view["config"]["scrollZoom"] is False
+        assert view["height"] == view["layout"]["height"]
+        container = view["componentsProps"]["container"]["sx"]
+        assert container["height"] == container["minHeight"] == f"{view['height']}px"
+
+
+def test_rounds_are_numbered_from_1_like_their_batches_in_both_panels(loop, loaded):
+    requests, state = loaded
+    data = {}
+    for patch in requests["patch_panel_data"]:
+        data.update(patch["data"])
+    table = data[f"{LEDGER}.table"]
+    assert [(r["round"], r["batch"]) for r in table] == [
+        (f"round {b[len('batch:v'):]}", b) for b, *_ in ROUNDS
+    ]
+    assert "**batch:v2**, round 2:" in rendered(requests)
+    _, planner = run_panel("batch_planner", "on_load", loop["dataset"])
+    requests, _ = run_panel("batch_planner", "preview", loop["dataset"], state=planner)
+    assert "next batch **batch:v3**, round 3:" in rendered(requests)
+    assert "coverage + " in rendered(requests) and "round 3. Nothing was written" in rendered(
+        requests
+    )
+
+
+def test_the_pool_counts_add_up_to_the_datasets_scenes(loop, loaded):
+    composition = loaded[1]["composition"]
+    counts = composition["counts"]
+    assert counts["view"] == NUM_SCENES
+    held = counts["pool"] - counts["selectable"]
+    assert max(composition["excluded"].values()) <= held <= sum(composition["excluded"].values())
+    line = f"Of **{NUM_SCENES}** scenes, {NUM_SCENES - counts['pool']} are labeled and "
+    assert line in rendered(loaded[0])
+
+
+def test_scenes_labeled_and_training_images_after_the_gate_are_named_where_shown(loaded):
+    layout = rendered(loaded[0])
+    assert "scenes labeled" in layout and "training images after the gate" in layout
+    assert "Training images (after the gate)" in layout  # the ledger's column
+
+
+def test_annotate_this_batch_opens_the_batch_with_the_ground_truth_schema_active(
+    loop, loop_state
+):
+    dataset = loop["dataset"]
+    requests, _ = run_panel("annotation_loop", "annotate_batch", dataset, state=loop_state)
+    assert units(view_set(dataset, requests)) == set(loop["second"]["ids"])
+    dataset.reload()
+    assert dataset.active_label_schemas[0] == "ground_truth"
+    message = requests["notify"][0]["message"]
+    assert message.startswith("batch:v2 is the view") and "Annotate tab" in message
+
+
+def test_a_running_job_shows_its_progress_and_the_panel_polls_until_it_completes(loop):
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionProgress
+
+    dataset, service = loop["dataset"], DelegatedOperationService()
+    op_id = str(queue_operator("check_golden", {"candidate_field": "ground_truth"}, dataset=dataset))
+    try:
+        service.set_running(ObjectId(op_id))
+        service.set_progress(ObjectId(op_id), ExecutionProgress(0.4, "Scoring batch-002"))
+        requests, state = run_panel("annotation_loop", "on_load", dataset)
+        (job,) = state["jobs"]["active"]
+        assert (job["state"], job["progress"], job["progress_label"]) == (
+            "running", 0.4, "Scoring batch-002"
+        )
+        layout = json.loads(rendered(requests))
+        line = find_view(layout, JOBS)["type"]["properties"]["active_0"]["default"]
+        assert "**running** · 40% · Scoring batch-002" in line
+        (timer,) = views_named(layout, "TimerView")
+        assert timer["on_interval"] == f"{PANELS['annotation_loop']}#poll_jobs"
+
+        # Still running: the poll updates the jobs only.
+        requests, state = run_panel("annotation_loop", "poll_jobs", dataset, state=state)
+        assert "patch_panel_data" not in requests and state["active_jobs"] == [op_id]
+        service.set_completed(ObjectId(op_id))
+        requests, state = run_panel("annotation_loop", "poll_jobs", dataset, state=state)
+        assert state["active_jobs"] == [] and state["jobs"] == {"active": [], "failed": []}
+        assert "patch_panel_data" in requests, "a completed job reloads the panel's data"
+        assert not views_named(json.loads(rendered(requests)), "TimerView")
+    finally:
+        service.delete_operation(ObjectId(op_id))
+
+
+def test_a_failed_scheduled_job_shows_its_error_and_a_rerun_button_after_one_poll(loop):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset, service = loop["dataset"], DelegatedOperationService()
+    params = {"candidate_field": "ground_truth", "golden_field": "no_such_field"}
+    op_id = str(queue_operator("check_golden", params, dataset=dataset))
+    rerun_id = None
+    try:
+        _, state = run_panel("annotation_loop", "on_load", dataset)
+        assert state["active_jobs"] == [op_id]
+        service.execute_queued_operations(dataset_name=dataset.name)  # the worker fails it
+        doc = service.get(ObjectId(op_id))
+        assert doc.run_state == "failed"
+
+        requests, state = run_panel("annotation_loop", "poll_jobs", dataset, state=state)
+        (failed,) = state["jobs"]["failed"]
+        assert failed["id"] == op_id and failed["error"] == jb.error_message(doc.result.error)
+        assert "no_such_field" in failed["error"]
+        section = json.dumps(find_view(json.loads(rendered(requests)), JOBS), ensure_ascii=False)
+        assert failed["error"] in section and "Re-run" in section
+
+        requests, state = run_panel(
+            "annotation_loop", "rerun_job", dataset, state=state, job_id=op_id
+        )
+        (rerun,) = state["jobs"]["active"]
+        rerun_id = rerun["id"]
+        assert (rerun["operator"], rerun["state"]) == ("check_golden", "queued")
+        assert service.get(ObjectId(rerun_id)).context.request_params["params"] == params
+        assert state["jobs"]["failed"] == [], "a failed job queued again no longer alarms"
+    finally:
+        for i in (op_id, rerun_id):
+            if i:
+                service.delete_operation(ObjectId(i))
+
+
+def find_view(layout: dict, name: str) -> dict:
+    """The property called ``name`` anywhere in a rendered layout."""
+    stack = [layout]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("properties"), dict) and name in node["properties"]:
+                return node["properties"][name]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise AssertionError(f"no property {name!r} in the layout")
+
+
+def views_named(layout: dict, view_name: str) -> list:
+    """Every view of ``view_name`` (e.g. ``"PlotlyView"``) in a rendered layout."""
+    found, stack = [], [layout]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("name") == view_name:
+                found.append(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
