@@ -195,7 +195,6 @@ class Autolabel(AnnoloopOperator):
                 label="Score against the golden set",
                 description="Also label the golden samples and report precision / recall per class",
             )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Autolabel with a foundation model"))
 
     def execute(self, ctx) -> dict:
@@ -275,7 +274,6 @@ class ReviewAutolabels(AnnoloopOperator):
             description="In (0, 1]: a box overlapping a label of its class this much is not copied",
         )
         inputs.str("schema", required=False, label="Schema (JSON)", description="Default: the label field's")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Review auto-labels"))
 
     def execute(self, ctx) -> dict:

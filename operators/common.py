@@ -1,4 +1,4 @@
-"""What every annoloop operator shares: the run-now / schedule choice and progress reporting."""
+"""What every annoloop operator shares: execution options and progress reporting."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from typing import Callable
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+#: SDK parameter that forces a mode: ``params={"delegate": True}`` queues the run, ``False``
+#: runs it now (as voxel51's brain plugin does). The App uses its own Execute / Schedule
+#: button instead (:meth:`AnnoloopOperator.resolve_execution_options`).
 DELEGATE_PARAM = "delegate"
 
 
 class AnnoloopOperator(foo.Operator):
-    """An operator whose form offers "run now" or "schedule on a worker".
+    """An operator that runs now or on a worker, chosen with the App's native Execute /
+    Schedule button; ``default_delegated`` is the button's preselected choice (heavy work
+    schedules, quick work runs now).
 
-    ``default_delegated`` is the form's preselected choice. An explicit choice (the form's
-    radio, or ``params={"delegate": True}`` from the SDK) is binding; without one, SDK calls
-    run immediately unless they pass ``request_delegation=True``.
+    An SDK ``params={"delegate": ...}`` is binding; without it, SDK calls run immediately
+    unless they pass ``request_delegation=True``.
     """
 
     default_delegated: bool = False
@@ -36,24 +40,15 @@ class AnnoloopOperator(foo.Operator):
         )
 
     def resolve_delegation(self, ctx) -> bool | None:
+        # None leaves the choice to the App's button or the SDK's ``request_delegation``.
         choice = ctx.params.get(DELEGATE_PARAM)
         return None if choice is None else bool(choice)
 
-    def add_execution_mode(self, ctx, inputs: types.Object) -> None:
-        """Append the run-now / schedule radio to a form."""
-        choices = types.RadioGroup()
-        choices.add_choice(False, label="Run now", description="Runs in the App's server; best for small data")
-        choices.add_choice(
-            True,
-            label="Schedule",
-            description="Queues a delegated operation; run `fiftyone delegated launch` to execute it",
-        )
-        inputs.enum(
-            DELEGATE_PARAM,
-            choices.values(),
-            default=self.default_delegated,
-            label="Execution mode",
-            view=choices,
+    def resolve_execution_options(self, ctx) -> foo.ExecutionOptions:
+        return foo.ExecutionOptions(
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=self.default_delegated,
         )
 
 

@@ -55,7 +55,6 @@ class LoadDemoDataset(AnnoloopOperator):
             label="Media directory",
             description="Where images and .pcd files go; default: FiftyOne's dataset dir",
         )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Load annoloop demo dataset"))
 
     def execute(self, ctx) -> dict:
@@ -106,7 +105,6 @@ class SimulateAnnotation(AnnoloopOperator):
             label="Replace a person's labels",
             description="Off: samples whose labels a person added or corrected are left alone",
         )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Simulate annotation of the view"))
 
     def execute(self, ctx) -> dict:

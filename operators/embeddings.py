@@ -127,7 +127,6 @@ class ComputeEmbeddings(AnnoloopOperator):
             label="Overwrite",
             description="Recompute embeddings that already exist",
         )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Compute embeddings"))
 
     def execute(self, ctx) -> dict:
@@ -218,7 +217,6 @@ class ComputeVisualization(AnnoloopOperator):
             label="Brain key",
         )
         inputs.bool("overwrite", default=False, label="Replace a run with this brain key")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Visualize embeddings"))
 
     def execute(self, ctx) -> dict:

@@ -156,7 +156,6 @@ class PlanBatch(AnnoloopOperator):
             label="Dry run",
             description="Return the plan without tagging or saving anything",
         )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Plan the next batch"))
 
     def execute(self, ctx) -> dict:

@@ -121,7 +121,6 @@ class CreateSplits(AnnoloopOperator):
             "one, and draw only from scenes no model trained on; needed to re-draw after "
             "training",
         )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Create frozen splits"))
 
     def execute(self, ctx) -> dict:
@@ -208,7 +207,6 @@ class ValidateLabels(AnnoloopOperator):
         )
         inputs.str("violations_field", default=DEFAULT_VIOLATIONS_FIELD, label="Violations field")
         inputs.float("box_tolerance", default=1e-3, min=0.0, label="Box bounds tolerance")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Validate labels against the schema"))
 
     def execute(self, ctx) -> dict:
@@ -289,7 +287,6 @@ class CheckGolden(AnnoloopOperator):
             description="Drift is measured against it (default: the first checked batch)",
         )
         inputs.bool("reset_history", default=False, label="Start a new history")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(
             inputs, view=types.View(label="Check annotations against the golden set")
         )

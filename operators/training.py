@@ -103,7 +103,6 @@ class TrainDetector(AnnoloopOperator):
         )
         inputs.int("seed", default=0, label="Seed")
         inputs.bool("overwrite", default=False, label="Overwrite a run of the same name")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Train a detector"))
 
     def execute(self, ctx) -> dict:
@@ -165,7 +164,6 @@ class ApplyDetector(AnnoloopOperator):
         inputs.int("imgsz", default=default_imgsz or 640, min=32, label="Image size")
         inputs.float("conf", default=0.25, min=0.001, max=1.0, label="Confidence threshold")
         inputs.int("batch_size", default=16, min=1, label="Images per batch")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Apply a detector"))
 
     def execute(self, ctx) -> dict:
@@ -242,7 +240,6 @@ class EvaluateModel(AnnoloopOperator):
         )
         if split == "test":
             inputs.bool("record", default=True, label="Record the round in the ledger")
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Evaluate on a frozen split"))
 
     def execute(self, ctx) -> dict:

@@ -122,7 +122,6 @@ class ComputeZCore(AnnoloopOperator):
             label="Overwrite",
             description="Replace the scores of an earlier run in the score field",
         )
-        self.add_execution_mode(ctx, inputs)
         return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
 
     def execute(self, ctx) -> dict:

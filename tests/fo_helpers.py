@@ -189,3 +189,13 @@ def python_process(code: str, ready: str, **popen) -> subprocess.Popen:
         if line.strip() == ready:
             return proc
     raise AssertionError(f"the process exited with {proc.wait()} before printing {ready!r}")
+
+
+def schedules_by_default(operator: str, dataset, params: dict | None = None) -> bool:
+    """Whether the App's execute button of ``operator`` preselects "Schedule"."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    op = foo.OperatorRegistry().get_operator(uri(operator))
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params or {}})
+    return op.resolve_execution_options(ctx).default_choice_to_delegated

@@ -16,7 +16,7 @@ from annoloop.selection.embed import INFO_KEY, compute_embeddings
 from annoloop.selection.algorithms.image_features import baseline_dim, l2_normalize
 from annoloop.selection.embeddings.models import ImageEmbedder
 from annoloop.selection.embeddings.pointcloud import PointCloudDescriptorConfig
-from fo_helpers import run_operator, unique_name
+from fo_helpers import run_operator, schedules_by_default, unique_name
 
 NUM_SCENES = 10
 CAMERA_DIM = baseline_dim()
@@ -539,7 +539,7 @@ def test_the_embeddings_form_offers_every_slice_and_prefers_labelled_ground_trut
             defaults["slices"] == ["left", "right", "pcd"] and defaults["model_kind"] == "baseline"
         )
         assert defaults["patches_field"] == "oracle", "ground_truth is still empty"
-        assert defaults["delegate"] is True
+        assert schedules_by_default("compute_embeddings", dataset)
         sample = dataset.select_group_slices("left").first()
         sample.ground_truth = sample.oracle.copy()
         sample.save()

@@ -31,7 +31,7 @@ from annoloop.core.names import (
 )
 from annoloop.training.evaluate import evaluate_split
 from annoloop.core.views import split_set
-from fo_helpers import run_operator, unique_name, uri
+from fo_helpers import run_operator, schedules_by_default, unique_name, uri
 
 SLICES = ("left", "right", "pcd")
 NUM_SCENES = 30
@@ -451,7 +451,7 @@ def test_the_form_offers_stored_embeddings_evaluations_and_explains_the_schedule
     assert form["embeddings_field"]["default"] == "embedding" and form["slice"]["default"] == "left"
     assert form["eval_key"]["default"] == "eval" and form["batch_name"]["default"] == "batch:v1"
     assert "Round 1: 65% coverage" in form["use_schedule"]["view"]["description"]
-    assert form["delegate"]["default"] is False
+    assert not schedules_by_default("plan_batch", dataset)
 
 
 # --- uncertainty targeting: the model's predictions on the pool, no labels -----------------

@@ -21,7 +21,7 @@ from annoloop.selection.scoring import (
     zcore_run_key,
 )
 from annoloop.selection.algorithms.zcore import ZCoreParams, zcore_scores
-from fo_helpers import queue_operator, run_on_worker, run_operator, unique_name, uri
+from fo_helpers import queue_operator, run_on_worker, run_operator, schedules_by_default, unique_name, uri
 
 NUM_SCENES = 12
 SLICES = ("left", "right", "pcd")
@@ -350,7 +350,7 @@ def test_the_form_offers_the_vector_fields_and_the_papers_defaults(embedded):
     assert choices == ["embedding", "group_embedding"]
     assert (defaults["n_sample"], defaults["sample_dim"]) == (1_000_000, 2)
     assert (defaults["redund_nn"], defaults["redund_exp"]) == (1000, 4)
-    assert defaults["score_field"] == "zcore" and defaults["delegate"] is True
+    assert defaults["score_field"] == "zcore" and schedules_by_default("compute_zcore", embedded)
     for name in ("n_sample", "sample_dim", "redund_nn", "redund_exp"):
         assert properties[name]["view"]["description"], name
 
