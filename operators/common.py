@@ -1,4 +1,4 @@
-"""What every annoloop operator shares: execution options and progress reporting."""
+"""What every annoloop operator shares: execution options, the run's target and progress."""
 
 from __future__ import annotations
 
@@ -6,17 +6,18 @@ from typing import Callable
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone.operators.constants import ViewTarget
 
-#: SDK parameter that forces a mode: ``params={"delegate": True}`` queues the run, ``False``
-#: runs it now (as voxel51's brain plugin does). The App uses its own Execute / Schedule
-#: button instead (:meth:`AnnoloopOperator.resolve_execution_options`).
+#: SDK parameter that forces a mode: ``params={"delegate": True}`` queues the run,
+#: ``False`` runs it now (as voxel51's brain plugin does). The App uses its own
+#: Execute / Schedule button instead (:meth:`AnnoloopOperator.resolve_execution_options`).
 DELEGATE_PARAM = "delegate"
 
 
 class AnnoloopOperator(foo.Operator):
-    """An operator that runs now or on a worker, chosen with the App's native Execute /
-    Schedule button; ``default_delegated`` is the button's preselected choice (heavy work
-    schedules, quick work runs now).
+    """An operator that runs now or on a worker, from the App's native execute / schedule
+    button; ``default_delegated`` is the button's preselected choice (heavy work schedules,
+    quick work runs now).
 
     An SDK ``params={"delegate": ...}`` is binding; without it, SDK calls run immediately
     unless they pass ``request_delegation=True``.
@@ -39,8 +40,11 @@ class AnnoloopOperator(foo.Operator):
             allow_delegated_execution=True,
         )
 
+    def schedules_by_default(self, ctx) -> bool:
+        """Whether the App preselects "Schedule" for this call (override to size by params)."""
+        return self.default_delegated
+
     def resolve_delegation(self, ctx) -> bool | None:
-        # None leaves the choice to the App's button or the SDK's ``request_delegation``.
         choice = ctx.params.get(DELEGATE_PARAM)
         return None if choice is None else bool(choice)
 
@@ -48,8 +52,30 @@ class AnnoloopOperator(foo.Operator):
         return foo.ExecutionOptions(
             allow_immediate_execution=True,
             allow_delegated_execution=True,
-            default_choice_to_delegated=self.default_delegated,
+            default_choice_to_delegated=self.schedules_by_default(ctx),
         )
+
+
+def run_target(ctx, inputs: types.Object | None = None, action: str = "Process"):
+    """The samples a run acts on, and (with ``inputs``) the form's choice of them.
+
+    The form offers the whole dataset (the default: an open saved view must not silently
+    shrink a run), the current view or the selection, and says how many the run covers.
+    An SDK call without ``view_target`` acts on the ``view=`` it passes (else the dataset);
+    with ``view_target`` it follows it.
+    """
+    if inputs is not None:
+        inputs.view_target(ctx, default_target=ViewTarget.DATASET, action_description=action)
+    target = ctx.target_view()
+    if inputs is not None:
+        inputs.view("target_count", types.Notice(label=f"This run covers {_size(target)}"))
+    return target
+
+
+def _size(collection) -> str:
+    if collection.media_type == "group":
+        return f"{len(collection.distinct('group.id')):,} scenes"
+    return f"{collection.count():,} samples"
 
 
 def require_dataset(ctx):
@@ -63,6 +89,17 @@ def no_dataset_form(inputs: types.Object) -> types.Property:
     """The form shown when the App has no dataset open."""
     inputs.view("no_dataset", types.Warning(label="Open a dataset first"))
     return types.Property(inputs)
+
+
+def overwrite_toggle(inputs: types.Object, existing: str | None, description: str) -> None:
+    """The ``overwrite`` toggle; when ``existing`` (what a run would replace) is set, a
+    notice says so before the user submits."""
+    if existing:
+        inputs.view(
+            "overwrite_notice",
+            types.Notice(label=f"{existing}: turn on Overwrite to replace it, or change the name"),
+        )
+    inputs.bool("overwrite", default=False, label="Overwrite", description=description)
 
 
 def progress_reporter(ctx) -> Callable[[float, str], None]:

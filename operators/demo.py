@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..demo.algorithms.scenes import SceneConfig
 from ..demo.dataset import DEFAULT_NAME, DEFAULT_NUM_SCENES, DEFAULT_SEED, load_demo_dataset
-from .common import AnnoloopOperator, progress_reporter
+from .common import AnnoloopOperator, overwrite_toggle, progress_reporter, run_target
+from .results import result_property
+
+#: Scenes from which the App preselects "Schedule" for the build (minutes of rendering).
+SCHEDULE_FROM_SCENES = 500
 
 #: Form parameters passed to ``load_demo_dataset`` as they are; one left out (or None)
 #: takes the function's default, which is also the form's.
@@ -17,6 +22,9 @@ class LoadDemoDataset(AnnoloopOperator):
     operator_name = "load_demo_dataset"
     operator_label = "annoloop: load demo dataset"
     operator_description = "Generate a grouped camera + LiDAR driving dataset offline"
+
+    def schedules_by_default(self, ctx) -> bool:
+        return int(ctx.params.get("num_scenes") or DEFAULT_NUM_SCENES) >= SCHEDULE_FROM_SCENES
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
@@ -29,6 +37,8 @@ class LoadDemoDataset(AnnoloopOperator):
         inputs.int(
             "num_scenes",
             default=DEFAULT_NUM_SCENES,
+            min=1,
+            max=100_000,
             label="Scenes",
             description="Each scene is a group: left + right camera and a point cloud",
         )
@@ -43,11 +53,11 @@ class LoadDemoDataset(AnnoloopOperator):
         inputs.int(
             "seed", default=DEFAULT_SEED, label="Seed", description="Same seed, same dataset"
         )
-        inputs.bool(
-            "overwrite",
-            default=False,
-            label="Overwrite",
-            description="Replace a dataset of the same name (it is kept if the build fails)",
+        name = ctx.params.get("name") or DEFAULT_NAME
+        overwrite_toggle(
+            inputs,
+            f"Dataset '{name}' exists" if fo.dataset_exists(name) else None,
+            "Replace a dataset of the same name (it is kept if the build fails)",
         )
         inputs.str(
             "media_dir",
@@ -74,11 +84,9 @@ class LoadDemoDataset(AnnoloopOperator):
         }
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("dataset", label="Dataset")
-        outputs.int("num_groups", label="Scenes")
-        outputs.list("slices", types.String(), label="Slices")
-        return types.Property(outputs)
+        return result_property(
+            ctx, {"dataset": "Dataset", "num_groups": "Scenes", "slices": "Slices"}
+        )
 
 
 class SimulateAnnotation(AnnoloopOperator):
@@ -88,6 +96,8 @@ class SimulateAnnotation(AnnoloopOperator):
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
+        if ctx.dataset is not None:
+            run_target(ctx, inputs, action="Annotate")
         inputs.str(
             "batch",
             required=True,
@@ -111,7 +121,7 @@ class SimulateAnnotation(AnnoloopOperator):
         from ..demo.annotation import annotate_batch
 
         return annotate_batch(
-            ctx.target_view(),
+            run_target(ctx),
             ctx.params["batch"],
             label_field=ctx.params.get("label_field") or "ground_truth",
             seed=int(ctx.params.get("seed", 0)),

@@ -33,12 +33,16 @@ from ..selection.visualization import (
     embeddable_slices,
     vector_fields,
 )
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
-from .forms import detections_fields, dropdown
-
-
-def _target(ctx):
-    return ctx.target_view() if hasattr(ctx, "target_view") else ctx.view
+from .common import (
+    AnnoloopOperator,
+    no_dataset_form,
+    overwrite_toggle,
+    progress_reporter,
+    require_dataset,
+    run_target,
+)
+from .forms import detections_fields, dropdown, filled_count
+from .results import result_property
 
 
 class ComputeEmbeddings(AnnoloopOperator):
@@ -53,7 +57,7 @@ class ComputeEmbeddings(AnnoloopOperator):
         dataset = ctx.dataset
         if dataset is None:
             return no_dataset_form(inputs)
-        _target(ctx)  # offers the dataset / current view / selection choice
+        run_target(ctx, inputs, action="Embed")
         slices = embeddable_slices(dataset)
         if slices:
             inputs.list(
@@ -120,12 +124,13 @@ class ComputeEmbeddings(AnnoloopOperator):
                     label="Object label field",
                     view=types.DropdownView(),
                 )
-        inputs.int("batch_size", default=32, min=1, label="Batch size")
-        inputs.bool(
-            "overwrite",
-            default=False,
-            label="Overwrite",
-            description="Recompute embeddings that already exist",
+        inputs.int("batch_size", default=32, min=1, max=4096, label="Batch size")
+        field = ctx.params.get("embeddings_field") or DEFAULT_EMBEDDINGS_FIELD
+        embedded = filled_count(dataset, field)
+        overwrite_toggle(
+            inputs,
+            f"'{field}' already holds embeddings on {embedded:,} samples" if embedded else None,
+            "Recompute embeddings that already exist (off: only the missing ones are computed)",
         )
         return types.Property(inputs, view=types.View(label="Compute embeddings"))
 
@@ -135,7 +140,7 @@ class ComputeEmbeddings(AnnoloopOperator):
         params = ctx.params
         patches_field = params.get("patches_field") if params.get("patches", True) else None
         return compute_embeddings(
-            _target(ctx),
+            run_target(ctx),
             slices=params.get("slices") or None,
             model=model_spec(params.get("model_kind", "baseline"), params.get("model_path")),
             embeddings_field=params.get("embeddings_field") or DEFAULT_EMBEDDINGS_FIELD,
@@ -148,15 +153,18 @@ class ComputeEmbeddings(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("embeddings_field", label="Embeddings field")
-        outputs.str("model", label="Image model")
-        outputs.obj("slices", label="Per slice", view=types.JSONView())
-        outputs.obj("patches", label="Objects", view=types.JSONView())
-        outputs.int("groups_written", label="Scene embeddings written")
-        outputs.int("groups_incomplete", label="Scenes not fully embedded yet")
-        outputs.float("seconds", label="Seconds")
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "embeddings_field": "Embeddings field",
+                "model": "Image model",
+                "groups_written": "Scene embeddings written",
+                "groups_incomplete": "Scenes not fully embedded yet",
+                "seconds": "Seconds",
+                "slices": "Per slice",
+                "patches": "Objects",
+            },
+        )
 
 
 class ComputeVisualization(AnnoloopOperator):
@@ -171,7 +179,7 @@ class ComputeVisualization(AnnoloopOperator):
         dataset = ctx.dataset
         if dataset is None:
             return no_dataset_form(inputs)
-        _target(ctx)
+        run_target(ctx, inputs, action="Plot")
         slices = embeddable_slices(dataset)
         slice_name = default_slice(dataset, ctx.params.get("slice"), ctx.group_slice)
         if slices:
@@ -211,18 +219,22 @@ class ComputeVisualization(AnnoloopOperator):
         )
         embeddings = ctx.params.get("embeddings") or default
         method = ctx.params.get("method") or "pca"
-        inputs.str(
-            "brain_key",
-            default=default_brain_key(slice_name, embeddings, patches_field, method),
-            label="Brain key",
+        default_key = default_brain_key(slice_name, embeddings, patches_field, method)
+        inputs.str("brain_key", default=default_key, label="Brain key")
+        brain_key = ctx.params.get("brain_key") or default_key
+        overwrite_toggle(
+            inputs,
+            f"Brain key '{brain_key}' already holds a visualization"
+            if brain_key in dataset.list_brain_runs()
+            else None,
+            "Replace the run with this brain key",
         )
-        inputs.bool("overwrite", default=False, label="Replace a run with this brain key")
         return types.Property(inputs, view=types.View(label="Visualize embeddings"))
 
     def execute(self, ctx) -> dict:
         params = ctx.params
         return compute_embedding_visualization(
-            _target(ctx),
+            run_target(ctx),
             embeddings=params.get("embeddings") or None,
             slice_name=params.get("slice") or default_slice(require_dataset(ctx), ctx.group_slice),
             patches_field=params.get("patches_field") or None,
@@ -232,8 +244,6 @@ class ComputeVisualization(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("brain_key", label="Brain key")
-        outputs.int("num_points", label="Points")
-        outputs.str("method", label="Method")
-        return types.Property(outputs)
+        return result_property(
+            ctx, {"brain_key": "Brain key", "num_points": "Points", "method": "Method"}
+        )

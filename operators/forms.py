@@ -20,6 +20,7 @@ from ..core.views import camera_slices, default_camera_slice
 __all__ = [
     "detections_fields",
     "dropdown",
+    "filled_count",
     "label_field_dropdown",
     "slice_dropdown",
 ]
@@ -43,6 +44,14 @@ def dropdown(
 def detections_fields(dataset: fo.Dataset) -> list[str]:
     """The dataset's ``Detections`` fields, sorted."""
     return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections))
+
+
+def filled_count(collection, field: str) -> int:
+    """Samples of ``collection`` (its active slice, when grouped) where ``field`` holds a
+    value; 0 when there is no such field. What a run writing ``field`` would replace."""
+    if field not in collection.get_field_schema():
+        return 0
+    return collection.exists(field).count()
 
 
 def label_field_dropdown(

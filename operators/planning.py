@@ -20,8 +20,9 @@ from ..selection import batches
 from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_METHOD, TARGETING_SOURCES
 from ..selection.pool import default_uncertainty_slice
 from ..selection.request import PlanRequest, plan_defaults
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
+from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset, run_target
 from .forms import detections_fields, dropdown
+from .results import result_property
 
 _METHOD_HELP = {
     "kcenter": "k-center greedy over the embeddings (recommended)",
@@ -30,6 +31,21 @@ _METHOD_HELP = {
         f"(needs the '{ZCORE_FIELD}' field)"
     ),
     "random": "Uniformly random (seeded): the baseline that follows the pool's frequencies",
+}
+_RESULT_LABELS = {
+    "batch": "Batch",
+    "dry_run": "Dry run (nothing written)",
+    "round": "Round",
+    "targeting_source": "Targeting source",
+    "eval_key": "Failures from",
+    "uncertainty_field": "Uncertainty of",
+    "coverage_fraction": "Coverage share",
+    "n_targeting": "Targeting picks",
+    "n_coverage": "Coverage picks",
+    "fallback_reason": "Fallback",
+    "view": "Saved view",
+    "counts": "Pool",
+    "picks": "Picks",
 }
 _SOURCE_HELP = {
     "failures": "Neighbours of the failures in the latest evaluation (false negatives first)",
@@ -41,7 +57,7 @@ _SOURCE_HELP = {
 
 
 class PlanBatch(AnnoloopOperator):
-    default_delegated = False  # seconds on small pools; choose "Schedule" for large ones
+    default_delegated = False  # seconds on small pools; the App's Schedule is there for large ones
 
     operator_name = "plan_batch"
     operator_label = "annoloop: plan next batch"
@@ -54,7 +70,7 @@ class PlanBatch(AnnoloopOperator):
         dataset = ctx.dataset
         if dataset is None:
             return no_dataset_form(inputs)
-        ctx.target_view()  # offers the dataset / current view / selection choice
+        run_target(ctx, inputs, action="Plan over")
         params = ctx.params
 
         slice_name = None
@@ -86,6 +102,7 @@ class PlanBatch(AnnoloopOperator):
             "budget",
             default=defaults.budget,
             required=True,
+            min=1,
             label="Budget",
             description="Scenes (grouped datasets) or samples to pick",
         )
@@ -159,30 +176,26 @@ class PlanBatch(AnnoloopOperator):
         return types.Property(inputs, view=types.View(label="Plan the next batch"))
 
     def execute(self, ctx) -> dict:
-        require_dataset(ctx)
-        result = batches.plan(
-            ctx.target_view(), request_from_params(ctx.params), progress_reporter(ctx)
-        )
+        params = with_form_defaults(require_dataset(ctx), ctx.params)
+        result = batches.plan(run_target(ctx), request_from_params(params), progress_reporter(ctx))
         if not result["dry_run"] and not ctx.delegated:
             ctx.trigger("reload_dataset")  # show the new tags and saved view in the App
         return result
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("batch", label="Batch")
-        outputs.bool("dry_run", label="Dry run (nothing written)")
-        outputs.int("round", label="Round")
-        outputs.str("targeting_source", label="Targeting source")
-        outputs.str("eval_key", label="Failures from")
-        outputs.str("uncertainty_field", label="Uncertainty of")
-        outputs.float("coverage_fraction", label="Coverage share")
-        outputs.int("n_targeting", label="Targeting picks")
-        outputs.int("n_coverage", label="Coverage picks")
-        outputs.str("fallback_reason", label="Fallback")
-        outputs.str("view", label="Saved view")
-        outputs.obj("counts", label="Pool", view=types.JSONView())
-        outputs.list("picks", types.Object(), label="Picks", view=types.JSONView())
-        return types.Property(outputs)
+        return result_property(ctx, _RESULT_LABELS)
+
+
+def with_form_defaults(dataset, params: dict) -> dict:
+    """``params`` with what an SDK call left out set as the form sets it: the budget and
+    embeddings of :func:`..selection.request.plan_defaults` (the planner panel's too)."""
+    missing = [k for k in ("budget", "embeddings_field") if params.get(k) is None]
+    if not missing:
+        return params
+    defaults = plan_defaults(
+        dataset, params.get("slice") or None, params.get("targeting_source") or "failures"
+    )
+    return {**params, **{k: getattr(defaults, k) for k in missing}}
 
 
 def request_from_params(params: dict) -> PlanRequest:

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
-from ..core.names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
+from ..core.names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS
+from .common import (
+    AnnoloopOperator,
+    no_dataset_form,
+    overwrite_toggle,
+    progress_reporter,
+    require_dataset,
+    run_target,
+)
+from .results import result_property
 from .forms import detections_fields, dropdown, label_field_dropdown
 
 
@@ -107,11 +115,11 @@ class CreateSplits(AnnoloopOperator):
             "(default: the source field)",
         )
         inputs.int("min_stratum_groups", default=3, min=1, label="Smallest stratum with a pick")
-        inputs.bool(
-            "overwrite",
-            default=False,
-            label="Overwrite",
-            description="Re-draw existing splits (changes which samples are frozen)",
+        frozen = ctx.dataset.match_tags(list(FROZEN_SPLIT_TAGS)).count()
+        overwrite_toggle(
+            inputs,
+            f"Frozen splits exist ({frozen:,} samples)" if frozen else None,
+            "Re-draw existing splits (changes which samples are frozen)",
         )
         inputs.bool(
             "reset",
@@ -146,13 +154,16 @@ class CreateSplits(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.obj("counts", label="Scenes and samples per split", view=types.JSONView())
-        outputs.obj("strata", label="Strata", view=types.JSONView())
-        outputs.obj("fingerprints", label="Label fingerprints", view=types.JSONView())
-        outputs.int("excluded_scenes", label="Trained scenes left out of the draw (reset)")
-        outputs.int("archived_rounds", label="Ledger rounds archived (reset)")
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "counts": "Scenes and samples per split",
+                "strata": "Strata",
+                "fingerprints": "Label fingerprints",
+                "excluded_scenes": "Trained scenes left out of the draw (reset)",
+                "archived_rounds": "Ledger rounds archived (reset)",
+            },
+        )
 
 
 class ValidateLabels(AnnoloopOperator):
@@ -166,6 +177,7 @@ class ValidateLabels(AnnoloopOperator):
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
+        run_target(ctx, inputs, action="Check")
         default = label_field_dropdown(inputs, ctx.dataset, "label_field", "Label field")
         if default is None:
             return types.Property(inputs)
@@ -206,7 +218,7 @@ class ValidateLabels(AnnoloopOperator):
             description="In a batch, only flag samples with no label field at all",
         )
         inputs.str("violations_field", default=DEFAULT_VIOLATIONS_FIELD, label="Violations field")
-        inputs.float("box_tolerance", default=1e-3, min=0.0, label="Box bounds tolerance")
+        inputs.float("box_tolerance", default=1e-3, min=0.0, max=0.5, label="Box bounds tolerance")
         return types.Property(inputs, view=types.View(label="Validate labels against the schema"))
 
     def execute(self, ctx) -> dict:
@@ -215,7 +227,7 @@ class ValidateLabels(AnnoloopOperator):
         require_dataset(ctx)
         params = ctx.params
         return gate_label_field(
-            ctx.view,
+            run_target(ctx),
             params.get("label_field") or DEFAULT_GT_FIELD,
             schema=params.get("schema") or None,
             slices=_slices_param(params),
@@ -227,12 +239,15 @@ class ValidateLabels(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.int("quarantined", label="Samples with violations")
-        outputs.int("newly_tagged", label="Newly quarantined samples")
-        outputs.int("released", label="Released samples")
-        outputs.obj("total", label="Violations by rule and class", view=types.JSONView())
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "quarantined": "Samples with violations",
+                "newly_tagged": "Newly quarantined samples",
+                "released": "Released samples",
+                "total": "Violations by rule and class",
+            },
+        )
 
 
 class CheckGolden(AnnoloopOperator):
@@ -261,7 +276,7 @@ class CheckGolden(AnnoloopOperator):
             label="Golden field",
             description="Default: the field create_splits filled",
         )
-        inputs.float("iou", default=0.5, label="IoU threshold", description="In (0, 1]")
+        inputs.float("iou", default=0.5, min=0.01, max=1.0, label="IoU threshold", description="In (0, 1]")
         dropdown(inputs, "batch_by", BATCH_BY, "attribute", "Batches from")
         batch_by = ctx.params.get("batch_by", "attribute")
         if batch_by == "attribute":
@@ -311,8 +326,11 @@ class CheckGolden(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.list("batches", types.String(), label="Batches checked")
-        outputs.obj("new_alarms", label="Alarms of these batches", view=types.JSONView())
-        outputs.obj("per_batch", label="Metrics per batch and slice", view=types.JSONView())
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "batches": "Batches checked",
+                "new_alarms": "Alarms of these batches",
+                "per_batch": "Metrics per batch and slice",
+            },
+        )

@@ -17,15 +17,26 @@ from ..training import runs
 from ..training.detector import run_that_predicted
 from ..training.params import (
     DEFAULT_MODEL,
+    TARGET_VIEW,
     TARGET_TEST,
     TARGETS,
     TRAIN_PARAMS,
+    check_slice,
     default_imgsz,
     next_run_name,
     split_eval_key,
 )
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
+from .common import (
+    AnnoloopOperator,
+    no_dataset_form,
+    overwrite_toggle,
+    progress_reporter,
+    require_dataset,
+    run_target,
+)
 from .forms import dropdown, label_field_dropdown, slice_dropdown
+from .loop_defaults import NO_START, default_start, start_checkpoint, test_label_field, weighted_runs
+from .results import result_property
 
 
 class TrainDetector(AnnoloopOperator):
@@ -58,17 +69,28 @@ class TrainDetector(AnnoloopOperator):
             "Model",
             description="Starts from <model>.pt when present locally, else random weights",
         )
+        starts = [r.name for r in weighted_runs(dataset)]
+        dropdown(
+            inputs,
+            "start_from",
+            [NO_START, *starts],
+            default_start(dataset),
+            "Start from",
+            description="A previous run's weights (default: the latest, so each round builds "
+            f"on the last); '{NO_START}': the model's own start",
+        )
         inputs.str(
             "checkpoint",
             required=False,
             label="Checkpoint",
-            description="Optional local .pt to start from, e.g. the previous round's best.pt",
+            description="Optional local .pt that replaces 'Start from'",
         )
-        inputs.int("epochs", default=20, min=1, label="Epochs")
+        inputs.int("epochs", default=20, min=1, max=10_000, label="Epochs")
         inputs.int(
             "steps",
             required=False,
             min=1,
+            max=1_000_000,
             label="Optimizer steps",
             description="Size the run by steps instead of epochs: epochs = steps / batches "
             "per epoch, so a small labeling round still trains enough",
@@ -77,14 +99,16 @@ class TrainDetector(AnnoloopOperator):
             "imgsz",
             default=default_imgsz(dataset, slice_name),
             min=32,
+            max=4096,
             label="Image size",
             description="Training size in pixels (default: the slice's largest image side)",
         )
-        inputs.int("batch", default=16, min=1, label="Batch size")
+        inputs.int("batch", default=16, min=1, max=1024, label="Batch size")
         inputs.float(
             "warmup_epochs",
             default=3.0,
             min=0.0,
+            max=100.0,
             label="Warm-up epochs",
             description="Learning-rate warm-up; 1 is enough when fine-tuning an earlier run",
         )
@@ -102,31 +126,43 @@ class TrainDetector(AnnoloopOperator):
             description="Off: validate once at the end (faster; best.pt is the last epoch)",
         )
         inputs.int("seed", default=0, label="Seed")
-        inputs.bool("overwrite", default=False, label="Overwrite a run of the same name")
+        run_name = ctx.params.get("run_name") or next_run_name(dataset)
+        known = {r.name: r.status for r in runs.list_runs(dataset)}
+        overwrite_toggle(
+            inputs,
+            f"Training run '{run_name}' exists ({known[run_name]})" if run_name in known else None,
+            "Replace the record (and outputs) of a run of the same name",
+        )
         return types.Property(inputs, view=types.View(label="Train a detector"))
 
     def execute(self, ctx) -> dict:
         from ..training.detector import train_detector
 
-        p = ctx.params
+        dataset = require_dataset(ctx)
+        p = dict(ctx.params)
+        if not p.get("checkpoint"):  # validated before anything is written
+            p["checkpoint"] = start_checkpoint(dataset, p.get("start_from"))
         return train_detector(
-            require_dataset(ctx),
+            dataset,
             slice_name=p.get("slice"),
             progress=progress_reporter(ctx),
             **{name: p[name] for name in TRAIN_PARAMS if name in p},
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("run_name", label="Run")
-        outputs.str("weights", label="Weights")
-        outputs.int("num_train", label="Training samples")
-        outputs.int("num_val", label="Validation samples")
-        outputs.list("classes", types.String(), label="Classes")
-        outputs.int("epochs", label="Epochs")
-        outputs.float("seconds_per_epoch", label="Seconds per epoch")
-        outputs.float("val_map50_95", label="Validation mAP50-95")
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "run_name": "Run",
+                "weights": "Weights",
+                "num_train": "Training images",
+                "num_val": "Validation images",
+                "classes": "Classes",
+                "epochs": "Epochs",
+                "seconds_per_epoch": "Seconds per epoch",
+                "val_map50_95": "Validation mAP50-95",
+            },
+        )
 
 
 class ApplyDetector(AnnoloopOperator):
@@ -160,10 +196,12 @@ class ApplyDetector(AnnoloopOperator):
         for value, label in TARGETS.items():
             choices.add_choice(value, label=label)
         inputs.enum("target", choices.values(), default=TARGET_TEST, label="Predict on", view=choices)
+        if ctx.params.get("target") == TARGET_VIEW:
+            run_target(ctx, inputs, action="Predict on")
         default_imgsz = run.params.get("imgsz") if run else None
-        inputs.int("imgsz", default=default_imgsz or 640, min=32, label="Image size")
+        inputs.int("imgsz", default=default_imgsz or 640, min=32, max=4096, label="Image size")
         inputs.float("conf", default=0.25, min=0.001, max=1.0, label="Confidence threshold")
-        inputs.int("batch_size", default=16, min=1, label="Images per batch")
+        inputs.int("batch_size", default=16, min=1, max=1024, label="Images per batch")
         return types.Property(inputs, view=types.View(label="Apply a detector"))
 
     def execute(self, ctx) -> dict:
@@ -180,17 +218,20 @@ class ApplyDetector(AnnoloopOperator):
             imgsz=p.get("imgsz"),
             conf=p.get("conf", 0.25),
             batch_size=p.get("batch_size", 16),
-            view=ctx.target_view(),
+            view=run_target(ctx),
             progress=progress_reporter(ctx),
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("pred_field", label="Predictions field")
-        outputs.int("num_samples", label="Images")
-        outputs.int("num_detections", label="Boxes")
-        outputs.float("images_per_second", label="Images per second")
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "pred_field": "Predictions field",
+                "num_samples": "Images",
+                "num_detections": "Boxes",
+                "images_per_second": "Images per second",
+            },
+        )
 
 
 class EvaluateModel(AnnoloopOperator):
@@ -206,11 +247,18 @@ class EvaluateModel(AnnoloopOperator):
         if dataset is None:
             return no_dataset_form(inputs)
         label_field_dropdown(inputs, dataset, "pred_field", "Predictions", default=DEFAULT_PRED_FIELD)
-        label_field_dropdown(inputs, dataset, "gt_field", "Ground truth", default=DEFAULT_GT_FIELD)
         pred_field = ctx.params.get("pred_field") or DEFAULT_PRED_FIELD
         run = run_that_predicted(dataset, pred_field)
-        slice_dropdown(
+        slice_name = slice_dropdown(
             inputs, dataset, ctx.params.get("slice") or (run.params.get("slice") if run else None)
+        )
+        label_field_dropdown(
+            inputs,
+            dataset,
+            "gt_field",
+            "Ground truth",
+            "Default: the field that labels the frozen test split",
+            default=test_label_field(dataset, slice_name, pred_field),
         )
         split_choices = types.RadioGroup()
         split_choices.add_choice("test", label="Test set: report the round in the ledger")
@@ -221,6 +269,12 @@ class EvaluateModel(AnnoloopOperator):
         split = ctx.params.get("split") or "test"
         inputs.str("eval_key", default=split_eval_key(split), label="Evaluation key")
         inputs.float("iou", default=0.5, min=0.05, max=0.95, label="IoU threshold")
+        eval_key = ctx.params.get("eval_key") or split_eval_key(split)
+        if eval_key in dataset.list_evaluations():
+            inputs.view(
+                "eval_key_notice",
+                types.Notice(label=f"Evaluation '{eval_key}' exists: this run replaces it"),
+            )
         names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
         if names:
             dropdown(
@@ -245,14 +299,19 @@ class EvaluateModel(AnnoloopOperator):
     def execute(self, ctx) -> dict:
         from ..training.detector import evaluate_model
 
+        dataset = require_dataset(ctx)
         p = ctx.params
+        pred_field = p.get("pred_field") or DEFAULT_PRED_FIELD
+        gt_field = p.get("gt_field") or test_label_field(
+            dataset, check_slice(dataset, p.get("slice")), pred_field
+        )
         return evaluate_model(
-            require_dataset(ctx),
-            pred_field=p.get("pred_field") or DEFAULT_PRED_FIELD,
+            dataset,
+            pred_field=pred_field,
             run_name=p.get("run_name") or None,
             slice_name=p.get("slice"),
             split=p.get("split") or "test",
-            gt_field=p.get("gt_field") or DEFAULT_GT_FIELD,
+            gt_field=gt_field,
             eval_key=p.get("eval_key") or None,
             iou=p.get("iou", 0.5),
             batch_name=p.get("batch_name") or None,
@@ -260,11 +319,14 @@ class EvaluateModel(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.float("map", label="mAP")
-        outputs.int("tp", label="True positives")
-        outputs.int("fp", label="False positives")
-        outputs.int("fn", label="False negatives")
-        outputs.obj("per_class_recall", label="Recall per class")
-        outputs.obj("plateau", label="Plateau signal")
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "map": "mAP",
+                "tp": "True positives",
+                "fp": "False positives",
+                "fn": "False negatives",
+                "per_class_recall": "Recall per class",
+                "plateau": "Plateau signal",
+            },
+        )

@@ -3,8 +3,8 @@
 ``compute_zcore`` reads stored embeddings (by default the scene embedding of a grouped
 dataset, so each scene is scored once and every slice's sample gets its scene's score),
 runs ZCore and writes a ``FloatField`` (``zcore``): high = covers a sparse region of
-embedding space, low = redundant. It is delegated by default: the paper's 1M random
-subspaces take minutes on a large pool. All the work and every check is in
+embedding space, low = redundant. It is scheduled by default: on a large pool its random
+subspaces (1,000 per scored row by default, within [10k, 1M]) take minutes. All the work and every check is in
 :mod:`..selection.scoring`, before anything is written.
 """
 
@@ -19,7 +19,9 @@ from ..core.names import ZCORE_FIELD
 from ..selection.scoring import default_embeddings_field
 from ..selection.visualization import vector_fields
 from ..selection.algorithms.zcore import ZCoreParams, param_error
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter
+from .common import AnnoloopOperator, no_dataset_form, overwrite_toggle, progress_reporter, run_target
+from .forms import filled_count
+from .results import result_property
 
 #: The four ZCore hyperparameters (defaults: :class:`ZCoreParams`'s, the paper's; valid
 #: ranges: :data:`..selection.algorithms.zcore.PARAM_RANGES`): (label, one-line explanation).
@@ -37,6 +39,19 @@ HYPERPARAMETERS = {
         "Redundancy exponent",
         "Penalty ~ 1 / distance ** exponent: higher puts it on the closest neighbours",
     ),
+}
+#: Default random subspaces per scored row, and the range the default is kept in.
+DRAWS_PER_ROW = 1_000
+DRAWS_RANGE = (10_000, 1_000_000)
+_RESULT_LABELS = {
+    "score_field": "Score field",
+    "n": "Scored",
+    "unit": "Unit",
+    "samples_written": "Samples written",
+    "seconds": "Seconds",
+    "backend": "Backend",
+    "run_key": "Run record",
+    "next_step": "Next",
 }
 _BACKENDS = {
     "auto": "GPU (torch) when one is available, else CPU (numpy)",
@@ -67,7 +82,7 @@ class ComputeZCore(AnnoloopOperator):
         dataset = ctx.dataset
         if dataset is None:
             return no_dataset_form(inputs)
-        ctx.target_view()  # offers the dataset / current view / selection choice
+        target = run_target(ctx, inputs, action="Score")
         fields = vector_fields(dataset)
         if not fields:
             inputs.view(
@@ -100,28 +115,21 @@ class ComputeZCore(AnnoloopOperator):
                 ),
             )
         inputs.str("score_field", default=ZCORE_FIELD, label="Score field")
-        defaults = _default_params()
-        for name, (label, description) in HYPERPARAMETERS.items():
-            _param_input(inputs, ctx.params, defaults, name, label, description)
-        _param_input(inputs, ctx.params, defaults, "seed", "Seed", "Same seed, same scores")
-        backends = types.RadioGroup()
-        for name, description in _BACKENDS.items():
-            backends.add_choice(name, label=name, description=description)
-        inputs.enum("backend", backends.values(), default="auto", label="Backend", view=backends)
-        _param_input(
+        score_field = ctx.params.get("score_field") or ZCORE_FIELD
+        scored = filled_count(dataset, score_field)
+        overwrite_toggle(
             inputs,
-            ctx.params,
-            defaults,
-            "n_workers",
-            "CPU threads",
-            "numpy backend; the scores do not depend on it",
+            f"'{score_field}' already holds ZCore scores on {scored:,} samples" if scored else None,
+            "Replace the scores of an earlier run in the score field",
         )
         inputs.bool(
-            "overwrite",
+            "advanced",
             default=False,
-            label="Overwrite",
-            description="Replace the scores of an earlier run in the score field",
+            label="Advanced settings",
+            description="ZCore's hyperparameters, seed, backend and threads",
         )
+        if ctx.params.get("advanced"):
+            _advanced_inputs(inputs, ctx.params, _default_params(pool_size(target, per_group)))
         return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
 
     def execute(self, ctx) -> dict:
@@ -132,12 +140,14 @@ class ComputeZCore(AnnoloopOperator):
         if isinstance(fields, str):
             fields = [f.strip() for f in fields.split(",") if f.strip()]
         score_field = params.get("score_field") or ZCORE_FIELD
+        target = run_target(ctx)
+        group_score = bool(params.get("group_score", True))
         result = compute_zcore(
-            ctx.target_view(),
+            target,
             embeddings_fields=fields,
             score_field=score_field,
-            group_score=bool(params.get("group_score", True)),
-            params=_zcore_params(params),
+            group_score=group_score,
+            params=_zcore_params(params, pool_size(target, group_score)),
             backend=params.get("backend") or "auto",
             overwrite=bool(params.get("overwrite", False)),
             progress=progress_reporter(ctx),
@@ -145,21 +155,42 @@ class ComputeZCore(AnnoloopOperator):
         return {**result, "next_step": next_step(score_field)}
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.str("score_field", label="Score field")
-        outputs.int("n", label="Scored")
-        outputs.str("unit", label="Unit")
-        outputs.int("samples_written", label="Samples written")
-        outputs.float("seconds", label="Seconds")
-        outputs.str("backend", label="Backend")
-        outputs.str("run_key", label="Run record")
-        outputs.str("next_step", label="Next", view=types.MarkdownView())
-        return types.Property(outputs)
+        return result_property(ctx, _RESULT_LABELS, markdown_keys=("next_step",))
 
 
-def _default_params() -> ZCoreParams:
-    """The form's defaults: the paper's settings, on up to 8 CPU threads."""
-    return ZCoreParams(n_workers=min(8, os.cpu_count() or 1))
+def pool_size(target, per_group: bool) -> int:
+    """Rows ZCore scores in ``target``: its scenes when scoring scenes, else its samples."""
+    if per_group and target.media_type == "group":
+        return len(target.distinct("group.id"))
+    return target.count()
+
+
+def default_draws(rows: int) -> int:
+    """Random subspaces for a pool of ``rows``: :data:`DRAWS_PER_ROW` each, within
+    :data:`DRAWS_RANGE` (the paper's 1,000,000 is for pools of a thousand and more)."""
+    low, high = DRAWS_RANGE
+    return int(min(high, max(low, DRAWS_PER_ROW * rows)))
+
+
+def _default_params(rows: int) -> ZCoreParams:
+    """The form's (and an SDK call's) defaults: the paper's settings with draws scaled to
+    the pool, on up to 8 CPU threads."""
+    return ZCoreParams(n_sample=default_draws(rows), n_workers=min(8, os.cpu_count() or 1))
+
+
+def _advanced_inputs(inputs: types.Object, params: dict, defaults: ZCoreParams) -> None:
+    """The hyperparameters, seed, backend and threads (folded away by default)."""
+    for name, (label, description) in HYPERPARAMETERS.items():
+        _param_input(inputs, params, defaults, name, label, description)
+    _param_input(inputs, params, defaults, "seed", "Seed", "Same seed, same scores")
+    backends = types.RadioGroup()
+    for name, description in _BACKENDS.items():
+        backends.add_choice(name, label=name, description=description)
+    inputs.enum("backend", backends.values(), default="auto", label="Backend", view=backends)
+    _param_input(
+        inputs, params, defaults, "n_workers", "CPU threads",
+        "numpy backend; the scores do not depend on it",
+    )
 
 
 def _param_value(params: dict, defaults: ZCoreParams, name: str):
@@ -184,9 +215,9 @@ def _param_input(
     )
 
 
-def _zcore_params(params: dict) -> ZCoreParams:
+def _zcore_params(params: dict, rows: int) -> ZCoreParams:
     """The form's hyperparameters, seed and threads (defaults: :func:`_default_params`)."""
-    defaults = _default_params()
+    defaults = _default_params(rows)
     names = (*HYPERPARAMETERS, "seed", "n_workers")
     return dataclasses.replace(defaults, **{n: _param_value(params, defaults, n) for n in names})
 
