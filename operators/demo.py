@@ -37,8 +37,6 @@ class LoadDemoDataset(AnnoloopOperator):
         inputs.int(
             "num_scenes",
             default=DEFAULT_NUM_SCENES,
-            min=1,
-            max=100_000,
             label="Scenes",
             description="Each scene is a group: left + right camera and a point cloud",
         )

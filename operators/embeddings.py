@@ -124,7 +124,7 @@ class ComputeEmbeddings(AnnoloopOperator):
                     label="Object label field",
                     view=types.DropdownView(),
                 )
-        inputs.int("batch_size", default=32, min=1, max=4096, label="Batch size")
+        inputs.int("batch_size", default=32, min=1, label="Batch size")
         field = ctx.params.get("embeddings_field") or DEFAULT_EMBEDDINGS_FIELD
         embedded = filled_count(dataset, field)
         overwrite_toggle(

@@ -102,7 +102,6 @@ class PlanBatch(AnnoloopOperator):
             "budget",
             default=defaults.budget,
             required=True,
-            min=1,
             label="Budget",
             description="Scenes (grouped datasets) or samples to pick",
         )
@@ -189,7 +188,7 @@ class PlanBatch(AnnoloopOperator):
 def with_form_defaults(dataset, params: dict) -> dict:
     """``params`` with what an SDK call left out set as the form sets it: the budget and
     embeddings of :func:`..selection.request.plan_defaults` (the planner panel's too)."""
-    missing = [k for k in ("budget", "embeddings_field") if params.get(k) is None]
+    missing = [k for k in ("budget", "embeddings_field") if k not in params]
     if not missing:
         return params
     defaults = plan_defaults(

@@ -218,7 +218,7 @@ class ValidateLabels(AnnoloopOperator):
             description="In a batch, only flag samples with no label field at all",
         )
         inputs.str("violations_field", default=DEFAULT_VIOLATIONS_FIELD, label="Violations field")
-        inputs.float("box_tolerance", default=1e-3, min=0.0, max=0.5, label="Box bounds tolerance")
+        inputs.float("box_tolerance", default=1e-3, min=0.0, label="Box bounds tolerance")
         return types.Property(inputs, view=types.View(label="Validate labels against the schema"))
 
     def execute(self, ctx) -> dict:
@@ -276,7 +276,7 @@ class CheckGolden(AnnoloopOperator):
             label="Golden field",
             description="Default: the field create_splits filled",
         )
-        inputs.float("iou", default=0.5, min=0.01, max=1.0, label="IoU threshold", description="In (0, 1]")
+        inputs.float("iou", default=0.5, label="IoU threshold", description="In (0, 1]")
         dropdown(inputs, "batch_by", BATCH_BY, "attribute", "Batches from")
         batch_by = ctx.params.get("batch_by", "attribute")
         if batch_by == "attribute":

@@ -85,12 +85,11 @@ class TrainDetector(AnnoloopOperator):
             label="Checkpoint",
             description="Optional local .pt that replaces 'Start from'",
         )
-        inputs.int("epochs", default=20, min=1, max=10_000, label="Epochs")
+        inputs.int("epochs", default=20, min=1, label="Epochs")
         inputs.int(
             "steps",
             required=False,
             min=1,
-            max=1_000_000,
             label="Optimizer steps",
             description="Size the run by steps instead of epochs: epochs = steps / batches "
             "per epoch, so a small labeling round still trains enough",
@@ -99,16 +98,14 @@ class TrainDetector(AnnoloopOperator):
             "imgsz",
             default=default_imgsz(dataset, slice_name),
             min=32,
-            max=4096,
             label="Image size",
             description="Training size in pixels (default: the slice's largest image side)",
         )
-        inputs.int("batch", default=16, min=1, max=1024, label="Batch size")
+        inputs.int("batch", default=16, min=1, label="Batch size")
         inputs.float(
             "warmup_epochs",
             default=3.0,
             min=0.0,
-            max=100.0,
             label="Warm-up epochs",
             description="Learning-rate warm-up; 1 is enough when fine-tuning an earlier run",
         )
@@ -199,9 +196,9 @@ class ApplyDetector(AnnoloopOperator):
         if ctx.params.get("target") == TARGET_VIEW:
             run_target(ctx, inputs, action="Predict on")
         default_imgsz = run.params.get("imgsz") if run else None
-        inputs.int("imgsz", default=default_imgsz or 640, min=32, max=4096, label="Image size")
+        inputs.int("imgsz", default=default_imgsz or 640, min=32, label="Image size")
         inputs.float("conf", default=0.25, min=0.001, max=1.0, label="Confidence threshold")
-        inputs.int("batch_size", default=16, min=1, max=1024, label="Images per batch")
+        inputs.int("batch_size", default=16, min=1, label="Images per batch")
         return types.Property(inputs, view=types.View(label="Apply a detector"))
 
     def execute(self, ctx) -> dict:

@@ -53,6 +53,8 @@ _RESULT_LABELS = {
     "run_key": "Run record",
     "next_step": "Next",
 }
+#: The settings folded under "Advanced settings".
+ADVANCED_SETTINGS = (*HYPERPARAMETERS, "seed", "backend", "n_workers")
 _BACKENDS = {
     "auto": "GPU (torch) when one is available, else CPU (numpy)",
     "numpy": "CPU: exact, multi-threaded",
@@ -128,7 +130,9 @@ class ComputeZCore(AnnoloopOperator):
             label="Advanced settings",
             description="ZCore's hyperparameters, seed, backend and threads",
         )
-        if ctx.params.get("advanced"):
+        # An SDK call or a re-resolved form that sets a hyperparameter sees (and is checked
+        # against) the advanced settings without ticking the box.
+        if ctx.params.get("advanced") or any(n in ctx.params for n in ADVANCED_SETTINGS):
             _advanced_inputs(inputs, ctx.params, _default_params(pool_size(target, per_group)))
         return types.Property(inputs, view=types.View(label="Compute ZCore scores"))
 

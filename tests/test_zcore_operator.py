@@ -336,19 +336,32 @@ def test_the_sdk_scores_the_field_the_form_preselects(pool):
         assert record["embeddings_fields"] == preselected
 
 
-def test_the_form_offers_the_vector_fields_and_the_papers_defaults(embedded):
+def _zcore_form(dataset, params: dict) -> dict:
     from fiftyone.operators.executor import ExecutionContext
 
     op = foo.OperatorRegistry().get_operator(uri("compute_zcore"))
     form = op.resolve_input(
-        ExecutionContext(request_params={"dataset_name": embedded.name, "params": {}})
+        ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
     )
-    properties = form.to_json()["type"]["properties"]
+    return form.to_json()["type"]["properties"]
+
+
+def test_the_form_folds_the_hyperparameters_away_until_asked(embedded):
+    properties = _zcore_form(embedded, {})
+    assert properties["advanced"]["default"] is False
+    assert not {"n_sample", "sample_dim", "backend"} & set(properties)
+
+
+def test_the_form_offers_the_vector_fields_the_papers_settings_and_draws_scaled_to_the_pool(
+    embedded,
+):
+    properties = _zcore_form(embedded, {"advanced": True})
     defaults = {name: prop.get("default") for name, prop in properties.items()}
     assert defaults["embeddings_fields"] == ["group_embedding"]
     choices = [c["value"] for c in properties["embeddings_fields"]["view"]["choices"]]
     assert choices == ["embedding", "group_embedding"]
-    assert (defaults["n_sample"], defaults["sample_dim"]) == (1_000_000, 2)
+    # 1,000 random subspaces per scored scene (the paper's 1M is for pools of 1,000 and up).
+    assert (defaults["n_sample"], defaults["sample_dim"]) == (1_000 * NUM_SCENES, 2)
     assert (defaults["redund_nn"], defaults["redund_exp"]) == (1000, 4)
     assert defaults["score_field"] == "zcore" and schedules_by_default("compute_zcore", embedded)
     for name in ("n_sample", "sample_dim", "redund_nn", "redund_exp"):

@@ -83,29 +83,33 @@ def train_detector(
         When the frozen splits changed since they were drawn (see
         :func:`..quality.frozen_check.require_frozen`); nothing is exported or trained.
     """
-    from .export import export_yolo
+    from .export import plan_yolo_export, require_empty_dir, write_yolo_export
     from .yolo import resolve_model_source, train_yolo
 
     require_frozen(dataset, "train_detector")
     params = train_params(dataset, slice_name=slice_name, **params)
     # A missing checkpoint or an unknown model fails here, before anything is written.
     resolve_model_source(params["model"], params["checkpoint"])
-    # A killed trainer's record is replaced below; its folders go first, never orphaned.
-    runs.remove_dead_run_outputs(dataset, params["run_name"])
-    if progress is not None:
-        progress(0.0, "exporting the trainable samples")
-    exported = export_yolo(
+    export_dir = os.path.join(params["output_dir"], "data")
+    if params["output_dir"] != runs.dead_run_output_dir(dataset, params["run_name"]):
+        require_empty_dir(export_dir)  # a killed run's own folders are removed on the claim
+    # Every input check runs before the run name is claimed: bad input leaves no record.
+    export = plan_yolo_export(
         dataset,
-        os.path.join(params["output_dir"], "data"),
         slice_name=params["slice"],
         label_field=params["label_field"],
         val_fraction=params["val_fraction"],
         seed=params["seed"],
     )
     if params["steps"]:
-        batches_per_epoch = math.ceil(len(exported.train_ids) / params["batch"])
+        batches_per_epoch = math.ceil(len(export.train_ids) / params["batch"])
         params["epochs"] = max(1, math.ceil(params["steps"] / batches_per_epoch))
+    # The name is claimed before anything is written: a worker killed at any later point
+    # leaves a started record naming its folders, which one re-run removes and replaces.
     with runs.training_run(dataset, params["run_name"], params, overwrite=params["overwrite"]):
+        if progress is not None:
+            progress(0.0, "exporting the trainable samples")
+        exported = write_yolo_export(export, export_dir)
         trained = train_yolo(
             exported.yaml_path,
             params["output_dir"],

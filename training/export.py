@@ -30,7 +30,17 @@ from ..core.media import unreadable_images
 from ..core.names import DEFAULT_GT_FIELD, QUARANTINE_TAG
 from ..core.views import camera_slice, frozen_media, frozen_slice, quarantined_ids, real_paths, root_dataset
 
-__all__ = ["ExportLeakError", "TrainableSamples", "YoloExport", "export_yolo", "select_trainable"]
+__all__ = [
+    "ExportLeakError",
+    "TrainableSamples",
+    "YoloExport",
+    "YoloExportPlan",
+    "export_yolo",
+    "plan_yolo_export",
+    "require_empty_dir",
+    "select_trainable",
+    "write_yolo_export",
+]
 
 
 class ExportLeakError(RuntimeError):
@@ -165,6 +175,124 @@ def select_trainable(
     )
 
 
+@dataclass(frozen=True)
+class YoloExportPlan:
+    """What :func:`plan_yolo_export` chose, checked, before anything is written.
+
+    Attributes
+    ----------
+    trainable : TrainableSamples
+        The trainable samples and the counts of those left out.
+    slice_name, label_field : str or None, str
+        Camera slice and label field to export.
+    classes : list of str
+        Class list, index = YOLO class id.
+    train_ids, val_ids : list of str
+        Sample ids of each split.
+    """
+
+    trainable: TrainableSamples
+    slice_name: str | None
+    label_field: str
+    classes: list[str]
+    train_ids: list[str]
+    val_ids: list[str]
+
+
+def plan_yolo_export(
+    samples: fo.core.collections.SampleCollection,
+    *,
+    slice_name: str | None = None,
+    label_field: str = DEFAULT_GT_FIELD,
+    classes: list[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> YoloExportPlan:
+    """Choose and check what :func:`export_yolo` writes; reads only, so a caller can refuse
+    bad input before it claims a run or a folder.
+
+    Parameters are :func:`export_yolo`'s (without ``export_dir``).
+
+    Raises
+    ------
+    ValueError
+        On fewer than 2 trainable samples, images missing or unreadable on disk (the count
+        and a few paths), or labels outside ``classes``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
+    trainable = select_trainable(samples, slice_name, label_field)
+    view = trainable.view
+    ids = sorted(view.values("id"))
+    if len(ids) < 2:
+        raise ValueError(
+            f"need at least 2 labeled samples to train (one for validation); found {len(ids)} "
+            f"in '{label_field}' on slice {slice_name!r} of {trainable.num_slice_samples} "
+            f"samples ({trainable.num_unlabeled} unlabeled, {trainable.num_frozen} frozen "
+            f"test/golden, {trainable.num_quarantined} quarantined, "
+            f"{trainable.num_duplicates_of_frozen} duplicates of frozen media)"
+        )
+    _check_images(view, len(ids), slice_name, label_field)
+    if classes is None:
+        # The dataset's declared classes keep YOLO class ids stable from round to round.
+        dataset = root_dataset(samples)
+        classes = dataset.classes.get(label_field) or dataset.default_classes or None
+    classes = _resolve_classes(view, label_field, classes)
+
+    order = np.random.default_rng(seed).permutation(len(ids))
+    num_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
+    return YoloExportPlan(
+        trainable=trainable,
+        slice_name=slice_name,
+        label_field=label_field,
+        classes=classes,
+        train_ids=sorted(ids[i] for i in order[num_val:]),
+        val_ids=sorted(ids[i] for i in order[:num_val]),
+    )
+
+
+def require_empty_dir(export_dir: str) -> None:
+    """Refuse an ``export_dir`` that holds files: a stale export would mix old images into
+    training."""
+    if os.path.isdir(export_dir) and os.listdir(export_dir):
+        raise ValueError(f"export_dir '{export_dir}' is not empty; pass a new directory")
+
+
+def write_yolo_export(plan: YoloExportPlan, export_dir: str) -> YoloExport:
+    """Write ``plan`` to ``export_dir`` (must not exist or be empty) and check the result on
+    disk (:class:`ExportLeakError` on a leak)."""
+    require_empty_dir(export_dir)
+    view = plan.trainable.view
+    for split, split_ids in (("train", plan.train_ids), ("val", plan.val_ids)):
+        view.select(split_ids).export(
+            export_dir=export_dir,
+            dataset_type=fo.types.YOLOv5Dataset,
+            label_field=plan.label_field,
+            split=split,
+            classes=plan.classes,
+            export_media="symlink",
+        )
+
+    exported_view = view.select(plan.train_ids + plan.val_ids)
+    _check_export(export_dir, exported_view, plan.slice_name, plan.label_field)
+    trainable = plan.trainable
+    return YoloExport(
+        yaml_path=os.path.join(export_dir, "dataset.yaml"),
+        export_dir=export_dir,
+        slice_name=plan.slice_name,
+        label_field=plan.label_field,
+        classes=plan.classes,
+        train_ids=plan.train_ids,
+        val_ids=plan.val_ids,
+        num_objects=int(exported_view.count(f"{plan.label_field}.detections")),
+        batches=_batches(exported_view, plan.label_field),
+        num_frozen=trainable.num_frozen,
+        num_quarantined=trainable.num_quarantined,
+        num_unlabeled=trainable.num_unlabeled,
+        num_duplicates_of_frozen=trainable.num_duplicates_of_frozen,
+    )
+
+
 def export_yolo(
     samples: fo.core.collections.SampleCollection,
     export_dir: str,
@@ -205,64 +333,19 @@ def export_yolo(
     Raises
     ------
     ValueError
-        On fewer than 2 trainable samples, images missing or unreadable on disk (the count
-        and a few paths), or labels outside ``classes``; nothing is written then.
+        On a non-empty ``export_dir`` or the problems :func:`plan_yolo_export` refuses;
+        nothing is written then.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
-    if os.path.isdir(export_dir) and os.listdir(export_dir):
-        raise ValueError(f"export_dir '{export_dir}' is not empty; pass a new directory")
-
-    trainable = select_trainable(samples, slice_name, label_field)
-    view = trainable.view
-    ids = sorted(view.values("id"))
-    if len(ids) < 2:
-        raise ValueError(
-            f"need at least 2 labeled samples to train (one for validation); found {len(ids)} "
-            f"in '{label_field}' on slice {slice_name!r} of {trainable.num_slice_samples} "
-            f"samples ({trainable.num_unlabeled} unlabeled, {trainable.num_frozen} frozen "
-            f"test/golden, {trainable.num_quarantined} quarantined, "
-            f"{trainable.num_duplicates_of_frozen} duplicates of frozen media)"
-        )
-    _check_images(view, len(ids), slice_name, label_field)
-    if classes is None:
-        # The dataset's declared classes keep YOLO class ids stable from round to round.
-        dataset = root_dataset(samples)
-        classes = dataset.classes.get(label_field) or dataset.default_classes or None
-    classes = _resolve_classes(view, label_field, classes)
-
-    order = np.random.default_rng(seed).permutation(len(ids))
-    num_val = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
-    val_ids = sorted(ids[i] for i in order[:num_val])
-    train_ids = sorted(ids[i] for i in order[num_val:])
-
-    for split, split_ids in (("train", train_ids), ("val", val_ids)):
-        view.select(split_ids).export(
-            export_dir=export_dir,
-            dataset_type=fo.types.YOLOv5Dataset,
-            label_field=label_field,
-            split=split,
-            classes=classes,
-            export_media="symlink",
-        )
-
-    exported_view = view.select(ids)
-    _check_export(export_dir, exported_view, slice_name, label_field)
-    return YoloExport(
-        yaml_path=os.path.join(export_dir, "dataset.yaml"),
-        export_dir=export_dir,
+    require_empty_dir(export_dir)
+    plan = plan_yolo_export(
+        samples,
         slice_name=slice_name,
         label_field=label_field,
         classes=classes,
-        train_ids=train_ids,
-        val_ids=val_ids,
-        num_objects=int(exported_view.count(f"{label_field}.detections")),
-        batches=_batches(exported_view, label_field),
-        num_frozen=trainable.num_frozen,
-        num_quarantined=trainable.num_quarantined,
-        num_unlabeled=trainable.num_unlabeled,
-        num_duplicates_of_frozen=trainable.num_duplicates_of_frozen,
+        val_fraction=val_fraction,
+        seed=seed,
     )
+    return write_yolo_export(plan, export_dir)
 
 
 def _check_images(view, num_samples: int, slice_name: str | None, label_field: str) -> None:

@@ -53,6 +53,7 @@ __all__ = [
     "get_run",
     "is_stale",
     "list_runs",
+    "dead_run_output_dir",
     "remove_dead_run_outputs",
     "run_is_alive",
     "run_key",
@@ -175,6 +176,14 @@ def is_stale(dataset: fo.Dataset, name: str) -> bool:
 _OUTPUT_PARTS = ("data", "train")
 
 
+def dead_run_output_dir(dataset: fo.Dataset, name: str) -> str | None:
+    """The ``output_dir`` of run ``name`` when its record is stale (a killed trainer's),
+    else None."""
+    if not dataset.has_run(run_key(name)) or not is_stale(dataset, name):
+        return None
+    return get_run(dataset, name).params.get("output_dir") or None
+
+
 def remove_dead_run_outputs(dataset: fo.Dataset, name: str) -> list[str]:
     """Remove what a killed trainer of run ``name`` wrote, before a re-run replaces its record.
 
@@ -187,9 +196,7 @@ def remove_dead_run_outputs(dataset: fo.Dataset, name: str) -> list[str]:
     list of str
         The folders removed.
     """
-    if not dataset.has_run(run_key(name)) or not is_stale(dataset, name):
-        return []
-    output_dir = get_run(dataset, name).params.get("output_dir")
+    output_dir = dead_run_output_dir(dataset, name)
     if not output_dir or not os.path.isdir(output_dir):
         return []
     removed = []
@@ -282,6 +289,8 @@ def training_run(
     # refuses a second process training the same name at the same time.
     what = f"training run '{name}' of '{dataset.name}'"
     with run_lock(dataset, run_key(name), "train_detector", what):
+        # A killed trainer's folders go before its record is replaced, never orphaned.
+        remove_dead_run_outputs(dataset, name)
         record = start_run(dataset, name, params, overwrite=overwrite)
         try:
             yield record
