@@ -25,7 +25,7 @@ from ..core.views import frozen_slice
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
 from ..training.autolabel.targets import selected_scenes, tagged_scenes
 from ..training.params import check_slice
-from .forms import dropdown, label_field_dropdown, slice_dropdown
+from .forms import dropdown, label_field_dropdown, number, slice_dropdown
 
 DEFAULT_MODEL = "owlv2"
 TARGET_VIEW = "view"
@@ -174,11 +174,17 @@ class Autolabel(AnnoloopOperator):
             description="Optional, 'class = confidence'",
         )
         inputs.str("output_field", default=DEFAULT_OUTPUT_FIELD, label="Output field")
-        inputs.int("batch_size", default=8, min=1, label="Batch size", description="Images per forward pass")
-        inputs.int(
+        number(
+            inputs, ctx.params, "batch_size",
+            whole=True, default=8, low=1, label="Batch size", description="Images per forward pass",
+        )
+        number(
+            inputs,
+            ctx.params,
             "chunk_size",
+            whole=True,
             default=128,
-            min=1,
+            low=1,
             label="Write every",
             description="Samples per database write: the most a stopped worker has to redo",
         )

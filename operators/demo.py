@@ -8,6 +8,7 @@ import fiftyone.operators.types as types
 from ..demo.algorithms.scenes import SceneConfig
 from ..demo.dataset import DEFAULT_NAME, DEFAULT_NUM_SCENES, DEFAULT_SEED, load_demo_dataset
 from .common import AnnoloopOperator, overwrite_toggle, progress_reporter, run_target
+from .forms import number
 from .results import result_property
 
 #: Scenes from which the App preselects "Schedule" for the build (minutes of rendering).
@@ -40,11 +41,14 @@ class LoadDemoDataset(AnnoloopOperator):
             label="Scenes",
             description="Each scene is a group: left + right camera and a point cloud",
         )
-        inputs.float(
+        number(
+            inputs,
+            ctx.params,
             "night_fraction",
+            whole=False,
             default=SceneConfig().night_fraction,
-            min=0.0,
-            max=1.0,
+            low=0.0,
+            high=1.0,
             label="Night share",
             description="Probability that a scene is shot at night (the rare slice)",
         )

@@ -41,7 +41,7 @@ from .common import (
     require_dataset,
     run_target,
 )
-from .forms import detections_fields, dropdown, filled_count
+from .forms import detections_fields, dropdown, filled_count, number
 from .results import result_property
 
 
@@ -124,7 +124,7 @@ class ComputeEmbeddings(AnnoloopOperator):
                     label="Object label field",
                     view=types.DropdownView(),
                 )
-        inputs.int("batch_size", default=32, min=1, label="Batch size")
+        number(inputs, ctx.params, "batch_size", whole=True, default=32, low=1, label="Batch size")
         field = ctx.params.get("embeddings_field") or DEFAULT_EMBEDDINGS_FIELD
         embedded = filled_count(dataset, field)
         overwrite_toggle(

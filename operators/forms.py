@@ -1,6 +1,10 @@
-"""Form inputs every operator builds the same way: dropdowns, label-field and slice pickers.
+"""Form inputs every operator builds the same way: dropdowns, bounded numbers, label-field
+and slice pickers.
 
 The slice a form sends is validated by :func:`..training.params.check_slice`.
+
+Bounded numbers carry their own check (:func:`number`): FiftyOne's ``min=`` check says
+"Value must be greater than 1" of a minimum of 1, which it accepts.
 
 Choices are string parameters shown as dropdowns, not enums: FiftyOne rejects an enum value
 outside its choices with a bare "validation error", while ``execute`` can say what is wrong
@@ -22,6 +26,8 @@ __all__ = [
     "dropdown",
     "filled_count",
     "label_field_dropdown",
+    "number",
+    "range_error",
     "slice_dropdown",
 ]
 
@@ -39,6 +45,46 @@ def dropdown(
     for choice in choices:
         view.add_choice(choice, label=choice)
     inputs.str(name, default=default, label=label, description=description, view=view)
+
+
+def range_error(
+    name: str, value, low: float | None, high: float | None, whole: bool = False
+) -> str | None:
+    """What is wrong with ``value`` for a number within [``low``, ``high``] (None: no bound),
+    or None when it is fine (or unset)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name} must be a number; got {value!r}"
+    if whole and value != int(value):
+        return f"{name} must be a whole number; got {value!r}"
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            bound = f"at least {low}"
+        elif low is None:
+            bound = f"at most {high}"
+        else:
+            bound = f"between {low} and {high}"
+        return f"{name} must be {bound}; got {value!r}"
+    return None
+
+
+def number(
+    inputs: types.Object,
+    params: dict,
+    name: str,
+    *,
+    whole: bool,
+    low: float | None = None,
+    high: float | None = None,
+    **kwargs,
+) -> None:
+    """An ``int`` (``whole``) or ``float`` parameter within [``low``, ``high``]; a value
+    outside is marked invalid with a message naming the parameter, its value and its range
+    (shown in the form, and raised to an SDK call before ``execute``)."""
+    error = range_error(name, params.get(name), low, high, whole)
+    add = inputs.int if whole else inputs.float
+    add(name, invalid=error is not None, error_message=error or "", **kwargs)
 
 
 def detections_fields(dataset: fo.Dataset) -> list[str]:

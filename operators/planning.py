@@ -21,7 +21,7 @@ from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_ME
 from ..selection.pool import default_uncertainty_slice
 from ..selection.request import PlanRequest, plan_defaults
 from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset, run_target
-from .forms import detections_fields, dropdown
+from .forms import detections_fields, dropdown, number
 from .results import result_property
 
 _METHOD_HELP = {
@@ -133,11 +133,14 @@ class PlanBatch(AnnoloopOperator):
             ),
         )
         if params.get("use_schedule") is False:
-            inputs.float(
+            number(
+                inputs,
+                ctx.params,
                 "coverage_fraction",
+                whole=False,
                 default=scheduled,
-                min=0.0,
-                max=1.0,
+                low=0.0,
+                high=1.0,
                 label="Coverage share",
                 view=types.SliderView(
                     componentsProps={"slider": {"min": 0.0, "max": 1.0, "step": 0.05}}

@@ -22,7 +22,7 @@ from .common import (
     run_target,
 )
 from .results import result_property
-from .forms import detections_fields, dropdown, label_field_dropdown
+from .forms import detections_fields, dropdown, label_field_dropdown, number
 
 
 def _slices_param(params) -> list[str] | None:
@@ -51,25 +51,34 @@ class CreateSplits(AnnoloopOperator):
         except ValueError as err:  # a dataset without samples
             inputs.view("no_samples", types.Warning(label=str(err)))
             return types.Property(inputs)
-        inputs.float(
+        number(
+            inputs,
+            ctx.params,
             "test",
+            whole=False,
             default=0.1,
-            min=0.0,
+            low=0.0,
             label="Test set",
             description="Share of the scenes in [0, 1), or a number of scenes",
         )
-        inputs.float(
+        number(
+            inputs,
+            ctx.params,
             "mining",
+            whole=False,
             default=0.1,
-            min=0.0,
+            low=0.0,
             label="Mining set",
             description="Labeled validation scenes whose model failures the planner targets "
             "(the test set only reports); share in [0, 1) or a number of scenes",
         )
-        inputs.float(
+        number(
+            inputs,
+            ctx.params,
             "golden",
+            whole=False,
             default=0.02,
-            min=0.0,
+            low=0.0,
             label="Golden set",
             description="Share of the scenes in [0, 1), or a number of scenes",
         )
@@ -114,7 +123,10 @@ class CreateSplits(AnnoloopOperator):
             description="Label fields of the test and mining sets to fingerprint "
             "(default: the source field)",
         )
-        inputs.int("min_stratum_groups", default=3, min=1, label="Smallest stratum with a pick")
+        number(
+            inputs, ctx.params, "min_stratum_groups",
+            whole=True, default=3, low=1, label="Smallest stratum with a pick",
+        )
         frozen = ctx.dataset.match_tags(list(FROZEN_SPLIT_TAGS)).count()
         overwrite_toggle(
             inputs,
@@ -218,7 +230,10 @@ class ValidateLabels(AnnoloopOperator):
             description="In a batch, only flag samples with no label field at all",
         )
         inputs.str("violations_field", default=DEFAULT_VIOLATIONS_FIELD, label="Violations field")
-        inputs.float("box_tolerance", default=1e-3, min=0.0, label="Box bounds tolerance")
+        number(
+            inputs, ctx.params, "box_tolerance",
+            whole=False, default=1e-3, low=0.0, label="Box bounds tolerance",
+        )
         return types.Property(inputs, view=types.View(label="Validate labels against the schema"))
 
     def execute(self, ctx) -> dict:

@@ -34,7 +34,7 @@ from .common import (
     require_dataset,
     run_target,
 )
-from .forms import dropdown, label_field_dropdown, slice_dropdown
+from .forms import dropdown, label_field_dropdown, number, slice_dropdown
 from .loop_defaults import NO_START, default_start, start_checkpoint, test_label_field, weighted_runs
 from .results import result_property
 
@@ -85,27 +85,36 @@ class TrainDetector(AnnoloopOperator):
             label="Checkpoint",
             description="Optional local .pt that replaces 'Start from'",
         )
-        inputs.int("epochs", default=20, min=1, label="Epochs")
-        inputs.int(
+        number(inputs, ctx.params, "epochs", whole=True, default=20, low=1, label="Epochs")
+        number(
+            inputs,
+            ctx.params,
             "steps",
+            whole=True,
             required=False,
-            min=1,
+            low=1,
             label="Optimizer steps",
             description="Size the run by steps instead of epochs: epochs = steps / batches "
             "per epoch, so a small labeling round still trains enough",
         )
-        inputs.int(
+        number(
+            inputs,
+            ctx.params,
             "imgsz",
+            whole=True,
             default=default_imgsz(dataset, slice_name),
-            min=32,
+            low=32,
             label="Image size",
             description="Training size in pixels (default: the slice's largest image side)",
         )
-        inputs.int("batch", default=16, min=1, label="Batch size")
-        inputs.float(
+        number(inputs, ctx.params, "batch", whole=True, default=16, low=1, label="Batch size")
+        number(
+            inputs,
+            ctx.params,
             "warmup_epochs",
+            whole=False,
             default=3.0,
-            min=0.0,
+            low=0.0,
             label="Warm-up epochs",
             description="Learning-rate warm-up; 1 is enough when fine-tuning an earlier run",
         )
@@ -115,7 +124,10 @@ class TrainDetector(AnnoloopOperator):
             label="Rectangular batches",
             description="Keep wide images' aspect ratio (small objects keep their pixels)",
         )
-        inputs.float("val_fraction", default=0.2, min=0.01, max=0.99, label="Validation share")
+        number(
+            inputs, ctx.params, "val_fraction",
+            whole=False, default=0.2, low=0.01, high=0.99, label="Validation share",
+        )
         inputs.bool(
             "val_each_epoch",
             default=True,
@@ -196,9 +208,15 @@ class ApplyDetector(AnnoloopOperator):
         if ctx.params.get("target") == TARGET_VIEW:
             run_target(ctx, inputs, action="Predict on")
         default_imgsz = run.params.get("imgsz") if run else None
-        inputs.int("imgsz", default=default_imgsz or 640, min=32, label="Image size")
-        inputs.float("conf", default=0.25, min=0.001, max=1.0, label="Confidence threshold")
-        inputs.int("batch_size", default=16, min=1, label="Images per batch")
+        number(
+            inputs, ctx.params, "imgsz",
+            whole=True, default=default_imgsz or 640, low=32, label="Image size",
+        )
+        number(
+            inputs, ctx.params, "conf",
+            whole=False, default=0.25, low=0.001, high=1.0, label="Confidence threshold",
+        )
+        number(inputs, ctx.params, "batch_size", whole=True, default=16, low=1, label="Images per batch")
         return types.Property(inputs, view=types.View(label="Apply a detector"))
 
     def execute(self, ctx) -> dict:
@@ -265,7 +283,10 @@ class EvaluateModel(AnnoloopOperator):
         )
         split = ctx.params.get("split") or "test"
         inputs.str("eval_key", default=split_eval_key(split), label="Evaluation key")
-        inputs.float("iou", default=0.5, min=0.05, max=0.95, label="IoU threshold")
+        number(
+            inputs, ctx.params, "iou",
+            whole=False, default=0.5, low=0.05, high=0.95, label="IoU threshold",
+        )
         eval_key = ctx.params.get("eval_key") or split_eval_key(split)
         if eval_key in dataset.list_evaluations():
             inputs.view(

@@ -67,7 +67,7 @@ def fingerprint(dataset) -> str:
 CASES = [
     # --- load_demo_dataset ---------------------------------------------------------------
     ("load_demo_dataset", {"name": "bad-demo", "num_scenes": 0}, r"num_scenes.*0"),
-    ("load_demo_dataset", {"name": "bad-demo", "night_fraction": 1.5}, r"night_fraction.*1\.0"),
+    ("load_demo_dataset", {"name": "bad-demo", "night_fraction": 1.5}, r"night_fraction must be between 0\.0 and 1\.0; got 1\.5"),
     # --- create_splits -----------------------------------------------------------------
     ("create_splits", {}, r"already has frozen splits.*overwrite=True"),
     ("create_splits", {"test": 1.5, "overwrite": True}, r"test must be .*whole number.*1\.5"),
@@ -76,6 +76,7 @@ CASES = [
     ("create_splits", {"strata_fields": ["colour"], "overwrite": True}, r"\['colour'\] are not fields.*choose"),
     ("create_splits", {"golden_field": "oracle", "overwrite": True}, r"'oracle' must be a new field"),
     ("create_splits", {"scene_field": "nope", "overwrite": True}, r"'nope' is not a field.*choose"),
+    ("create_splits", {"min_stratum_groups": 0, "overwrite": True}, r"min_stratum_groups must be at least 1; got 0"),
     # --- simulate_annotation -----------------------------------------------------------
     ("simulate_annotation", {"batch": "batch:v9"}, r"test"),
     ("simulate_annotation", {"batch": "batch:v1", "label_field": "embedding"}, r"'embedding'.*Detections", BATCH),
@@ -83,6 +84,7 @@ CASES = [
     ("compute_embeddings", {"model_kind": "hf", "model_path": "/no/such/model"}, r"/no/such/model"),
     ("compute_embeddings", {"embeddings_field": "oracle"}, r"'oracle' already exists.*must be a VectorField or not exist"),
     ("compute_embeddings", {"slices": ["nope"]}, r"\['nope'\]; the collection has"),
+    ("compute_embeddings", {"batch_size": 0}, r"batch_size must be at least 1; got 0"),
     # --- compute_zcore -----------------------------------------------------------------
     ("compute_zcore", {"n_sample": 5_000}, r"already holds ZCore scores.*overwrite=True"),
     ("compute_zcore", {"n_sample": 0, "overwrite": True}, r"n_sample.*0"),
@@ -98,7 +100,7 @@ CASES = [
     ("plan_batch", {"embeddings_field": "embedding", "budget": 10_000}, r"budget 10000 exceeds"),
     ("plan_batch", {"embeddings_field": "zcore", "budget": 4}, r"'zcore'.*vector"),
     ("plan_batch", {"slice": "nope", "embeddings_field": "embedding", "budget": 4}, r"'nope'.*slices"),
-    ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "use_schedule": False, "coverage_fraction": 1.5}, r"coverage_fraction.*1\.0"),
+    ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "use_schedule": False, "coverage_fraction": 1.5}, r"coverage_fraction must be between 0\.0 and 1\.0; got 1\.5"),
     ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "eval_key": "nope"}, r"evaluation 'nope' does not exist.*evaluate_model with split 'mining'"),
     ("plan_batch", {"embeddings_field": "embedding", "budget": 4, "targeting_source": "uncertainty", "uncertainty_field": "nope"}, r"'nope' does not exist.*apply_detector"),
     # --- validate_labels ---------------------------------------------------------------
@@ -107,7 +109,7 @@ CASES = [
     ("validate_labels", {"label_field": "ground_truth", "schema": "{not json"}, r"schema is not valid JSON"),
     ("validate_labels", {"label_field": "ground_truth", "schema": {"type": "classifications"}}, r"only Detections label schemas are supported"),
     ("validate_labels", {"label_field": "ground_truth", "schema": {"attributes": [{"type": "bool"}]}}, r"needs a 'name'"),
-    ("validate_labels", {"label_field": "ground_truth", "box_tolerance": -1.0}, r"box_tolerance.*0"),
+    ("validate_labels", {"label_field": "ground_truth", "box_tolerance": -1.0}, r"box_tolerance must be at least 0\.0; got -1\.0"),
     ("validate_labels", {"label_field": "ground_truth", "batch_tag": "batch:v9"}, r"batch:v9"),
     # --- check_golden ------------------------------------------------------------------
     ("check_golden", {"candidate_field": "nope"}, r"'nope' does not exist.*Detections fields are"),
@@ -123,18 +125,20 @@ CASES = [
     ("train_detector", {"slice": "nope"}, r"nope"),
     ("train_detector", {"slice": "left", "model": "yolov99x"}, r"unknown model 'yolov99x'.*choose one of .*yolov8n"),
     ("train_detector", {"slice": "left", "checkpoint": "/no/such/weights.pt"}, r"checkpoint '/no/such/weights.pt' does not exist"),
-    ("train_detector", {"slice": "left", "imgsz": 30}, r"imgsz.*32"),
-    ("train_detector", {"slice": "left", "epochs": 0}, r"epochs.*1"),
-    ("train_detector", {"slice": "left", "val_fraction": 1.5}, r"val_fraction.*0\.99"),
+    ("train_detector", {"slice": "left", "imgsz": 30}, r"imgsz must be at least 32; got 30"),
+    ("train_detector", {"slice": "left", "epochs": 0}, r"epochs must be at least 1; got 0"),
+    ("train_detector", {"slice": "left", "batch": 2.5}, r"batch must be a whole number; got 2\.5"),
+    ("train_detector", {"slice": "left", "val_fraction": 1.5}, r"val_fraction must be between 0\.01 and 0\.99; got 1\.5"),
     # --- apply_detector ----------------------------------------------------------------
     ("apply_detector", {"run_name": "nope"}, r"no training run 'nope'.*runs: \[\]"),
     ("apply_detector", {"target": "test"}, r"train_detector"),
     ("apply_detector", {"weights": "/no/such/best.pt", "target": "test"}, r"/no/such/best.pt"),
+    ("apply_detector", {"target": "test", "conf": 0}, r"conf must be between 0\.001 and 1\.0; got 0"),
     # --- evaluate_model ----------------------------------------------------------------
     ("evaluate_model", {"pred_field": "nope"}, r"'nope' \(the field does not exist: run apply_detector first\)"),
     ("evaluate_model", {"pred_field": "oracle", "gt_field": "nope", "record": False}, r"'nope' is not a Detections field.*Detections fields are"),
     ("evaluate_model", {"pred_field": "oracle"}, r"no training run made the predictions.*pass run_name, or record=False"),
-    ("evaluate_model", {"pred_field": "oracle", "iou": 2.0}, r"iou.*0\.95"),
+    ("evaluate_model", {"pred_field": "oracle", "iou": 2.0}, r"iou must be between 0\.05 and 0\.95; got 2\.0"),
     ("evaluate_model", {"pred_field": "oracle", "slice": "pcd"}, r"'pcd' .* point-cloud samples, not images"),
     # --- autolabel ---------------------------------------------------------------------
     ("autolabel", {"model": "owlvit", "checkpoint": "/no/such/owl"}, r"'/no/such/owl' is not on this machine.*Nothing is downloaded"),
@@ -143,6 +147,7 @@ CASES = [
     ("autolabel", {"min_confidence": 1.5}, r"min_confidence must lie in \[0, 1\]; got 1\.5"),
     ("autolabel", {"output_field": "oracle"}, r"'oracle' holds the frozen splits' recorded labels; choose another output_field"),
     ("autolabel", {"slice": "pcd"}, r"'pcd' .* point-cloud samples, not images"),
+    ("autolabel", {"batch_size": 0}, r"batch_size must be at least 1; got 0"),
     # --- review_autolabels -------------------------------------------------------------
     ("review_autolabels", {"autolabel_field": "nope"}, r"'nope' does not exist.*Detections fields are"),
     ("review_autolabels", {"autolabel_field": "oracle", "min_confidence": 1.5}, r"min_confidence must lie in \[0, 1\]; got 1\.5"),
