@@ -49,6 +49,7 @@ from .frozen_check import (
     SPLIT_TAGS,
     SPLIT_VIEWS,
     frozen_record,
+    frozen_sample_ids,
     snapshot,
 )
 from .labels import detections_field, on_slice
@@ -203,7 +204,8 @@ def create_splits(
     dict
         The record: parameters, ``counts`` (scenes and samples per split), ``strata``,
         ``fingerprints`` (one digest per split and field), ``excluded_scenes`` (left out by
-        ``reset``), ``archived_rounds`` and ``created_at``.
+        ``reset``), ``archived_rounds``, ``deleted_evaluations`` (the evaluations of the
+        old splits, gone with them) and ``created_at``.
 
     Raises
     ------
@@ -273,7 +275,13 @@ def _draw_and_freeze(
     }
     golden_labels = _golden_labels(slices, by_slice["golden"], params.source_field)
 
+    # Measured on the old splits: after the re-draw they would score samples that may be
+    # pool or training samples, and feed the planner failures of a mining set that is gone.
+    stale_evaluations = _split_evaluations(dataset) if redraw else []
+
     report(0.3, "tagging the splits")
+    for eval_key in stale_evaluations:
+        dataset.delete_evaluation(eval_key)
     if reset and rounds:
         # First, so that no moment holds new splits beside rounds measured on the old ones.
         archive_ledgers(dataset, rounds, frozen_at)
@@ -288,12 +296,24 @@ def _draw_and_freeze(
     record = _split_record(params, scene_path, result, picked, frozen["fingerprints"])
     record["excluded_scenes"] = len(excluded) if reset else 0
     record["archived_rounds"] = sum(len(r) for r in rounds.values()) if reset else 0
+    record["deleted_evaluations"] = stale_evaluations
     scenes = {split: getattr(result, f"{split}_groups") for split in SPLIT_TAGS}
     save_record(
         dataset, FROZEN_RUN_KEY, FROZEN_RUN_METHOD, record, results={**frozen, "scenes": scenes}
     )
     report(1.0, "splits frozen")
     return record
+
+
+def _split_evaluations(dataset: fo.Dataset) -> list[str]:
+    """Keys of the evaluations that ran on frozen split samples only (evaluate_model's)."""
+    frozen = frozen_sample_ids(dataset)
+    stale = []
+    for eval_key in dataset.list_evaluations():
+        evaluated = set(dataset.load_evaluation_view(eval_key, select_fields=False).values("id"))
+        if evaluated and evaluated <= frozen:
+            stale.append(eval_key)
+    return stale
 
 
 @dataclass(frozen=True)

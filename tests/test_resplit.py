@@ -170,6 +170,21 @@ def test_reset_archives_the_ledger_and_draws_no_trained_scene_into_a_split(datas
     )[-1].round == 0, "the next round starts a new ledger"
 
 
+def test_a_redraw_deletes_the_evaluations_measured_on_the_old_splits_only(dataset):
+    dataset.clone_sample_field("oracle", "predictions")
+    left = dataset.select_group_slices("left")
+    for eval_key, tag in (("eval", TEST_SPLIT_TAG), ("eval_mining", MINING_SPLIT_TAG)):
+        left.match_tags(tag).evaluate_detections("predictions", gt_field="oracle", eval_key=eval_key)
+    left.evaluate_detections("predictions", gt_field="oracle", eval_key="whole_slice")
+
+    result = redraw(dataset, reset=True).result
+
+    dataset.reload()
+    assert dataset.list_evaluations() == ["whole_slice"]
+    assert sorted(result["deleted_evaluations"]) == ["eval", "eval_mining"]
+    assert "eval_tp" not in dataset.select_group_slices("left").get_field_schema()
+
+
 def test_labels_a_training_run_trained_on_keep_their_scenes_out_of_the_splits(dataset):
     untag_batches(dataset)
     annotate_batch(dataset.match_tags(list(SPLITS), bool=False), 0, seed=0)
