@@ -267,6 +267,12 @@ def test_the_form_and_the_panel_share_the_plan_defaults(cold):
     assert plan_defaults(cold).budget == 7  # the latest plan's budget comes next
 
 
+def test_a_value_the_app_kept_for_an_input_it_hid_does_not_fail_the_plan(cold):
+    # The App keeps "Coverage share" after the user switches the schedule back on.
+    result = plan(cold, budget=3, use_schedule=True, coverage_fraction=0.2, dry_run=True)
+    assert result["dry_run"] and result["n_coverage"] == 3
+
+
 def test_the_planner_refuses_forbidden_scenes_that_the_callers_view_offers(dataset):
     forbidden = [*MINING_SCENES, GOLDEN_SCENE, QUARANTINED_SCENE]
     view = dataset.match(fo.ViewField("scene").is_in([*forbidden, 17]))
