@@ -48,6 +48,26 @@ _CHUNK_SCENES = 100  # scenes rendered and added per add_samples call
 _BUILD_PREFIX = "build-"
 
 
+#: Metres (x forward, y left, z up) of the sweep shown in a point cloud's grid thumbnail:
+#: the road ahead that the cameras see, where the objects are.
+PROJECTION_BOUNDS = ((-5.0, -30.0, -3.0), (55.0, 30.0, 5.0))
+
+
+def _project_point_clouds(dataset: fo.Dataset, build_dir: str) -> None:
+    """Bird's-eye images of every sweep, height-shaded: the App shows them as the ``pcd``
+    slice's thumbnails (``orthographic_projection_metadata``) instead of dark tiles."""
+    import fiftyone.utils.utils3d as fou3d
+
+    fou3d.compute_orthographic_projection_images(
+        dataset.select_group_slices(POINT_CLOUD_SLICE),
+        (-1, 256),
+        os.path.join(build_dir, "pcd_projections"),
+        shading_mode="height",
+        bounds=PROJECTION_BOUNDS,
+        progress=False,
+    )
+
+
 def load_demo_dataset(
     name: str = DEFAULT_NAME,
     num_scenes: int = DEFAULT_NUM_SCENES,
@@ -137,6 +157,8 @@ def load_demo_dataset(
         # Declare the oracle's attributes (object_id, occluded, ...) so that the App can
         # filter on them: one schema scan instead of dynamic checks on every insert.
         staging.add_dynamic_sample_fields(fields="oracle")
+        report(0.95, "Projecting the point clouds for the grid's thumbnails")
+        _project_point_clouds(staging, build_dir)
         staging.info[INFO_KEY] = {
             "seed": int(seed),
             "num_scenes": int(num_scenes),

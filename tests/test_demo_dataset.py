@@ -8,6 +8,7 @@ import fiftyone as fo
 import fiftyone.utils.utils3d as fou3d
 import numpy as np
 import pytest
+from PIL import Image
 
 from annoloop.demo import annotation as demo_annotation
 from annoloop.demo.algorithms import annotator as an
@@ -174,6 +175,16 @@ def test_pcd_media_load_in_open3d_with_the_recorded_point_counts(demo):
     header = Path(sample.filepath).read_bytes()[:400].decode("ascii", "replace")
     assert f"POINTS {len(cloud.points)}\n" in header and len(cloud.points) > 2000
     assert sample.metadata.size_bytes == os.path.getsize(sample.filepath)
+
+
+def test_point_clouds_have_birds_eye_thumbnails_for_the_apps_grid(demo):
+    pcd = demo.select_group_slices("pcd")
+    projections = pcd.values("orthographic_projection_metadata")
+    assert len(projections) == len(pcd) and all(p is not None for p in projections)
+    for projection in projections:
+        image = np.asarray(Image.open(projection.filepath))
+        assert image.shape[1] == projection.width == 256
+        assert image.any(), "a thumbnail with no point drawn"
 
 
 def test_same_seed_gives_identical_labels_and_media_bytes():
