@@ -134,13 +134,18 @@ class Autolabel(AnnoloopOperator):
             else:
                 inputs.view("no_run", types.Warning(label="No completed training run: train a detector first"))
         else:
+            missing = _missing_checkpoint(model, ctx.params.get("checkpoint"), dataset)
             inputs.str(
                 "checkpoint",
                 default=MODELS[model].default_checkpoint,
                 label="Checkpoint",
                 description="Hub id already in the Hugging Face cache, or a local directory "
                 "(.pt for YOLO-World); nothing is downloaded",
+                invalid=missing is not None,
+                error_message=missing or "",
             )
+            if missing is not None:
+                inputs.view("missing_checkpoint", types.Warning(label=_without_weights(dataset)))
         if model == "yolo_world":
             inputs.str(
                 "text_encoder",
@@ -242,6 +247,28 @@ class Autolabel(AnnoloopOperator):
         outputs.float("images_per_second", label="Images per second")
         outputs.obj("golden", label="Golden-set scores", view=types.JSONView())
         return types.Property(outputs)
+
+
+def _missing_checkpoint(model: str, checkpoint: str | None, dataset) -> str | None:
+    """Why ``model``'s weights cannot be used here (not on this machine), or None."""
+    from ..training.autolabel.base import resolve_checkpoint
+
+    try:
+        resolve_checkpoint(model, checkpoint or None, dataset)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _without_weights(dataset) -> str:
+    """What to do when the chosen model has no weights here: the trained runs, if any."""
+    names = [r.name for r in runs.list_runs(dataset, status=runs.STATUS_COMPLETED)]
+    if names:
+        return (
+            "This model's weights are not on this machine. Choose model 'trained' to label "
+            f"with a detector trained here ({', '.join(names[-3:])}), or give a local checkpoint"
+        )
+    return "This model's weights are not on this machine: give a local checkpoint directory"
 
 
 class ReviewAutolabels(AnnoloopOperator):

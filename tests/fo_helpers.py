@@ -191,6 +191,16 @@ def python_process(code: str, ready: str, **popen) -> subprocess.Popen:
     raise AssertionError(f"the process exited with {proc.wait()} before printing {ready!r}")
 
 
+def form_properties(operator: str, dataset, params: dict | None = None) -> dict:
+    """The JSON of each property of ``operator``'s form for ``params`` on ``dataset``."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    op = foo.OperatorRegistry().get_operator(uri(operator))
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params or {}})
+    return op.resolve_input(ctx).to_json()["type"]["properties"]
+
+
 def schedules_by_default(operator: str, dataset, params: dict | None = None) -> bool:
     """Whether the App's execute button of ``operator`` preselects "Schedule"."""
     import fiftyone.operators as foo

@@ -31,6 +31,7 @@ from annoloop.training.autolabel.run import autolabel, autolabel_run, autolabel_
 from fo_helpers import (
     delegated_worker,
     fail_and_rerun,
+    form_properties,
     kill_worker,
     queue_operator,
     run_on_worker,
@@ -83,6 +84,21 @@ def dataset(demo):
     clone.persistent = True  # delegated workers load datasets by name
     yield clone
     clone.delete()
+
+
+def test_the_form_says_the_default_weights_are_missing_and_offers_the_trained_runs(dataset):
+    runs.start_run(dataset, "round1", {})
+    runs.complete_run(dataset, "round1", weights="/runs/round1/best.pt")
+    form = form_properties("autolabel", dataset, {"model": "owlv2"})
+    assert form["checkpoint"]["invalid"]
+    assert "is not on this machine" in form["checkpoint"]["error_message"]
+    assert "model 'trained'" in form["missing_checkpoint"]["view"]["label"]
+    assert "round1" in form["missing_checkpoint"]["view"]["label"]
+
+
+def test_the_form_accepts_weights_that_are_on_this_machine(dataset, owlvit):
+    form = form_properties("autolabel", dataset, {"model": "owlvit", "checkpoint": owlvit})
+    assert not form["checkpoint"].get("invalid") and "missing_checkpoint" not in form
 
 
 def left(dataset):

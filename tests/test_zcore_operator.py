@@ -21,7 +21,15 @@ from annoloop.selection.scoring import (
     zcore_run_key,
 )
 from annoloop.selection.algorithms.zcore import ZCoreParams, zcore_scores
-from fo_helpers import queue_operator, run_on_worker, run_operator, schedules_by_default, unique_name, uri
+from fo_helpers import (
+    form_properties,
+    queue_operator,
+    run_on_worker,
+    run_operator,
+    schedules_by_default,
+    unique_name,
+    uri,
+)
 
 NUM_SCENES = 12
 SLICES = ("left", "right", "pcd")
@@ -336,18 +344,8 @@ def test_the_sdk_scores_the_field_the_form_preselects(pool):
         assert record["embeddings_fields"] == preselected
 
 
-def _zcore_form(dataset, params: dict) -> dict:
-    from fiftyone.operators.executor import ExecutionContext
-
-    op = foo.OperatorRegistry().get_operator(uri("compute_zcore"))
-    form = op.resolve_input(
-        ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
-    )
-    return form.to_json()["type"]["properties"]
-
-
 def test_the_form_folds_the_hyperparameters_away_until_asked(embedded):
-    properties = _zcore_form(embedded, {})
+    properties = form_properties("compute_zcore", embedded, {})
     assert properties["advanced"]["default"] is False
     assert not {"n_sample", "sample_dim", "backend"} & set(properties)
 
@@ -355,7 +353,7 @@ def test_the_form_folds_the_hyperparameters_away_until_asked(embedded):
 def test_the_form_offers_the_vector_fields_the_papers_settings_and_draws_scaled_to_the_pool(
     embedded,
 ):
-    properties = _zcore_form(embedded, {"advanced": True})
+    properties = form_properties("compute_zcore", embedded, {"advanced": True})
     defaults = {name: prop.get("default") for name, prop in properties.items()}
     assert defaults["embeddings_fields"] == ["group_embedding"]
     choices = [c["value"] for c in properties["embeddings_fields"]["view"]["choices"]]
