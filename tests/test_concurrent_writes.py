@@ -315,3 +315,55 @@ def test_two_autolabel_runs_at_once_into_two_fields_both_keep_their_run_records(
         records = autolabel_runs(fresh, field)
         assert [r["status"] for r in records] == ["completed"]
         assert fresh.select_group_slices("left").exists(field).count() > 0
+
+
+@pytest.fixture
+def embedded_copy(embedded):
+    dataset = embedded.clone(f"race-{uuid.uuid4().hex[:8]}", persistent=True)
+    yield dataset
+    dataset.delete()
+
+
+def zcore_action(field: str, seed: int) -> str:
+    return f"""
+        from annoloop.core.locks import DatasetLocked
+        from annoloop.selection.algorithms.zcore import ZCoreParams
+        try:
+            annoloop.compute_zcore(
+                dataset, score_field={field!r},
+                params=ZCoreParams(n_sample=200_000, redund_nn=6, seed={seed}),
+            )
+            print("scored")
+        except (DatasetLocked, ValueError) as error:
+            # Locked out while the other one scores, or too late: its scores are there.
+            ours = "ZCore scores '{field}'" in str(error) or "already holds ZCore scores" in str(error)
+            print("refused" if ours else repr(error))
+        """
+
+
+def test_two_zcore_runs_at_once_into_one_field_score_once_and_refuse_the_other(
+    embedded_copy, tmp_path
+):
+    from annoloop.selection.scoring import zcore_run
+
+    actions = [zcore_action("zcore", seed) for seed in (1, 2)]
+    outputs = in_parallel(loaded(embedded_copy, "compute_zcore"), actions, tmp_path)
+    assert sorted(outputs) == ["refused", "scored"]
+    embedded_copy.reload()
+    record = zcore_run(embedded_copy, "zcore")
+    assert record["status"] == "completed"
+    assert record["params"]["seed"] == 1 + outputs.index("scored")
+
+
+def test_two_zcore_runs_at_once_into_two_fields_both_keep_their_run_records(
+    embedded_copy, tmp_path
+):
+    from annoloop.selection.scoring import zcore_run
+
+    actions = [zcore_action(field, 0) for field in ("zcore_a", "zcore_b")]
+    outputs = in_parallel(loaded(embedded_copy, "compute_zcore"), actions, tmp_path)
+    assert outputs == ["scored", "scored"]
+    embedded_copy.reload()
+    for field in ("zcore_a", "zcore_b"):
+        assert zcore_run(embedded_copy, field)["status"] == "completed"
+        assert embedded_copy.select_group_slices("left").exists(field).count() == 24
