@@ -50,10 +50,11 @@ def _job(doc) -> dict:
     status = doc.status
     progress = getattr(status, "progress", None) if status is not None else None
     queued = doc.queued_at or doc.scheduled_at
+    operator = doc.operator[len(OPERATOR_URI_PREFIX) :]
     job = {
         "id": str(doc.id),
-        "operator": doc.operator[len(OPERATOR_URI_PREFIX) :],
-        "label": doc.label or doc.operator[len(OPERATOR_URI_PREFIX) :],
+        "operator": operator,
+        "label": doc.label or operator,
         "state": doc.run_state,
         "progress": None if progress is None else float(progress),
         "progress_label": getattr(status, "label", None) if status is not None else None,
