@@ -367,3 +367,62 @@ def test_two_zcore_runs_at_once_into_two_fields_both_keep_their_run_records(
     for field in ("zcore_a", "zcore_b"):
         assert zcore_run(embedded_copy, field)["status"] == "completed"
         assert embedded_copy.select_group_slices("left").exists(field).count() == 24
+
+
+def camera_labels(dataset, field: str = "ground_truth") -> dict:
+    """(slice, filepath) -> the (label, box) pairs of ``field``, ids left out."""
+    out = {}
+    for name in ("left", "right"):
+        view = dataset.select_group_slices(name)
+        paths, labels, boxes = view.values(
+            ["filepath", f"{field}.detections.label", f"{field}.detections.bounding_box"]
+        )
+        for path, ls, bs in zip(paths, labels, boxes):
+            out[name, path] = sorted(zip(ls or [], map(tuple, bs or [])))
+    return out
+
+
+def test_two_simulated_annotators_at_once_leave_one_annotators_labels_everywhere(
+    fresh, tmp_path
+):
+    alone = {}
+    for seed in (1, 2):
+        copy = fresh.clone(f"race-{uuid.uuid4().hex[:8]}")
+        annotate_batch(copy, "batch:v1", seed=seed)
+        alone[seed] = camera_labels(copy)
+        copy.delete()
+    assert alone[1] != alone[2]
+    action = """
+        from annoloop.demo.annotation import annotate_batch
+        annotate_batch(dataset, "batch:v1", seed={})
+        print("annotated")
+        """
+    outputs = in_parallel(loaded(fresh), [action.format(s) for s in (1, 2)], tmp_path)
+    assert outputs == ["annotated", "annotated"]
+    fresh.reload()
+    assert camera_labels(fresh) in (alone[1], alone[2]), "two annotators' labels mixed"
+
+
+def test_two_reviews_at_once_accept_each_auto_label_once(fresh, owlvit, tmp_path):
+    from annoloop.training.autolabel.review import review_autolabels
+
+    annoloop.autolabel(
+        fresh, model="owlvit", checkpoint=owlvit, min_confidence=0.0, slice_name="left",
+        output_field="auto",
+    )
+    copy = fresh.clone(f"race-{uuid.uuid4().hex[:8]}")
+    once = review_autolabels(copy, autolabel_field="auto", min_confidence=0.0, slice_name="left")
+    accepted_once = camera_labels(copy)
+    copy.delete()
+    assert once["n_accepted"] > 0
+    action = """
+        from annoloop.training.autolabel.review import review_autolabels
+        result = review_autolabels(
+            dataset, autolabel_field="auto", min_confidence=0.0, slice_name="left"
+        )
+        print(result["n_accepted"])
+        """
+    outputs = in_parallel(loaded(fresh), [action] * 2, tmp_path)
+    assert sorted(int(n) for n in outputs) == [0, once["n_accepted"]]
+    fresh.reload()
+    assert camera_labels(fresh) == accepted_once
