@@ -97,3 +97,16 @@ def pytest_unconfigure(config):
         except subprocess.TimeoutExpired:
             _MONGOD.kill()
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+import pytest  # noqa: E402  (after the environment above is fixed)
+
+
+@pytest.fixture(scope="session")
+def label_studio():
+    """A real Label Studio server on loopback for this test session (tests/labelstudio_server.py)."""
+    from labelstudio_server import start_label_studio
+
+    server = start_label_studio(_SESSION_DIR / "label-studio")
+    yield server
+    server.stop()
