@@ -56,8 +56,8 @@ class LabelStudioServer:
 
     url: str
     api_key: str
-    process: subprocess.Popen
-    log_path: Path
+    process: subprocess.Popen | None
+    log_path: Path | None
     _annotator_tokens: dict = field(default_factory=dict)
 
     def request(self, method: str, path: str, token: str | None = None, **kwargs):
@@ -96,13 +96,20 @@ class LabelStudioServer:
 
     def stop(self) -> None:
         """End the server this helper started (by its pid) and wait for it."""
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def external_label_studio() -> LabelStudioServer | None:
+    """The server named by ``ANNOLOOP_TEST_LABEL_STUDIO_URL`` / ``_API_KEY``, if both are set."""
+    url = os.environ.get("ANNOLOOP_TEST_LABEL_STUDIO_URL")
+    key = os.environ.get("ANNOLOOP_TEST_LABEL_STUDIO_API_KEY")
+    return LabelStudioServer(url.rstrip("/"), key, None, None) if url and key else None
 
 
 def _server_env(root: Path) -> dict:
