@@ -131,8 +131,9 @@ def _merge(view, field: str, label_field: str) -> None:
     merged = []
     for inc, old in zip(incoming, existing):
         keep = [d for d in (inc.detections if inc else []) if QUARANTINE_TAG not in (d.tags or [])]
-        if old is None and not keep and inc is None:
-            merged.append(None)  # nothing submitted: the sample stays unlabeled
+        if old is None and not keep:
+            # Nothing passed: an empty Detections would mark the image "labeled, no objects".
+            merged.append(None)
             continue
         merged.append(fo.Detections(detections=list(old.detections if old else []) + keep))
     view.set_values(label_field, merged)
@@ -212,6 +213,9 @@ def load_batch(
                           "annotation_tool": record["backend"], "annotated_at": loaded_at}
             n_loaded = _stamp(view, staging, provenance)
             golden = set(queue["golden_sample_ids"])
+            n_golden = sum(
+                len(d) for d in _flat(dataset, record, golden).values(f"{staging}.detections") if d
+            )
             work = _flat(dataset, record, [s for s in queue["sample_ids"] if s not in golden])
             gate_label_field(work, staging, schema=resolve_schema(dataset, label_field),
                              violations_field=violations_field)
@@ -222,7 +226,7 @@ def load_batch(
                 "n_loaded": n_loaded,
                 "n_merged": len(outcome["merged"]),
                 "n_quarantined": len(outcome["quarantined"]),
-                "n_golden": n_loaded - len(outcome["merged"]) - len(outcome["quarantined"]),
+                "n_golden": n_golden,
                 "quarantined": outcome["quarantined"],
                 "golden": score,
             }
