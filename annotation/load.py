@@ -47,6 +47,7 @@ __all__ = [
     "LOAD_RUN_METHOD",
     "QUALITY_RUN_KEY",
     "annotator_history",
+    "annotator_summary",
     "load_batch",
 ]
 
@@ -60,6 +61,32 @@ def annotator_history(dataset: fo.Dataset) -> dict:
     """``{annotator: [golden score per batch, oldest first]}``; empty before any load."""
     results = load_results(root_dataset(dataset), QUALITY_RUN_KEY)
     return {} if results is None else dict(results.history)
+
+
+def annotator_summary(dataset: fo.Dataset) -> list[dict]:
+    """Each annotator's latest golden score and the alarms of that batch, for the panel.
+
+    Returns
+    -------
+    list of dict
+        Per annotator (sorted by name): ``annotator``, ``batches`` (scored so far),
+        ``batch`` (the latest), ``recall``, ``precision``, ``mean_iou`` (overall, latest
+        batch) and ``alarms`` (messages of the latest batch's drift alarms).
+    """
+    dataset = root_dataset(dataset)
+    record = load_record(dataset, QUALITY_RUN_KEY) or {"alarms": []}
+    rows = []
+    for name, entries in sorted(annotator_history(dataset).items()):
+        latest = entries[-1]
+        rows.append({
+            "annotator": name,
+            "batches": len(entries),
+            "batch": latest["batch"],
+            **{k: latest["overall"][k] for k in ("recall", "precision", "mean_iou")},
+            "alarms": [a["message"] for a in record["alarms"]
+                       if a["annotator"] == name and a["batch"] == latest["batch"]],
+        })
+    return rows
 
 
 def _flat(dataset: fo.Dataset, record: dict, ids):
@@ -80,10 +107,11 @@ def _check(dataset: fo.Dataset, batch: str, record: dict | None) -> None:
             f"'{dataset.name}'; their labels cannot be loaded. Send the batch again"
         )
     if load_record(dataset, LOAD_RUN_KEY_PREFIX + view_name(batch)) is not None:
+        staging = [q["staging_field"] for q in record["queues"]]
         raise ValueError(
-            f"batch '{batch}' was loaded before; its labels are in '{record['label_field']}' "
-            "and its quarantine. Fix quarantined labels in the staging field and re-run "
-            "validate_labels"
+            f"batch '{batch}' was loaded before (a batch is loaded once): its gate-passing "
+            f"labels are in '{record['label_field']}' and the rest stay quarantined in "
+            f"{staging}; review them there"
         )
     schema = resolve_schema(dataset, record["label_field"])
     declared = {a["name"] if isinstance(a, dict) else a for a in schema.get("attributes") or []}

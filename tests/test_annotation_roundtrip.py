@@ -18,7 +18,7 @@ import pytest
 
 from fo_helpers import run_operator, unique_name
 
-from annoloop.annotation.load import annotator_history, load_batch
+from annoloop.annotation.load import annotator_history, annotator_summary, load_batch
 from annoloop.annotation.send import PROVENANCE_ATTRIBUTES, send_batch, send_record
 from annoloop.core.names import QUARANTINE_TAG
 from annoloop.demo.dataset import load_demo_dataset
@@ -202,3 +202,25 @@ def test_the_drifting_annotator_raises_alarms_and_the_careful_one_does_not(round
     careful, drifting = history["careful"][-1], history["drifting"][-1]
     assert careful["overall"]["mean_iou"] > drifting["overall"]["mean_iou"]
     assert "vehicle" in drifting["per_class"] and "vehicle" not in careful["per_class"]
+
+
+def test_the_panel_lists_each_annotator_with_the_alarms_of_their_latest_batch(round_trip):
+    dataset, rounds = round_trip
+    rows = {r["annotator"]: r for r in annotator_summary(dataset)}
+    assert rows["careful"]["alarms"] == [] and rows["careful"]["batch"] == rounds[1]["loaded"]["batch"]
+    assert rows["drifting"]["alarms"] == [a["message"] for a in rounds[1]["loaded"]["alarms"]
+                                          if a["annotator"] == "drifting"]
+    assert rows["drifting"]["mean_iou"] < rows["careful"]["mean_iou"]
+
+
+def test_a_batch_is_sent_once_and_loaded_once(round_trip, label_studio):
+    dataset, rounds = round_trip
+    batch = rounds[0]["loaded"]["batch"]
+    runs = dataset.list_annotation_runs()
+    labels = dataset.select_group_slices("left").count("ground_truth.detections")
+    with pytest.raises(ValueError, match=f"batch '{batch}' was sent to labelstudio at"):
+        send_batch(dataset, batch, list(ANNOTATORS), url=label_studio.url, api_key=label_studio.api_key)
+    with pytest.raises(ValueError, match="loaded before.*stay quarantined in"):
+        load_batch(dataset, batch)
+    assert dataset.list_annotation_runs() == runs
+    assert dataset.select_group_slices("left").count("ground_truth.detections") == labels
