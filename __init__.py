@@ -14,6 +14,8 @@ The same checkout is two things:
   ``validate_labels``         the schema gate: violations recorded, units quarantined
   ``check_golden``            golden-set QA of a batch, with drift alarms
   ``plan_batch``              the next batch to label: coverage + targeting
+  ``send_batch``              a batch to an annotation tool, golden scenes hidden per annotator
+  ``load_batch``              a sent batch back through the gate; annotators' golden scores
   ``autolabel``               a foundation or trained detector labels a view
   ``review_autolabels``       accept / reject auto-labels into the label field
   ``train_detector``          export the trainable samples and fine-tune a YOLO detector
@@ -45,6 +47,8 @@ _SDK = {
     "validate_labels": ("quality.gate", "gate_label_field"),
     "check_golden": ("quality.golden", "check_golden"),
     "plan_batch": ("selection.batches", "plan_batch"),
+    "send_batch": ("annotation.send", "send_batch"),
+    "load_batch": ("annotation.load", "load_batch"),
     "autolabel": ("training.autolabel.run", "autolabel"),
     "review_autolabels": ("training.autolabel.review", "review_autolabels"),
     "train_detector": ("training.detector", "train_detector"),

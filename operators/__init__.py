@@ -1,5 +1,6 @@
 """annoloop's FiftyOne operators: thin adapters from a form or SDK call to the core."""
 
+from .annotation import LoadBatch, SendBatch
 from .autolabel import Autolabel, ReviewAutolabels
 from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
@@ -8,7 +9,8 @@ from .quality import CheckGolden, CreateSplits, ValidateLabels
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore
 
-# In the order of the loop: demo, curate, split, plan, gate, golden, train, evaluate, autolabel.
+# In the order of the loop: demo, curate, split, plan, annotate, gate, golden, train, evaluate,
+# autolabel.
 OPERATORS = (
     LoadDemoDataset,
     SimulateAnnotation,
@@ -17,6 +19,8 @@ OPERATORS = (
     ComputeVisualization,
     CreateSplits,
     PlanBatch,
+    SendBatch,
+    LoadBatch,
     ValidateLabels,
     CheckGolden,
     TrainDetector,

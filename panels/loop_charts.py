@@ -156,6 +156,21 @@ def quarantine_text(q: dict) -> str:
     )
 
 
+def annotators_text(rows: list[dict]) -> str:
+    """Each annotator's latest golden score, with the drift alarms of that batch (markdown)."""
+    lines = [
+        "| annotator | batches | latest | recall | precision | box IoU | drift alarms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        alarms = "<br>".join(r["alarms"]) or "none"
+        lines.append(
+            f"| {r['annotator']} | {r['batches']} | {r['batch']} | {format_rate(r['recall'])} "
+            f"| {format_rate(r['precision'])} | {format_rate(r['mean_iou'])} | {alarms} |"
+        )
+    return "\n".join(lines)
+
+
 # --- the ledger -----------------------------------------------------------------------------
 
 

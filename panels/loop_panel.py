@@ -36,6 +36,7 @@ PANEL_LABEL = "Annotation loop"
 # Section paths: what the panel shows in each lives under them in the panel data.
 LEDGER, BATCH = "ledger_section", "batch_section"
 GOLDEN, QUARANTINE = "golden_section", "quarantine_section"
+ANNOTATORS = "annotators_section"
 JOBS = "jobs_section"
 
 #: How often (ms) the panel re-reads the job queue while a job is active.
@@ -192,6 +193,8 @@ class AnnotationLoopPanel(foo.Panel):
     # --- reading the dataset --------------------------------------------------------------
 
     def _refresh(self, ctx) -> None:
+        from ..annotation.load import annotator_summary
+
         dataset = ctx.dataset
         if dataset is None:
             ctx.panel.state.dataset = None
@@ -213,6 +216,7 @@ class AnnotationLoopPanel(foo.Panel):
                 "ledger_batches": [r["batch"] for r in rounds],
                 "composition": composition,
                 "quarantine": st.quarantine_state(dataset),
+                "annotators": annotator_summary(dataset),
             }
         )
         self._set_jobs(ctx, jb.read_jobs(dataset))
@@ -267,6 +271,7 @@ class AnnotationLoopPanel(foo.Panel):
             (LEDGER, "Ledger of rounds", self._render_ledger),
             (BATCH, "Current batch", self._render_batch),
             (GOLDEN, "Golden set", self._render_golden),
+            (ANNOTATORS, "Annotators (hidden golden tasks)", self._render_annotators),
             (QUARANTINE, "Quarantine", self._render_quarantine),
         ):
             render(panel.v_stack(path, label=label, gap=1, componentsProps=SHRINK), s)
@@ -432,6 +437,16 @@ class AnnotationLoopPanel(foo.Panel):
             dropdown(
                 pickers, "slice", g["slices"], g["slice"], "Slice plotted", self.select_golden_slice
             )
+
+    def _render_annotators(self, section: types.Object, s) -> None:
+        if not s.annotators:
+            section.md(
+                "No batch loaded from an annotation tool yet: *Send to annotators*, then "
+                "*Load annotations*.",
+                name="none",
+            )
+            return
+        section.md(charts.annotators_text(s.annotators), name="table")
 
     def _render_quarantine(self, section: types.Object, s) -> None:
         if not s.quarantine["units"]:

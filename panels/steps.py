@@ -40,6 +40,8 @@ STEPS = (
     Step("create_splits", "Splits", "call_split", "Curate"),
     Step("plan_batch", "Plan next batch", "playlist_add", "Plan"),
     Step("simulate_annotation", "Simulate annotation", "draw", "Annotate"),
+    Step("send_batch", "Send to annotators", "send", "Annotate"),
+    Step("load_batch", "Load annotations", "download", "Annotate"),
     Step("validate_labels", "Validate labels", "rule", "Gate"),
     Step("check_golden", "Golden check", "verified", "Gate"),
     Step("train_detector", "Train", "model_training", "Train and evaluate"),

