@@ -1,0 +1,231 @@
+"""The FiftyOne App in headless Chromium, driven by Playwright: shared by the browser tests
+and ``scripts/screenshots.py``.
+
+Playwright drives Debian's ``chromium`` through ``executable_path`` (no browser download,
+so it works offline). Every selector that depends on how the App or an annoloop panel draws
+itself lives here, so a change of layout is fixed in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+]
+# The App's "Explore Enterprise" pop-up stays closed once this key is set, as its own
+# "Dismiss" button does.
+NO_POPUP = "localStorage.setItem('fiftyone-enterprise-tooltip-seen', 'true')"
+APP_ERRORS = ("Uncaught Operator Error", "GraphQL API Error", "Invalid enum value")
+
+# --- selectors (the App's and the panels'; adapt here when they change) ----------------------
+OPERATOR_BROWSER_KEY = "`"
+OPERATOR_BROWSER_SEARCH = "input[placeholder='Search operations by name...']"
+EXECUTE_BUTTON = "[aria-label='split button'] button:not([aria-haspopup])"
+EXECUTION_OPTIONS_TOGGLE = "[aria-label='split button'] button[aria-haspopup]"
+PREVIEW_BUTTON = "button:has-text('Preview')"
+
+
+def chromium_executable() -> str | None:
+    """Debian's chromium, installed with apt-get when missing and running as root; None when
+    it is missing and cannot be installed."""
+    found = shutil.which("chromium")
+    if found or os.geteuid() != 0:
+        return found
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "chromium", "fonts-liberation"]
+    for command in (["apt-get", "update"], install):
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def app_server(log_path: Path) -> Iterator[int]:
+    """The FiftyOne App's server on a free loopback port, with this process's environment
+    (database, plugins, orchestrator settings); yields the port, stops it by its pid."""
+    import requests
+
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "fiftyone.server.main", "--port", str(port),
+             "--address", "127.0.0.1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ),
+            start_new_session=True,  # its own process group: stopping it touches nothing else
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the App server exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                requests.get(f"http://127.0.0.1:{port}/fiftyone", timeout=1).raise_for_status()
+                break
+            except requests.RequestException:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the App server did not answer within 90 s")
+                time.sleep(0.3)
+        yield port
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+class App:
+    """One browser page on the App of a FiftyOne session."""
+
+    def __init__(self, page, session):
+        self.page = page
+        self.session = session
+
+    # --- reading ------------------------------------------------------------------------
+    def text(self) -> str:
+        return self.page.evaluate("document.body ? document.body.innerText : ''")
+
+    def wait_for_text(self, *needles: str, timeout: float = 60.0) -> str:
+        """The page's text once it holds every needle; fails early on an App error."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            if all(n in text for n in needles):
+                return text
+            errors = [e for e in APP_ERRORS if e in text]
+            if errors or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{needles} not on the page ({errors or 'timed out'}); it shows:\n{text[:3000]}"
+                )
+            time.sleep(0.5)
+
+    def table_cells(self) -> list[str]:
+        return self.page.eval_on_selector_all("td", "tds => tds.map(t => t.innerText.trim())")
+
+    def screenshot(self, path: Path) -> Path:
+        time.sleep(2)  # let plots finish their transitions
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    # --- panels -------------------------------------------------------------------------
+    def show_panel(self, panel_type: str, *needles: str) -> str:
+        """Make ``panel_type`` the App's only space; returns the page text once it shows
+        ``needles``."""
+        import fiftyone as fo
+
+        panel = fo.Panel(type=panel_type)
+        self.session.spaces = fo.Space(children=[panel], active_child=panel.component_id)
+        return self.wait_for_text(*needles)
+
+    def click_cell(self, text: str) -> None:
+        """Click the first table cell whose text is ``text`` (a ledger row, a pick)."""
+        self.page.locator("td", has_text=text).first.click()
+
+    def click_button(self, label: str) -> None:
+        self.page.get_by_role("button", name=label).first.click()
+
+    def wait_for_view(self, predicate, timeout: float = 30.0):
+        """The session's view once ``predicate(view)`` holds (the App told the session)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            view = self.session.view
+            if view is not None and predicate(view):
+                return view
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the App's view did not change as expected: {view}")
+            time.sleep(0.5)
+
+    # --- operator forms -----------------------------------------------------------------
+    def open_operator(self, label: str, *needles: str) -> None:
+        """Open an operator's form from the operator browser (the backtick key)."""
+        self.page.locator("body").click(position={"x": 5, "y": 5})
+        self.page.keyboard.press(OPERATOR_BROWSER_KEY)
+        search = self.page.locator(OPERATOR_BROWSER_SEARCH).first
+        search.wait_for(timeout=15_000)
+        search.fill(label)
+        self.page.get_by_text(label, exact=True).first.click()
+        self.wait_for_text(*needles)
+
+    def fill(self, label: str, value: str) -> None:
+        """Type ``value`` into the form field labelled ``label``."""
+        field = self.page.get_by_label(label).first
+        field.fill(value)
+        field.press("Tab")  # the App resolves the form again on blur
+
+    def execute(self) -> None:
+        """Submit the open form with the native button in its "Execute" mode."""
+        self._submit("Execute")
+
+    def schedule(self) -> None:
+        """Switch the native execute button to "Schedule" (its drop-down) and submit."""
+        self._submit("Schedule")
+
+    def _submit(self, mode: str) -> None:
+        button = self.page.locator(EXECUTE_BUTTON).last
+        button.wait_for(timeout=15_000)
+        if mode not in button.inner_text():
+            self.page.locator(EXECUTION_OPTIONS_TOGGLE).last.click()
+            self.page.get_by_role("menuitem").filter(has_text=mode).first.click()
+            button = self.page.locator(EXECUTE_BUTTON).last
+        assert mode in button.inner_text(), f"the form offers no {mode!r}: {button.inner_text()}"
+        assert button.is_enabled(), f"the {mode!r} button is disabled:\n{self.text()[:2000]}"
+        button.click()
+
+
+@contextmanager
+def browser_page(executable: str, width: int = 1600, height: int = 2000) -> Iterator[object]:
+    """A Playwright page in headless Chromium with the App's pop-up dismissed."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            context.add_init_script(NO_POPUP)
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+@contextmanager
+def app_in_browser(dataset, executable: str, log_dir: Path, **page_size) -> Iterator[App]:
+    """The App's server over ``dataset``, a session connected to it and a page on it."""
+    import fiftyone as fo
+
+    with app_server(log_dir / "app-server.log") as port:
+        session = fo.launch_app(
+            dataset, remote=True, address="127.0.0.1", port=port, auto=False
+        )
+        try:
+            with browser_page(executable, **page_size) as page:
+                page.goto(f"http://127.0.0.1:{port}/")
+                yield App(page, session)
+        finally:
+            session.close()
