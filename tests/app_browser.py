@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from playwright.sync_api import expect, sync_playwright
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -102,9 +104,10 @@ def app_server(log_path: Path) -> Iterator[int]:
 class App:
     """One browser page on the App of a FiftyOne session."""
 
-    def __init__(self, page, session):
+    def __init__(self, page, session, log_dir: Path):
         self.page = page
         self.session = session
+        self.log_dir = log_dir  # where a failed wait leaves a screenshot of the page
 
     # --- reading ------------------------------------------------------------------------
     def text(self) -> str:
@@ -119,8 +122,11 @@ class App:
                 return text
             errors = [e for e in APP_ERRORS if e in text]
             if errors or time.monotonic() > deadline:
+                shot = self.log_dir / f"failed-wait-{time.strftime('%H%M%S')}.png"
+                self.page.screenshot(path=str(shot), full_page=True)
                 raise AssertionError(
-                    f"{needles} not on the page ({errors or 'timed out'}); it shows:\n{text[:3000]}"
+                    f"{needles} not on the page ({errors or 'timed out'}; see {shot}); it "
+                    f"shows:\n{text[:3000]}"
                 )
             time.sleep(0.5)
 
@@ -193,15 +199,18 @@ class App:
             self.page.get_by_role("menuitem").filter(has_text=mode).first.click()
             button = self.page.locator(EXECUTE_BUTTON).last
         assert mode in button.inner_text(), f"the form offers no {mode!r}: {button.inner_text()}"
-        assert button.is_enabled(), f"the {mode!r} button is disabled:\n{self.text()[:2000]}"
+        # The App disables the button while it resolves the form again (each change and the
+        # defaults filling in is a server round trip): wait for that to finish.
+        try:
+            expect(button).to_be_enabled(timeout=30_000)
+        except AssertionError as err:
+            raise AssertionError(f"the {mode!r} button stayed disabled:\n{self.text()[:2000]}") from err
         button.click()
 
 
 @contextmanager
 def browser_page(executable: str, width: int = 1600, height: int = 2000) -> Iterator[object]:
     """A Playwright page in headless Chromium with the App's pop-up dismissed."""
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, args=CHROMIUM_ARGS, headless=True
@@ -226,6 +235,6 @@ def app_in_browser(dataset, executable: str, log_dir: Path, **page_size) -> Iter
         try:
             with browser_page(executable, **page_size) as page:
                 page.goto(f"http://127.0.0.1:{port}/")
-                yield App(page, session)
+                yield App(page, session, log_dir)
         finally:
             session.close()
