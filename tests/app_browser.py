@@ -133,6 +133,12 @@ class App:
     def table_cells(self) -> list[str]:
         return self.page.eval_on_selector_all("td", "tds => tds.map(t => t.innerText.trim())")
 
+    def table_rows(self) -> list[list[str]]:
+        """The text of each table row's cells, every table of the page in order."""
+        return self.page.eval_on_selector_all(
+            "tr:has(td)", "trs => trs.map(tr => [...tr.cells].map(c => c.innerText.trim()))"
+        )
+
     def screenshot(self, path: Path) -> Path:
         time.sleep(2)  # let plots finish their transitions
         self.page.screenshot(path=str(path), full_page=True)
@@ -141,7 +147,9 @@ class App:
     # --- panels -------------------------------------------------------------------------
     def show_panel(self, panel_type: str, *needles: str) -> str:
         """Make ``panel_type`` the App's only space; returns the page text once it shows
-        ``needles``."""
+        ``needles``, which must be text only the loaded panel shows: the previous panel
+        stays on the page until the App swaps them, and an event sent before the new
+        panel's ``on_load`` ran is undone by it."""
         import fiftyone as fo
 
         panel = fo.Panel(type=panel_type)

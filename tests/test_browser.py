@@ -9,18 +9,21 @@ Screenshots go to ``$ANNOLOOP_ARTIFACTS_DIR`` (default ``<repo>/artifacts/``). W
 
 from __future__ import annotations
 
-import threading
-
 import os
+import threading
 from pathlib import Path
 
 import pytest
+from bson import ObjectId
 
+import annoloop
+from annoloop.panels import jobs as jb
+from annoloop.panels import loop_charts as charts
+from annoloop.panels import state as st
 from annoloop.panels.loop_panel import PANEL_LABEL
-from annoloop.panels.widgets import format_map
 from app_browser import app_in_browser, chromium_executable
-from fo_helpers import unique_name
-from test_panels import ROUNDS, build_loop_dataset, units
+from fo_helpers import queue_operator, unique_name, uri
+from test_panels import build_loop_dataset, units
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +62,12 @@ def app(built, tmp_path_factory):
 
 
 def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(app, built):
-    round_1 = format_map(ROUNDS[1][2])
-    app.show_panel("annotation_loop", PANEL_LABEL, "Ledger of rounds", round_1, "Golden set",
-                   "Quarantine")
-    assert round_1 in app.table_cells() and "batch:v2" in app.table_cells()
+    # The ledger as the panel's reader finds it on the dataset, row for row in the table.
+    rounds = st.ledger_state(built["dataset"])["rounds"]
+    expected = [[str(charts.ledger_row(r)[key]) for key, _ in charts.LEDGER_COLUMNS] for r in rounds]
+    app.show_panel("annotation_loop", PANEL_LABEL, "Ledger of rounds", "Golden set", "Quarantine",
+                   *expected[-1])
+    assert [row for row in app.table_rows() if row in expected] == expected
     app.screenshot(artifacts_dir() / "annotation_loop_panel.png")
     app.click_cell("batch:v2")
     view = app.wait_for_view(lambda v: units(v) == set(built["second"]["ids"]))
@@ -70,7 +75,7 @@ def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(ap
 
 
 def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, built):
-    app.show_panel("batch_planner", "batch:v3")
+    app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)")
     app.click_button("Preview")
     app.wait_for_text("Preview of batch:v3")
     app.screenshot(artifacts_dir() / "batch_planner_panel.png")
@@ -113,12 +118,68 @@ def test_a_form_scheduled_with_the_native_button_queues_an_operation_a_worker_co
             break
         app.page.wait_for_timeout(500)
     assert [op.operator.rsplit("/", 1)[-1] for op in queued] == ["check_golden"]
-    # Playwright's sync API keeps an event loop running on this thread; FiftyOne's executor
-    # starts its own, so the queue runs on a thread of its own, as a worker's would.
-    worker = threading.Thread(
-        target=service.execute_queued_operations, kwargs={"dataset_name": dataset.name}
-    )
-    worker.start()
-    worker.join(timeout=300)
+    run_queue(dataset)
     done = service.get(queued[0].id)
     assert done.run_state == "completed", done.result and done.result.error
+
+
+def test_the_jobs_section_shows_a_queued_job_then_its_failure_and_queues_it_again(app, built):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset, service = built["dataset"], DelegatedOperationService()
+    # Scores already in "zcore": a second run that does not overwrite them fails, for real.
+    params = {"embeddings_fields": ["embedding"], "group_score": False, "n_sample": 2000}
+    annoloop.compute_zcore(dataset, embeddings_fields="embedding", group_score=False,
+                           params=annoloop.ZCoreParams(n_sample=2000))
+    op_id = off_loop(queue_operator, "compute_zcore", params, dataset=dataset)
+    try:
+        app.show_panel("annotation_loop", "Jobs", "compute_zcore · queued")
+        run_queue(dataset)
+        failed = service.get(ObjectId(op_id))
+        assert failed.run_state == "failed"
+        message = jb.error_message(failed.result.error)
+        assert "overwrite" in message
+        # The panel polls the queue while a job is active: no click on Refresh.
+        app.wait_for_text("compute_zcore failed at", message, "Re-run")
+        assert "compute_zcore · queued" not in app.text()
+
+        app.click_button("Re-run")
+        app.wait_for_text("compute_zcore · queued")
+        assert message not in app.text(), "a failed job queued again no longer alarms"
+        (again,) = [op for op in service.list_operations(dataset_name=dataset.name)
+                    if op.run_state == "queued"]
+        assert again.context.request_params["params"] == failed.context.request_params["params"]
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name, operator=uri("compute_zcore")):
+            service.delete_operation(op.id)
+
+
+def off_loop(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` on a thread of its own, as a worker or a script would
+    call it; its return value.
+
+    Playwright's sync API keeps an event loop running on this thread, and FiftyOne's
+    executor, seeing one, hands back a future instead of running the operation.
+    """
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as err:  # re-raised on the test's thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive(), f"{function.__name__} did not return within 300 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def run_queue(dataset) -> None:
+    """Run the dataset's queued operations once, as a worker does."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    off_loop(DelegatedOperationService().execute_queued_operations, dataset_name=dataset.name)
