@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 from playwright.sync_api import expect, sync_playwright
+
+from fo_helpers import stop_process_group
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -93,12 +94,7 @@ def app_server(log_path: Path) -> Iterator[int]:
                 time.sleep(0.3)
         yield port
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_process_group(server)
 
 
 class App:
