@@ -31,8 +31,9 @@ from annoloop.loop.demo_loop import (  # noqa: E402
 )
 
 DATASET = "annoloop-screenshots"
-# Small enough for a few minutes on a 2-core CPU; README's caption names these sizes.
-DEFAULTS = {"scenes": 120, "rounds": 3, "budget": 20, "steps": 60}
+# A few minutes on a 2-core CPU, with a pool left for the planner's preview after three
+# rounds; the README's caption names these sizes.
+DEFAULTS = {"scenes": 200, "rounds": 3, "budget": 20, "steps": 60}
 
 
 def main(argv: list[str] | None = None) -> int:

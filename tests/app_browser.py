@@ -33,6 +33,12 @@ CHROMIUM_ARGS = [
 # The App's "Explore Enterprise" pop-up stays closed once this key is set, as its own
 # "Dismiss" button does.
 NO_POPUP = "localStorage.setItem('fiftyone-enterprise-tooltip-seen', 'true')"
+# Pixels of content hidden below the fold: the largest overflow of the App's scrolling boxes
+# (a panel's content scrolls in one of them).
+HIDDEN_BY_SCROLLING = """
+Math.max(0, ...[...document.querySelectorAll('[class*="_scrollable_"]')]
+  .map(e => e.scrollHeight - e.clientHeight))
+"""
 APP_ERRORS = ("Uncaught Operator Error", "GraphQL API Error", "Invalid enum value")
 
 # --- selectors (the App's and the panels'; adapt here when they change) ----------------------
@@ -136,8 +142,15 @@ class App:
         )
 
     def screenshot(self, path: Path) -> Path:
-        time.sleep(2)  # let plots finish their transitions
+        """A PNG of the whole page, the viewport grown for the time of it so that the
+        space's content shows unscrolled: the App scrolls inside its own boxes, which a
+        full-page screenshot does not unroll."""
+        viewport = self.page.viewport_size
+        hidden = self.page.evaluate(HIDDEN_BY_SCROLLING)
+        self.page.set_viewport_size({**viewport, "height": viewport["height"] + hidden})
+        time.sleep(2)  # let the plots redraw and finish their transitions
         self.page.screenshot(path=str(path), full_page=True)
+        self.page.set_viewport_size(viewport)
         return path
 
     # --- panels -------------------------------------------------------------------------
