@@ -57,15 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import fiftyone as fo
 
+    import annoloop
+
+    dataset = fo.load_dataset(DATASET)
+    # The planner draws its picks on the latest embeddings map; the loop makes none.
+    annoloop.compute_visualization(dataset, embeddings="embedding", slice_name="left", overwrite=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with app_in_browser(fo.load_dataset(DATASET), executable, log_dir) as app:
+    with app_in_browser(dataset, executable, log_dir) as app:
         app.show_panel("annotation_loop", "Ledger of rounds", "Golden set", "Quarantine")
         print("Wrote", app.screenshot(args.out / "annotation_loop_panel.png"))
         app.show_panel("batch_planner", "next batch", "Preview (dry run)")
         app.click_button("Preview")
         app.wait_for_text("Preview of")
         print("Wrote", app.screenshot(args.out / "batch_planner_panel.png"))
-    server_log = (log_dir / "app-server.log").read_text()
+        # Read before the server stops: its shutdown logs cancelled connections.
+        server_log = (log_dir / "app-server.log").read_text()
     if "Traceback" in server_log:
         print(f"The App server logged an error:\n{server_log[-3000:]}", file=sys.stderr)
         return 1
