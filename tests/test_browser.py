@@ -1,8 +1,10 @@
-"""Both annoloop panels and an operator form in the real FiftyOne App, in headless Chromium.
+"""Both annoloop panels, their jobs section and operator forms in the real FiftyOne App, in
+headless Chromium.
 
 One App server and one browser page serve the module (helpers and selectors in
 :mod:`app_browser`), over the loop dataset of :mod:`test_panels`, built by real annoloop
-calls. Scheduling is allowed (the conftest sets ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS``).
+calls. Scheduling is allowed (the conftest sets ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS``);
+queued operations are run by FiftyOne's own executor, once, as a worker runs them.
 Screenshots go to ``$ANNOLOOP_ARTIFACTS_DIR`` (default ``<repo>/artifacts/``). Where
 ``chromium`` is missing and cannot be installed (not root), the module is skipped.
 """
