@@ -65,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with app_in_browser(dataset, executable, log_dir) as app:
         app.show_panel("annotation_loop", "Ledger of rounds", "Golden set", "Quarantine")
+        app.wait_for_cells(lambda cells: "batch:v1" in cells)  # the tables came too
         print("Wrote", app.screenshot(args.out / "annotation_loop_panel.png"))
         app.show_panel("batch_planner", "next batch", "Preview (dry run)")
         app.click_button("Preview")
         app.wait_for_text("Preview of")
+        app.wait_for_cells(lambda cells: "1" in cells)  # the picks table's first row
         print("Wrote", app.screenshot(args.out / "batch_planner_panel.png"))
         # Read before the server stops: its shutdown logs cancelled connections.
         server_log = (log_dir / "app-server.log").read_text()

@@ -174,14 +174,13 @@ class App:
 
     def wait_for_view(self, predicate, timeout: float = 30.0):
         """The session's view once ``predicate(view)`` holds (the App told the session)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            view = self.session.view
-            if view is not None and predicate(view):
-                return view
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the App's view did not change as expected: {view}")
-            time.sleep(0.5)
+        return _poll(lambda: self.session.view, lambda v: v is not None and predicate(v),
+                     "the App's view did not change as expected", timeout)
+
+    def wait_for_cells(self, predicate, timeout: float = 60.0) -> list[str]:
+        """The page's table cells once ``predicate(cells)`` holds: a panel's tables fill in
+        after its text, since the App sends panel data and panel state separately."""
+        return _poll(self.table_cells, predicate, "the tables did not fill in as expected", timeout)
 
     # --- operator forms -----------------------------------------------------------------
     def open_operator(self, label: str, *needles: str) -> None:
@@ -223,6 +222,18 @@ class App:
         except AssertionError as err:
             raise AssertionError(f"the {mode!r} button stayed disabled:\n{self.text()[:2000]}") from err
         button.click()
+
+
+def _poll(read, predicate, failure: str, timeout: float):
+    """``read()`` once ``predicate`` holds of it; an AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if predicate(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{failure}: {value}")
+        time.sleep(0.5)
 
 
 @contextmanager
