@@ -33,12 +33,6 @@ CHROMIUM_ARGS = [
 # The App's "Explore Enterprise" pop-up stays closed once this key is set, as its own
 # "Dismiss" button does.
 NO_POPUP = "localStorage.setItem('fiftyone-enterprise-tooltip-seen', 'true')"
-# Pixels of content hidden below the fold: the largest overflow of the App's scrolling boxes
-# (a panel's content scrolls in one of them).
-HIDDEN_BY_SCROLLING = """
-Math.max(0, ...[...document.querySelectorAll('[class*="_scrollable_"]')]
-  .map(e => e.scrollHeight - e.clientHeight))
-"""
 APP_ERRORS = ("Uncaught Operator Error", "GraphQL API Error", "Invalid enum value")
 
 # --- selectors (the App's and the panels'; adapt here when they change) ----------------------
@@ -46,7 +40,12 @@ OPERATOR_BROWSER_KEY = "`"
 OPERATOR_BROWSER_SEARCH = "input[placeholder='Search operations by name...']"
 EXECUTE_BUTTON = "[aria-label='split button'] button:not([aria-haspopup])"
 EXECUTION_OPTIONS_TOGGLE = "[aria-label='split button'] button[aria-haspopup]"
-PREVIEW_BUTTON = "button:has-text('Preview')"
+# Pixels of content hidden below the fold: the largest overflow of the App's scrolling boxes
+# (a panel's content scrolls in one of them).
+HIDDEN_BY_SCROLLING = """
+Math.max(0, ...[...document.querySelectorAll('[class*="_scrollable_"]')]
+  .map(e => e.scrollHeight - e.clientHeight))
+"""
 
 
 def chromium_executable() -> str | None:
@@ -215,8 +214,8 @@ class App:
             self.page.get_by_role("menuitem").filter(has_text=mode).first.click()
             button = self.page.locator(EXECUTE_BUTTON).last
         assert mode in button.inner_text(), f"the form offers no {mode!r}: {button.inner_text()}"
-        # The App disables the button while it resolves the form again (each change and the
-        # defaults filling in is a server round trip): wait for that to finish.
+        # Right after the form opens the button can still be disabled while the App resolves
+        # the form (a server round trip); clicking then failed now and then: wait instead.
         try:
             expect(button).to_be_enabled(timeout=30_000)
         except AssertionError as err:
