@@ -1,6 +1,6 @@
 """Make the README's panel screenshots from a real, small run of the loop.
 
-    bash scripts/run.sh python scripts/screenshots.py [--scenes N] [--rounds R] [--budget B] [--steps S]
+    bash scripts/run.sh python scripts/screenshots.py [--scenes N] [--rounds R] [--steps S]
 
 It builds the demo dataset ``annoloop-screenshots`` in FiftyOne's configured database and runs
 the main job's loop on it (:func:`annoloop.loop.demo_loop.run_demo_loop`: the annoloop and
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
 
     dataset = fo.load_dataset(DATASET)
     # The planner draws its picks on the latest embeddings map; the loop makes none.
-    annoloop.compute_visualization(dataset, embeddings="embedding", slice_name="left", overwrite=True)
+    annoloop.compute_visualization(
+        dataset, embeddings="embedding", slice_name="left", overwrite=True
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     with app_in_browser(dataset, executable, log_dir) as app:
         app.show_panel("annotation_loop", "Ledger of rounds", "Golden set", "Quarantine")

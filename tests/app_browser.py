@@ -219,7 +219,8 @@ class App:
         try:
             expect(button).to_be_enabled(timeout=30_000)
         except AssertionError as err:
-            raise AssertionError(f"the {mode!r} button stayed disabled:\n{self.text()[:2000]}") from err
+            page = self.text()[:2000]
+            raise AssertionError(f"the {mode!r} button stayed disabled:\n{page}") from err
         button.click()
 
 

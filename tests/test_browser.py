@@ -66,7 +66,8 @@ def app(built, tmp_path_factory):
 def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(app, built):
     # The ledger as the panel's reader finds it on the dataset, row for row in the table.
     rounds = st.ledger_state(built["dataset"])["rounds"]
-    expected = [[str(charts.ledger_row(r)[key]) for key, _ in charts.LEDGER_COLUMNS] for r in rounds]
+    columns = [key for key, _ in charts.LEDGER_COLUMNS]
+    expected = [[str(charts.ledger_row(r)[key]) for key in columns] for r in rounds]
     app.show_panel("annotation_loop", PANEL_LABEL, "Ledger of rounds", "Golden set", "Quarantine",
                    *expected[-1])
     assert [row for row in app.table_rows() if row in expected] == expected
