@@ -311,7 +311,9 @@ class BatchPlannerPanel(foo.Panel):
                 name="no_layout",
                 componentsProps=flex(420),
             )
-        side = row.v_stack("side", gap=1, componentsProps={**flex(420), **SHRINK})
+        # The picks table needs about 700 px for its six columns unwrapped: a wider basis
+        # than the plot's, so it shares the row on a wide panel and wraps below otherwise.
+        side = row.v_stack("side", gap=1, componentsProps={**flex(720), **SHRINK})
         table = types.TableView(on_click_row=self.open_pick_row)
         for key, label in PICK_COLUMNS:
             table.add_column(key, label=label)

@@ -24,14 +24,21 @@ PLOT_CONFIG = {"displayModeBar": False, "responsive": True, "scrollZoom": False}
 
 
 def plot_props(height_px: int, **components) -> dict:
-    """Keyword arguments of ``Object.plot`` for a plot of a fixed height: the plot and its
-    container keep ``height_px`` whatever the panel re-renders, so text below never slides
-    under it. ``components`` are further ``componentsProps`` (e.g. :func:`flex`'s)."""
+    """Keyword arguments of ``Object.plot`` for a plot of a fixed height: the plot and the
+    grid item around it keep ``height_px`` whatever the panel re-renders, so text below
+    never slides under it. ``components`` are further ``componentsProps`` (e.g.
+    :func:`flex`'s).
+
+    The height goes on the item: FiftyOne 1.22's grids give an item the panel's height
+    unless its own ``sx`` says otherwise, and the plot view's container fills its item
+    (that container's ``sx`` is overridden by the view, so setting it there does nothing).
+    """
     fixed = {"height": f"{height_px}px", "minHeight": f"{height_px}px", "overflow": "hidden"}
+    item = components.pop("item", {})
     return {
         "height": height_px,
         "config": PLOT_CONFIG,
-        "componentsProps": {**components, "container": {"sx": fixed}},
+        "componentsProps": {**components, "item": {**item, "sx": {**item.get("sx", {}), **fixed}}},
     }
 
 

@@ -1,217 +1,39 @@
-"""The Annotation loop panel in a real FiftyOne App, driven by headless Chromium.
+"""Both annoloop panels, their jobs section and operator forms in the real FiftyOne App, in
+headless Chromium.
 
-The test starts the App's server on a free loopback port over the loop dataset of
-:mod:`test_panels` (scheduling allowed: the conftest sets
-``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``), opens it in Debian's ``chromium`` with the
-panel as the only space, and checks that the panel, its ledger and its batch are on the
-page; then it clicks a ledger row and checks that the App's view became that batch, and
-opens the batch's saved view in the App's grid. A
-screenshot goes to ``$ANNOLOOP_ARTIFACTS_DIR`` (default ``<repo>/artifacts/``).
-
-Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: JSON
-messages separated by NUL bytes on file descriptors 3 and 4), so no Python package and no
-browser download is needed. Where ``chromium`` is missing, the test installs Debian's
-package when it runs as root (as CI does), and is skipped otherwise.
+One App server and one browser page serve the module (helpers and selectors in
+:mod:`app_browser`), over the loop dataset of :mod:`test_panels`, built by real annoloop
+calls. Scheduling is allowed (the conftest sets ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS``);
+queued operations are run by FiftyOne's own executor, once, as a worker runs them.
+Screenshots go to ``$ANNOLOOP_ARTIFACTS_DIR`` (default ``<repo>/artifacts/``). Where
+``chromium`` is missing and cannot be installed (not root), the module is skipped.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
-import select
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
-import requests
+from bson import ObjectId
 
-import fiftyone as fo
-
+import annoloop
+from annoloop.panels import jobs as jb
+from annoloop.panels import loop_charts as charts
+from annoloop.panels import state as st
 from annoloop.panels.loop_panel import PANEL_LABEL
-from annoloop.panels.widgets import format_map
-from fo_helpers import unique_name
-from test_panels import ROUNDS, build_loop_dataset
+from app_browser import app_in_browser, chromium_executable
+from fo_helpers import queue_operator, unique_name, uri
+from test_panels import build_loop_dataset, units
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PANEL = "annotation_loop"
-WIDTH, HEIGHT = 1600, 2000
-# The App's "Explore Enterprise" pop-up stays closed once this key is set, as its own
-# "Dismiss" button does.
-NO_POPUP = "localStorage.setItem('fiftyone-enterprise-tooltip-seen', 'true')"
 
-pytestmark = pytest.mark.slow
-
-
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing and running as root."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip(
-            "Debian's chromium is not installed and installing it needs root: "
-            "run `apt-get install -y chromium` to run this test"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "chromium", "fonts-liberation"]
-    for command in (["apt-get", "update"], install):
-        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stderr[-3000:]}"
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium but it is not on PATH"
-    return found
-
-
-class Chromium:
-    """A headless Chromium page, driven over the DevTools protocol on a pipe."""
-
-    def __init__(self, executable: str, profile_dir: str, width: int, height: int, log):
-        to_chrome_read, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_write = os.pipe()
-        args = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--hide-scrollbars",
-            "--remote-debugging-pipe",
-            f"--user-data-dir={profile_dir}",
-            f"--window-size={width},{height}",
-            "about:blank",
-        ]
-        # Chromium reads commands on fd 3 and writes on fd 4: a tiny trampoline moves the
-        # pipe ends there, then becomes Chromium.
-        trampoline = (
-            "import os, sys\n"
-            "r, w = int(sys.argv[1]), int(sys.argv[2])\n"
-            "os.dup2(r, 3)\n"
-            "os.dup2(w, 4)\n"
-            "os.execv(sys.argv[3], sys.argv[3:])\n"
-        )
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                trampoline,
-                str(to_chrome_read),
-                str(from_chrome_write),
-                executable,
-                *args,
-            ],
-            pass_fds=(to_chrome_read, from_chrome_write),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped by its pid
-        )
-        os.close(to_chrome_read)
-        os.close(from_chrome_write)
-        self._buffer = b""
-        self._next_id = 0
-        self._session = None
-        self.width, self.height = width, height
-
-    def send(
-        self, method: str, params: dict | None = None, timeout: float = 30.0, page: bool = True
-    ) -> dict:
-        """Send one command (to the page unless ``page=False``) and return its result."""
-        self._next_id += 1
-        message = {"id": self._next_id, "method": method, "params": params or {}}
-        if page and self._session:
-            message["sessionId"] = self._session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._read(deadline)
-            if reply.get("id") == self._next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-
-    def _read(self, deadline: float) -> dict:
-        while b"\0" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("Chromium did not answer in time")
-            if select.select([self._from_chrome], [], [], left)[0]:
-                chunk = os.read(self._from_chrome, 1 << 20)
-                if not chunk:
-                    raise RuntimeError(f"Chromium exited with code {self.proc.poll()}")
-                self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\0", 1)
-        return json.loads(raw)
-
-    def open(self, url: str, init_script: str) -> None:
-        """Attach to the headless page (there is one) and load ``url``."""
-        deadline = time.monotonic() + 30
-        pages = []
-        while not pages:
-            if time.monotonic() > deadline:
-                raise TimeoutError("Chromium opened no page")
-            targets = self.send("Target.getTargets", page=False)["targetInfos"]
-            pages = [t["targetId"] for t in targets if t["type"] == "page"]
-            time.sleep(0.1)
-        self._session = self.send(
-            "Target.attachToTarget", {"targetId": pages[0], "flatten": True}, page=False
-        )["sessionId"]
-        self.send("Page.enable")
-        self.send(
-            "Emulation.setDeviceMetricsOverride",
-            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
-        )
-        self.send("Page.addScriptToEvaluateOnNewDocument", {"source": init_script})
-        self.send("Page.navigate", {"url": url})
-
-    def evaluate(self, expression: str):
-        result = self.send(
-            "Runtime.evaluate",
-            {"expression": expression, "returnByValue": True, "awaitPromise": True},
-        )
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
-
-    def text(self) -> str:
-        return self.evaluate("document.body ? document.body.innerText : ''")
-
-    def wait_for_text(self, *needles: str, timeout: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.text()
-            if all(n in text for n in needles):
-                return text
-            if "Uncaught Operator Error" in text or time.monotonic() > deadline:
-                raise AssertionError(f"{needles} not on the page; it shows:\n{text[:3000]}")
-            time.sleep(0.5)
-
-    def screenshot(self, path: Path) -> None:
-        data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
-        path.write_bytes(base64.b64decode(data))
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", page=False, timeout=10)
-            self.proc.wait(timeout=10)
-        except (RuntimeError, TimeoutError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        finally:
-            os.close(self._to_chrome)
-            os.close(self._from_chrome)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = [
+    pytest.mark.slow,
+    # FiftyOne's session, connected to a server it did not start, complains when collected.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 
 
 def artifacts_dir() -> Path:
@@ -220,98 +42,145 @@ def artifacts_dir() -> Path:
     return path
 
 
-@pytest.fixture
-def app_server(tmp_path):
-    """The FiftyOne App's server on a free loopback port: ``(port, log path)``."""
-    port = free_port()
-    log_path = tmp_path / "app-server.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fiftyone.server.main",
-                "--port",
-                str(port),
-                "--address",
-                "127.0.0.1",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),  # the tests' database, plugins and orchestrator settings
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, f"the App server exited:\n{log_path.read_text()[-3000:]}"
-            try:
-                requests.get(f"http://127.0.0.1:{port}/fiftyone", timeout=1).raise_for_status()
-                break
-            except requests.RequestException:
-                assert time.monotonic() < deadline, "the App server did not answer within 60 s"
-                time.sleep(0.3)
-        yield port, log_path
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-
-
-# FiftyOne's session, connected to a server it did not start, complains when collected.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_the_annotation_loop_panel_shows_the_ledger_and_opens_a_batch_in_the_app(
-    app_server, tmp_path
-):
-    executable = chromium()
-    port, server_log = app_server
+@pytest.fixture(scope="module")
+def built():
     built = build_loop_dataset(unique_name("browser"), image_size=(384, 128))
-    dataset = built["dataset"]
-    panel = fo.Panel(type=PANEL)
-    spaces = fo.Space(children=[panel], active_child=panel.component_id)
-    session = fo.launch_app(
-        dataset, spaces=spaces, remote=True, address="127.0.0.1", port=port, auto=False
-    )
-    browser_log = open(tmp_path / "chromium.log", "w")
-    browser = Chromium(executable, str(tmp_path / "profile"), WIDTH, HEIGHT, browser_log)
-    try:
-        browser.open(f"http://127.0.0.1:{port}/", NO_POPUP)
-        round_1 = format_map(ROUNDS[1][2])
-        browser.wait_for_text(PANEL_LABEL, "Ledger of rounds", round_1, "Golden set", "Quarantine")
-        cells = browser.evaluate(
-            "[...document.querySelectorAll('td')].map(td => td.innerText.trim())"
-        )
-        assert round_1 in cells and "batch:v2" in cells
-        time.sleep(2)  # let the plots finish drawing
-        browser.screenshot(artifacts_dir() / "annotation_loop_panel.png")
+    yield built
+    built["dataset"].delete()
 
-        # Clicking round 1's row makes its batch the App's view; the session follows it.
-        clicked = browser.evaluate(
-            "(() => { const td = [...document.querySelectorAll('td')]"
-            ".find(t => t.innerText.trim() === 'batch:v2'); if (td) td.click(); return !!td; })()"
-        )
-        assert clicked
-        deadline = time.monotonic() + 30
-        while session.view is None or len(session.view) != len(built["second"]["ids"]):
-            assert time.monotonic() < deadline, "the App's view did not change to batch:v2"
-            time.sleep(0.5)
-        assert set(session.view.distinct("group.id")) == set(built["second"]["ids"])
 
-        # The batch's saved view pages in the App's grid (a select_groups view fails there).
-        grid = fo.Panel(type="Samples", pinned=True)
-        session.spaces = fo.Space(children=[grid], active_child=grid.component_id)
-        session.view = dataset.load_saved_view("batch_v2")
-        browser.wait_for_text("batch_v2")  # the saved-view selector: the view has arrived
-        time.sleep(5)  # let the grid page it, or fail to
-        text = browser.wait_for_text(f"{len(built['second']['ids'])} groups with slice")
-        assert "GraphQL API Error" not in text
-    finally:
-        browser.close()
-        browser_log.close()
-        session.close()
-        dataset.delete()
-    log = server_log.read_text()
+@pytest.fixture(scope="module")
+def app(built, tmp_path_factory):
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("Debian's chromium is missing and installing it needs root: "
+                    "run `apt-get install -y chromium`")
+    log_dir = tmp_path_factory.mktemp("app")
+    with app_in_browser(built["dataset"], executable, log_dir) as app:
+        yield app
+        # Read before the server stops: its shutdown logs cancelled connections.
+        log = (log_dir / "app-server.log").read_text()
     assert "Traceback" not in log, f"the App server logged an error:\n{log[-4000:]}"
+
+
+def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(app, built):
+    # The ledger as the panel's reader finds it on the dataset, row for row in the table.
+    rounds = st.ledger_state(built["dataset"])["rounds"]
+    columns = [key for key, _ in charts.LEDGER_COLUMNS]
+    expected = [[str(charts.ledger_row(r)[key]) for key in columns] for r in rounds]
+    app.show_panel("annotation_loop", PANEL_LABEL, "Ledger of rounds", "Golden set", "Quarantine",
+                   *expected[-1])
+    assert [row for row in app.table_rows() if row in expected] == expected
+    app.screenshot(artifacts_dir() / "annotation_loop_panel.png")
+    app.click_cell("batch:v2")
+    view = app.wait_for_view(lambda v: units(v) == set(built["second"]["ids"]))
+    assert units(view) == set(built["second"]["ids"])
+
+
+def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, built):
+    app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)")
+    app.click_button("Preview")
+    app.wait_for_text("Preview of batch:v3")
+    scene_groups = dict(zip(*built["dataset"].values(["scene_id", "group.id"])))
+    names = app.wait_for_cells(lambda cells: any(c in scene_groups for c in cells))
+    app.screenshot(artifacts_dir() / "batch_planner_panel.png")
+    picked = [n for n in scene_groups if n in names]
+    app.click_cell(picked[0])
+    app.wait_for_view(lambda v: units(v) == {scene_groups[picked[0]]})
+
+
+def test_a_form_executes_immediately_from_the_operator_browser(app, built):
+    dataset = built["dataset"]
+    assert not dataset.has_field("qa_violations")
+    app.open_operator("annoloop: validate labels (schema gate)", "Violations field")
+    app.execute()
+    app.wait_for_text("Samples with violations")
+    dataset.reload()
+    assert dataset.has_field("qa_violations")
+
+
+def test_a_form_scheduled_with_the_native_button_queues_an_operation_a_worker_completes(
+    app, built
+):
+    # Needs the native Execute / Schedule button (the forms work of issue 15).
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset = built["dataset"]
+    service = DelegatedOperationService()
+    before = {op.id for op in service.list_operations(dataset_name=dataset.name)}
+    app.page.keyboard.press("Escape")
+    app.open_operator("annoloop: check golden set (QA + drift)", "Check")
+    app.schedule()
+    queued = []
+    for _ in range(60):
+        queued = [op for op in service.list_operations(dataset_name=dataset.name)
+                  if op.id not in before]
+        if queued:
+            break
+        app.page.wait_for_timeout(500)
+    assert [op.operator.rsplit("/", 1)[-1] for op in queued] == ["check_golden"]
+    run_queue(dataset)
+    done = service.get(queued[0].id)
+    assert done.run_state == "completed", done.result and done.result.error
+
+
+def test_the_jobs_section_shows_a_queued_job_then_its_failure_and_queues_it_again(app, built):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset, service = built["dataset"], DelegatedOperationService()
+    # Scores already in "zcore": a second run that does not overwrite them fails, for real.
+    params = {"embeddings_fields": ["embedding"], "group_score": False, "n_sample": 2000}
+    annoloop.compute_zcore(dataset, embeddings_fields="embedding", group_score=False,
+                           params=annoloop.ZCoreParams(n_sample=2000))
+    op_id = off_loop(queue_operator, "compute_zcore", params, dataset=dataset)
+    try:
+        app.show_panel("annotation_loop", "Jobs", "compute_zcore · queued")
+        run_queue(dataset)
+        failed = service.get(ObjectId(op_id))
+        assert failed.run_state == "failed"
+        message = jb.error_message(failed.result.error)
+        assert "overwrite" in message
+        # The panel polls the queue while a job is active: no click on Refresh.
+        app.wait_for_text("compute_zcore failed at", message, "Re-run")
+        assert "compute_zcore · queued" not in app.text()
+
+        app.click_button("Re-run")
+        app.wait_for_text("compute_zcore · queued")
+        assert message not in app.text(), "a failed job queued again no longer alarms"
+        (again,) = [op for op in service.list_operations(dataset_name=dataset.name)
+                    if op.run_state == "queued"]
+        assert again.context.request_params["params"] == failed.context.request_params["params"]
+    finally:
+        for op in service.list_operations(dataset_name=dataset.name, operator=uri("compute_zcore")):
+            service.delete_operation(op.id)
+
+
+def off_loop(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` on a thread of its own, as a worker or a script would
+    call it; its return value.
+
+    Playwright's sync API keeps an event loop running on this thread, and FiftyOne's
+    executor, seeing one, hands back a future instead of running the operation.
+    """
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as err:  # re-raised on the test's thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive(), f"{function.__name__} did not return within 300 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def run_queue(dataset) -> None:
+    """Run the dataset's queued operations once, as a worker does."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    off_loop(DelegatedOperationService().execute_queued_operations, dataset_name=dataset.name)

@@ -598,8 +598,8 @@ def test_every_plot_has_a_fixed_height_and_scrolls_the_panel_instead_of_zooming(
     for view in plots:
         assert view["config"]["scrollZoom"] is False
         assert view["height"] == view["layout"]["height"]
-        container = view["componentsProps"]["container"]["sx"]
-        assert container["height"] == container["minHeight"] == f"{view['height']}px"
+        item = view["componentsProps"]["item"]["sx"]
+        assert item["height"] == item["minHeight"] == f"{view['height']}px"
 
 
 def test_rounds_are_numbered_from_1_like_their_batches_in_both_panels(loop, loaded):
