@@ -50,6 +50,7 @@ __all__ = [
     "IncomingDrift",
     "NoveltyScores",
     "batch_test",
+    "check_params",
     "cluster_novel",
     "detect_incoming_drift",
     "flag_novel",
@@ -183,13 +184,10 @@ def batch_test(
     0.005
     """
     reference, batch = _check_pair(reference, batch)
+    check_params(k=k, n_permutations=n_permutations, seed=seed, max_reference=max_reference,
+                 scale=scale)
     k = _check_k(k, len(reference))
-    n_permutations = _check_positive_int("n_permutations", n_permutations)
-    max_reference = _check_positive_int("max_reference", max_reference)
-    if max_reference <= k:
-        raise ValueError(f"max_reference must exceed k={k}; got {max_reference}")
-    seed = _check_seed(seed)
-    reference, batch = _scaled(reference, batch, _check_scale(scale))
+    reference, batch = _scaled(reference, batch, scale)
     return _permutation_test(reference, batch, k, n_permutations, max_reference, seed)
 
 
@@ -302,15 +300,10 @@ def detect_incoming_drift(
     (False, 0)
     """
     reference, batch = _check_pair(reference, batch)
+    check_params(k=k, alpha=alpha, fdr=fdr, n_permutations=n_permutations, seed=seed,
+                 max_reference=max_reference, scale=scale)
     k = _check_k(k, len(reference))
-    alpha = _check_fraction("alpha", alpha)
-    fdr = _check_fraction("fdr", fdr)
-    n_permutations = _check_positive_int("n_permutations", n_permutations)
-    max_reference = _check_positive_int("max_reference", max_reference)
-    if max_reference <= k:
-        raise ValueError(f"max_reference must exceed k={k}; got {max_reference}")
-    seed = _check_seed(seed)
-    reference, batch = _scaled(reference, batch, _check_scale(scale))
+    reference, batch = _scaled(reference, batch, scale)
 
     scores = _novelty(reference, batch, k)
     test = _permutation_test(reference, batch, k, n_permutations, max_reference, seed)
@@ -325,6 +318,38 @@ def detect_incoming_drift(
         alpha=alpha,
         fdr=fdr,
     )
+
+
+def check_params(
+    *,
+    k: int = 5,
+    alpha: float = 0.01,
+    fdr: float = 0.1,
+    n_permutations: int = 999,
+    seed: int = 0,
+    max_reference: int = 2000,
+    scale: str = "l2",
+) -> None:
+    """Raise ``ValueError`` naming the first bad parameter of :func:`detect_incoming_drift`.
+
+    The check needs no data (``k`` against the reference size is checked with the data), so
+    callers can validate before they read anything.
+
+    Examples
+    --------
+    >>> check_params(fdr=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: fdr must be a number in (0, 1); got 1.5
+    """
+    k = _check_positive_int("k", k)
+    _check_fraction("alpha", alpha)
+    _check_fraction("fdr", fdr)
+    _check_positive_int("n_permutations", n_permutations)
+    if _check_positive_int("max_reference", max_reference) <= k:
+        raise ValueError(f"max_reference must exceed k={k}; got {max_reference}")
+    _check_seed(seed)
+    _check_scale(scale)
 
 
 # --- validation ---------------------------------------------------------------------------
