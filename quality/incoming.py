@@ -49,6 +49,7 @@ def check_incoming(
     name: str | None = None,
     slice_name: str | None = None,
     k: int = 5,
+    tail: float = 0.02,
     alpha: float = 0.01,
     fdr: float = 0.1,
     n_permutations: int = 999,
@@ -74,7 +75,7 @@ def check_incoming(
     slice_name : str, optional
         Grouped datasets: the slice whose samples carry the embeddings; default the first
         slice that has the field.
-    k, alpha, fdr, n_permutations, seed, scale
+    k, tail, alpha, fdr, n_permutations, seed, scale
         See :func:`.algorithms.incoming_drift.detect_incoming_drift`.
     progress : callable, optional
         Called as ``progress(fraction, label)``.
@@ -105,7 +106,7 @@ def check_incoming(
     unknown = [f for f in describe_by if f not in schema]
     if unknown:
         raise ValueError(f"describe_by fields {unknown} do not exist; the samples have {sorted(schema)}")
-    idr.check_params(k=k, alpha=alpha, fdr=fdr, n_permutations=n_permutations, seed=seed, scale=scale)
+    idr.check_params(k=k, tail=tail, alpha=alpha, fdr=fdr, n_permutations=n_permutations, seed=seed, scale=scale)
 
     report(0.05, f"reading '{field}'")
     path = unit_path(dataset)
@@ -132,7 +133,8 @@ def check_incoming(
     report(0.2, "testing the batch against the pool")
     drift = idr.detect_incoming_drift(
         read.vectors[in_reference], read.vectors[in_batch],
-        k=k, alpha=alpha, fdr=fdr, n_permutations=n_permutations, seed=seed, scale=scale,
+        k=k, tail=tail, alpha=alpha, fdr=fdr, n_permutations=n_permutations, seed=seed,
+        scale=scale,
     )
     batch_ids = [u for u, b in zip(units, in_batch) if b]
     novel_ids = [u for u, flag in zip(batch_ids, drift.novel) if flag]
@@ -158,6 +160,7 @@ def check_incoming(
             "n_permutations": drift.test.n_permutations,
             "alpha": alpha,
             "k": k,
+            "tail": tail,
             "scale": scale,
             "seed": seed,
         },

@@ -11,10 +11,13 @@ three questions are answered, each by its own public function and all at once by
    isolated as the sample. Samples are flagged by Benjamini-Hochberg over these p-values
    (:func:`flag_novel`), which bounds the expected share of false flags by ``fdr``.
 2. **Has the batch drifted as a whole?** (:func:`batch_test`) A two-sample permutation test:
-   the statistic is the batch's mean ``k``-NN distance to the reference; the null
-   distribution comes from random re-splits of reference + batch into a "batch" of the same
-   size and a "reference" of the rest. The ``k``-th neighbour (not the first) keeps the test
-   honest on data with near-duplicates: a duplicate pair split by a permutation shortens one
+   the statistic is the share of the batch that is *far* from the reference (its ``k``-NN
+   distance to the reference above the ``1 - tail`` quantile, default 98 %, of the
+   leave-one-out ``k``-NN distances of reference and batch together); the null distribution
+   comes from random re-splits of reference + batch into a "batch" of the same size and a
+   "reference" of the rest. A new domain that is a minority of the batch moves this share
+   much more than it moves a mean distance. The ``k``-th neighbour (not the first) keeps the
+   test honest on data with near-duplicates: a duplicate pair split by a permutation shortens one
    distance to its twin, but not the ``k``-th one.
 3. **What is novel?** (:func:`cluster_novel`) The flagged samples are grouped by average-
    linkage agglomerative clustering, cut at the width of the reference (the distance within
@@ -75,7 +78,7 @@ class NoveltyScores:
 class BatchTest:
     """A permutation two-sample test of a batch against a reference (see :func:`batch_test`)."""
 
-    statistic: float  # the batch's mean k-NN distance to the reference
+    statistic: float  # share of the batch whose k-NN distance to the reference is "far"
     p_value: float  # (1 + #{null >= statistic}) / (n_permutations + 1)
     null_mean: float
     null_std: float
@@ -145,18 +148,22 @@ def batch_test(
     batch: np.ndarray,
     *,
     k: int = 5,
+    tail: float = 0.02,
     n_permutations: int = 999,
     seed: int = 0,
     max_reference: int = 2000,
     scale: str = "l2",
 ) -> BatchTest:
-    """Permutation test of "the batch is drawn like the reference" on the mean ``k``-NN distance.
+    """Permutation test of "the batch is drawn like the reference" on its share of far samples.
 
     Parameters
     ----------
     reference, batch : array-like of shape (n, d) and (m, d)
         As in :func:`novelty_scores`.
     k : int, default=5
+    tail : float, default=0.02
+        A sample is far when its ``k``-NN distance exceeds the ``1 - tail`` quantile of
+        the combined set's leave-one-out ``k``-NN distances; in (0, 1].
     n_permutations : int, default=999
         Random re-splits; the smallest possible p-value is ``1 / (n_permutations + 1)``.
     seed : int, default=0
@@ -184,11 +191,11 @@ def batch_test(
     0.005
     """
     reference, batch = _check_pair(reference, batch)
-    check_params(k=k, n_permutations=n_permutations, seed=seed, max_reference=max_reference,
-                 scale=scale)
+    check_params(k=k, tail=tail, n_permutations=n_permutations, seed=seed,
+                 max_reference=max_reference, scale=scale)
     k = _check_k(k, len(reference))
     reference, batch = _scaled(reference, batch, scale)
-    return _permutation_test(reference, batch, k, n_permutations, max_reference, seed)
+    return _permutation_test(reference, batch, k, tail, n_permutations, max_reference, seed)
 
 
 def flag_novel(p_value: np.ndarray, *, fdr: float = 0.1) -> np.ndarray:
@@ -260,6 +267,7 @@ def detect_incoming_drift(
     batch: np.ndarray,
     *,
     k: int = 5,
+    tail: float = 0.02,
     alpha: float = 0.01,
     fdr: float = 0.1,
     n_permutations: int = 999,
@@ -275,6 +283,8 @@ def detect_incoming_drift(
         Embeddings of the pool and of the new batch.
     k : int, default=5
         The neighbour whose distance scores a sample.
+    tail : float, default=0.02
+        What counts as far in the batch test (see :func:`batch_test`).
     alpha : float, default=0.01
         The batch alarms when the test's p-value is below it.
     fdr : float, default=0.1
@@ -300,13 +310,13 @@ def detect_incoming_drift(
     (False, 0)
     """
     reference, batch = _check_pair(reference, batch)
-    check_params(k=k, alpha=alpha, fdr=fdr, n_permutations=n_permutations, seed=seed,
-                 max_reference=max_reference, scale=scale)
+    check_params(k=k, tail=tail, alpha=alpha, fdr=fdr, n_permutations=n_permutations,
+                 seed=seed, max_reference=max_reference, scale=scale)
     k = _check_k(k, len(reference))
     reference, batch = _scaled(reference, batch, scale)
 
     scores = _novelty(reference, batch, k)
-    test = _permutation_test(reference, batch, k, n_permutations, max_reference, seed)
+    test = _permutation_test(reference, batch, k, tail, n_permutations, max_reference, seed)
     novel = _benjamini_hochberg(scores.p_value, fdr)
     cluster = _clusters(batch, novel, _pool_width(reference, seed))
     return IncomingDrift(
@@ -323,6 +333,7 @@ def detect_incoming_drift(
 def check_params(
     *,
     k: int = 5,
+    tail: float = 0.02,
     alpha: float = 0.01,
     fdr: float = 0.1,
     n_permutations: int = 999,
@@ -343,6 +354,8 @@ def check_params(
     ValueError: fdr must be a number in (0, 1); got 1.5
     """
     k = _check_positive_int("k", k)
+    if isinstance(tail, bool) or not isinstance(tail, (int, float, np.floating)) or not 0 < tail <= 1:
+        raise ValueError(f"tail must be a number in (0, 1]; got {tail!r}")
     _check_fraction("alpha", alpha)
     _check_fraction("fdr", fdr)
     _check_positive_int("n_permutations", n_permutations)
@@ -449,6 +462,7 @@ def _permutation_test(
     reference: np.ndarray,
     batch: np.ndarray,
     k: int,
+    tail: float,
     n_permutations: int,
     max_reference: int,
     seed: int,
@@ -459,12 +473,18 @@ def _permutation_test(
     m = len(batch)
     combined = np.vstack([batch, reference])
     distances = pairwise_distances(combined)
+    # "Far" is decided on the combined set, the same for every split, so the statistic is a
+    # function of the split alone: what makes the permutation p-value exact.
+    loo = distances.copy()
+    np.fill_diagonal(loo, np.inf)
+    far = np.quantile(np.partition(loo, k - 1, axis=1)[:, k - 1], 1.0 - tail)
 
     def statistic(rows: np.ndarray) -> float:
         # k-th nearest distance from each "batch" row to the rows outside it.
         block = distances[rows]
         block[:, rows] = np.inf
-        return float(np.partition(block, k - 1, axis=1)[:, k - 1].mean())
+        kth = np.partition(block, k - 1, axis=1)[:, k - 1]
+        return float(np.mean(kth > far))
 
     observed = statistic(np.arange(m))
     null = np.array(
