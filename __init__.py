@@ -13,6 +13,8 @@ The same checkout is two things:
   ``check_frozen``            verify that frozen labels did not change
   ``validate_labels``         the schema gate: violations recorded, units quarantined
   ``check_golden``            golden-set QA of a batch, with drift alarms
+  ``check_incoming``          a new batch's embeddings against the pool's: novel samples
+  ``add_demo_scenes``         a new raw batch of demo scenes (e.g. snow), tagged incoming:*
   ``plan_batch``              the next batch to label: coverage + targeting
   ``autolabel``               a foundation or trained detector labels a view
   ``review_autolabels``       accept / reject auto-labels into the label field
@@ -44,6 +46,8 @@ _SDK = {
     "check_frozen": ("quality.frozen_check", "check_frozen"),
     "validate_labels": ("quality.gate", "gate_label_field"),
     "check_golden": ("quality.golden", "check_golden"),
+    "check_incoming": ("quality.incoming", "check_incoming"),
+    "add_demo_scenes": ("demo.dataset", "add_demo_scenes"),
     "plan_batch": ("selection.batches", "plan_batch"),
     "autolabel": ("training.autolabel.run", "autolabel"),
     "review_autolabels": ("training.autolabel.review", "review_autolabels"),

@@ -33,6 +33,7 @@ from PIL import Image
 
 from ..core.catalog import tagged_units
 from ..core.locks import dataset_lock
+from ..core.names import INCOMING_TAG_PREFIX
 from ..core.runs import Progress
 from ..core.views import slice_views
 from .algorithms import scenes as sc
@@ -52,8 +53,6 @@ DEFAULT_NAME = "annoloop-demo"
 DEFAULT_NUM_SCENES = 200
 DEFAULT_SEED = 51
 _CHUNK_SCENES = 100  # scenes rendered and added per add_samples call
-#: Tags of arrived batches start with this: ``incoming:<name>``.
-INCOMING_TAG_PREFIX = "incoming:"
 _BUILD_PREFIX = "build-"
 
 

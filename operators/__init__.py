@@ -4,7 +4,7 @@ from .autolabel import Autolabel, ReviewAutolabels
 from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
 from .planning import PlanBatch
-from .quality import CheckGolden, CreateSplits, ValidateLabels
+from .quality import CheckGolden, CheckIncomingDrift, CreateSplits, ValidateLabels
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore
 
@@ -19,6 +19,7 @@ OPERATORS = (
     PlanBatch,
     ValidateLabels,
     CheckGolden,
+    CheckIncomingDrift,
     TrainDetector,
     ApplyDetector,
     EvaluateModel,

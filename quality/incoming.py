@@ -22,17 +22,15 @@ import numpy as np
 
 from ..core.catalog import tagged_units, unit_path
 from ..core.locks import dataset_lock
-from ..core.names import FROZEN_SPLIT_TAGS
+from ..core.names import FROZEN_SPLIT_TAGS, INCOMING_TAG_PREFIX, NOVEL_TAG
 from ..core.runs import Progress, now, save_record
 from ..core.vector_reads import read_vectors
 from ..core.views import root_dataset, slice_views, units_view
 from .algorithms import incoming_drift as idr
 
-__all__ = ["INCOMING_RUN_METHOD", "NOVEL_TAG", "check_incoming", "incoming_run_key"]
+__all__ = ["INCOMING_RUN_METHOD", "check_incoming", "incoming_run_key"]
 
 INCOMING_RUN_METHOD = "annoloop.incoming_drift"
-NOVEL_TAG = "drift:novel"
-_INCOMING_PREFIX = "incoming:"
 
 
 def incoming_run_key(name: str) -> str:
@@ -211,7 +209,7 @@ def _batch_units(dataset: fo.Dataset, batch, name: str | None) -> tuple[set[str]
                 f"no sample is tagged {batch!r}; pass the tag of the new batch (e.g. "
                 "'incoming:<name>' from add_demo_scenes) or a view of it"
             )
-        default = batch[len(_INCOMING_PREFIX):] if batch.startswith(_INCOMING_PREFIX) else batch
+        default = batch[len(INCOMING_TAG_PREFIX):] if batch.startswith(INCOMING_TAG_PREFIX) else batch
         name = name or default
     elif isinstance(batch, fo.core.collections.SampleCollection):
         if root_dataset(batch).name != dataset.name:
