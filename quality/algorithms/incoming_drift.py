@@ -137,9 +137,7 @@ def novelty_scores(
     >>> bool(s.p_value[0] > 0.5), float(s.p_value[1]) == 1 / 201
     (True, True)
     """
-    reference, batch = _check_pair(reference, batch)
-    k = _check_k(k, len(reference))
-    reference, batch = _scaled(reference, batch, _check_scale(scale))
+    reference, batch, k = _prepare(reference, batch, k, scale)
     return _novelty(reference, batch, k)
 
 
@@ -190,11 +188,10 @@ def batch_test(
     >>> test.p_value
     0.005
     """
-    reference, batch = _check_pair(reference, batch)
-    check_params(k=k, tail=tail, n_permutations=n_permutations, seed=seed,
-                 max_reference=max_reference, scale=scale)
-    k = _check_k(k, len(reference))
-    reference, batch = _scaled(reference, batch, scale)
+    reference, batch, k = _prepare(
+        reference, batch, k, scale,
+        tail=tail, n_permutations=n_permutations, seed=seed, max_reference=max_reference,
+    )
     return _permutation_test(reference, batch, k, tail, n_permutations, max_reference, seed)
 
 
@@ -309,11 +306,10 @@ def detect_incoming_drift(
     >>> bool(same.alarm), int(same.novel.sum())
     (False, 0)
     """
-    reference, batch = _check_pair(reference, batch)
-    check_params(k=k, tail=tail, alpha=alpha, fdr=fdr, n_permutations=n_permutations,
-                 seed=seed, max_reference=max_reference, scale=scale)
-    k = _check_k(k, len(reference))
-    reference, batch = _scaled(reference, batch, scale)
+    reference, batch, k = _prepare(
+        reference, batch, k, scale, tail=tail, alpha=alpha, fdr=fdr,
+        n_permutations=n_permutations, seed=seed, max_reference=max_reference,
+    )
 
     scores = _novelty(reference, batch, k)
     test = _permutation_test(reference, batch, k, tail, n_permutations, max_reference, seed)
@@ -382,6 +378,15 @@ def _check_matrix(name: str, x) -> np.ndarray:
             f"{int(np.flatnonzero(bad)[0])}); recompute or drop those embeddings"
         )
     return x
+
+
+def _prepare(reference, batch, k, scale, **params) -> tuple[np.ndarray, np.ndarray, int]:
+    """Validated, scaled arrays and ``k``: every parameter is checked before any work."""
+    reference, batch = _check_pair(reference, batch)
+    check_params(k=k, scale=scale, **params)
+    k = _check_k(k, len(reference))
+    reference, batch = _scaled(reference, batch, scale)
+    return reference, batch, k
 
 
 def _check_pair(reference, batch) -> tuple[np.ndarray, np.ndarray]:
