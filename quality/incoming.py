@@ -98,7 +98,7 @@ def check_incoming(
     field = embeddings_field or (
         "group_embedding" if dataset.media_type == "group" else "embedding"
     )
-    view = _embedding_view(dataset, field, slice_name)
+    slice_name, view = _embedding_view(dataset, field, slice_name)
     describe_by = list(describe_by)
     schema = view.get_field_schema()
     unknown = [f for f in describe_by if f not in schema]
@@ -145,7 +145,7 @@ def check_incoming(
         "checked_at": now(),
         "batch": batch if isinstance(batch, str) else f"view ({len(batch_ids)} units)",
         "embeddings_field": field,
-        "slice": slice_name if dataset.media_type == "group" else None,
+        "slice": slice_name,
         "n_batch": len(batch_ids),
         "n_reference": int(in_reference.sum()),
         "n_frozen_left_out": len(frozen),
@@ -228,11 +228,12 @@ def _batch_units(dataset: fo.Dataset, batch, name: str | None) -> tuple[set[str]
 
 
 def _embedding_view(dataset: fo.Dataset, field: str, slice_name: str | None):
-    """One sample per unit that holds ``field``: the dataset, or the slice chosen / found."""
+    """``(slice, view)``: one sample per unit holding ``field``, the slice chosen or found
+    (``(None, dataset)`` on flat datasets)."""
     views = slice_views(dataset, slice_name) if slice_name else slice_views(dataset)
-    for view in views.values():
+    for name, view in views.items():
         if field in view.get_field_schema():
-            return view
+            return name, view
     raise ValueError(
         f"no samples have an embeddings field '{field}'"
         + (f" on slice {slice_name!r}" if slice_name else "")

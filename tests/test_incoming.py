@@ -48,7 +48,7 @@ def test_the_operator_finds_and_names_the_snow_scenes_and_tags_them_on_every_sli
     assert result["n_reference"] + result["n_frozen_left_out"] == 40
     record = load_record(dataset, result["run_key"])
     assert record["p_value"] == result["p_value"] and record["saved_view"] == result["saved_view"]
-    assert "plan_batch" in result["next_step"]
+    assert "plan_batch" in result["next_step"] and result["slice"] == "left"
 
 
 def _units_and_weather(dataset, tag):
