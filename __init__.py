@@ -13,6 +13,8 @@ The same checkout is two things:
   ``check_frozen``            verify that frozen labels did not change
   ``validate_labels``         the schema gate: violations recorded, units quarantined
   ``check_golden``            golden-set QA of a batch, with drift alarms
+  ``check_incoming``          a new batch's embeddings against the pool's: novel samples
+  ``add_demo_scenes``         a new raw batch of demo scenes (e.g. snow), tagged incoming:*
   ``plan_batch``              the next batch to label: coverage + targeting
   ``send_batch``              a batch to an annotation tool, golden scenes hidden per annotator
   ``load_batch``              a sent batch back through the gate; annotators' golden scores
@@ -46,6 +48,8 @@ _SDK = {
     "check_frozen": ("quality.frozen_check", "check_frozen"),
     "validate_labels": ("quality.gate", "gate_label_field"),
     "check_golden": ("quality.golden", "check_golden"),
+    "check_incoming": ("quality.incoming", "check_incoming"),
+    "add_demo_scenes": ("demo.dataset", "add_demo_scenes"),
     "plan_batch": ("selection.batches", "plan_batch"),
     "send_batch": ("annotation.send", "send_batch"),
     "load_batch": ("annotation.load", "load_batch"),

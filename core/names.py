@@ -41,3 +41,9 @@ BATCH_TAG_PREFIX = "batch:"
 SOURCE_TAG_PREFIX = "source:"
 #: Per-sample coverage scores that ``compute_zcore`` writes and ``coverage_method="zcore"`` reads.
 ZCORE_FIELD = "zcore"
+
+#: Tags of newly arrived raw batches start with this (``incoming:week-2``); the demo's
+#: ``add_demo_scenes`` writes them and the incoming-drift check reads them.
+INCOMING_TAG_PREFIX = "incoming:"
+#: Sample tag of the units an incoming-drift check found novel.
+NOVEL_TAG = "drift:novel"

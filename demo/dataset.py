@@ -6,8 +6,12 @@ writes the media under a fresh build folder and adds one group per scene (slices
 builds under a temporary dataset name and swaps at the end, so a failed rebuild with
 ``overwrite=True`` leaves the old dataset and its media untouched.
 
+``add_demo_scenes`` is how a new raw batch arrives: more scenes (for example snow, the
+novel domain) rendered into the same media folder, their ids continuing the numbering,
+unlabeled, every sample tagged ``incoming:<name>``.
+
 Field contract (every slice): ``scene_id`` (str), ``scene_index`` (int), ``time_of_day``
-("day" / "night"), ``weather`` ("clear" / "rain" / "fog"), ``near_duplicate_of`` (scene id
+("day" / "night"), ``weather`` ("clear" / "rain" / "fog" / "snow"), ``near_duplicate_of`` (scene id
 or None), ``oracle`` (true ``Detections``: 2D boxes with ``object_id``, ``occluded`` and
 ``truncated`` on camera slices; 3D cuboids with ``object_id`` and ``num_points`` on
 ``pcd``) and ``ground_truth`` (``Detections``, empty until an annotator fills it).
@@ -27,7 +31,11 @@ import fiftyone as fo
 import numpy as np
 from PIL import Image
 
+from ..core.catalog import tagged_units
+from ..core.locks import dataset_lock
+from ..core.names import INCOMING_TAG_PREFIX
 from ..core.runs import Progress
+from ..core.views import slice_views
 from .algorithms import scenes as sc
 from .algorithms.camera import stereo_rig
 from .algorithms.pointcloud import simulate_lidar, write_pcd
@@ -166,10 +174,7 @@ def load_demo_dataset(
             "image_size": list(image_size),
             "media_dir": build_dir,
             "generator_version": GENERATOR_VERSION,
-            "scene_config": {
-                k: dict(v) if isinstance(v, Mapping) else v
-                for k, v in dataclasses.asdict(scene_config).items()
-            },
+            "scene_config": _config_json(scene_config),
         }
         report(0.97, "Replacing the old dataset" if fo.dataset_exists(name) else "Finishing")
         staging.persistent = True  # from here on it must survive even a failed swap
@@ -190,6 +195,131 @@ def load_demo_dataset(
         shutil.rmtree(old_media, ignore_errors=True)
     report(1.0, f"Built {name!r}: {num_scenes} scenes, {len(SLICES) * num_scenes} samples")
     return staging
+
+
+def add_demo_scenes(
+    dataset: fo.Dataset,
+    num_scenes: int,
+    seed: int,
+    name: str,
+    scene_config: sc.SceneConfig | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Add a new raw batch of scenes to a demo dataset: the demo's way for new data to arrive.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        A dataset built by :func:`load_demo_dataset`.
+    num_scenes : int
+        Scenes to add, > 0; their indices (and ids) continue after the dataset's last one.
+    seed : int
+        Non-negative seed. The dataset's own seed and config continue its distribution
+        (scene ``i`` is the one a larger build would have had, unless it is a near-duplicate:
+        those copy scenes of the same batch); another seed or config
+        gives new data, e.g. ``SceneConfig(weather_probs={..., "snow": 0.1})``.
+    name : str
+        The arrival's name: every new sample is tagged ``incoming:<name>``.
+    scene_config : SceneConfig, optional
+        The batch's scene distribution; defaults to ``SceneConfig()``.
+    progress : callable, optional
+        Called as ``progress(fraction, message)`` while rendering.
+
+    Returns
+    -------
+    dict
+        ``tag``, ``scene_ids``, ``first_index``, ``num_scenes`` and the batch's ``weather``
+        counts.
+
+    Raises
+    ------
+    ValueError
+        On bad arguments, a dataset that is not a demo, or a tag already in use; nothing
+        has been written then.
+
+    Examples
+    --------
+    >>> snowy = sc.SceneConfig(weather_probs={"clear": 0.6, "rain": 0.15, "fog": 0.15,
+    ...                                       "snow": 0.1})
+    >>> add_demo_scenes(dataset, 50, seed=7, name="week-2", scene_config=snowy)  # doctest: +SKIP
+    """
+    info = (dataset.info or {}).get(INFO_KEY) if isinstance(dataset, fo.Dataset) else None
+    if not info or not os.path.isdir(info.get("media_dir", "")):
+        raise ValueError(
+            "add_demo_scenes needs a dataset built by load_demo_dataset (with its media folder "
+            "on this machine); build one with load_demo_dataset first"
+        )
+    sc.check_count("num_scenes", num_scenes)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
+        raise ValueError(f"name must be a non-empty string without spaces, got {name!r}")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be callable or None, got {type(progress).__name__}")
+    tag = INCOMING_TAG_PREFIX + name
+    scene_config = scene_config or sc.SceneConfig()
+    report = progress or (lambda fraction, message: None)
+    build_dir = info["media_dir"]
+    cameras = stereo_rig(tuple(info["image_size"]))
+
+    with dataset_lock(dataset, "add_demo_scenes"):
+        dataset.reload()
+        if tagged_units(dataset, [tag]):
+            raise ValueError(f"tag {tag!r} is already in use; name the new batch differently")
+        first = 1 + max(int(v.bounds("scene_index")[1]) for v in slice_views(dataset).values())
+        scenes = sc.sample_scenes(num_scenes, int(seed), scene_config, first_index=first)
+        try:
+            for start in range(0, num_scenes, _CHUNK_SCENES):
+                chunk = scenes[start : start + _CHUNK_SCENES]
+                report(0.9 * start / num_scenes, f"Rendering new scenes {start + 1}-{start + len(chunk)}")
+                samples = [s for scene in chunk for s in _scene_samples(scene, cameras, build_dir)]
+                for sample in samples:
+                    sample.tags = [tag]
+                dataset.add_samples(samples, validate=False, progress=False)
+            dataset.add_dynamic_sample_fields(fields="oracle")
+            report(0.9, "Projecting the new point clouds")
+            _project_point_clouds(dataset.match_tags(tag), build_dir)
+        except BaseException:
+            # Leave the dataset and its media folder as they were: no half-arrived batch.
+            for view in slice_views(dataset).values():
+                dataset.delete_samples(view.match_tags(tag))
+            for scene in scenes:
+                for folder, ext in [*((c.name, "jpg") for c in cameras), (POINT_CLOUD_SLICE, "pcd")]:
+                    path = os.path.join(build_dir, folder, f"{scene.scene_id}.{ext}")
+                    if os.path.exists(path):
+                        os.remove(path)
+            raise
+        arrival = {
+            "tag": tag,
+            "seed": int(seed),
+            "first_index": first,
+            "num_scenes": int(num_scenes),
+            "scene_config": _config_json(scene_config),
+        }
+        # A fresh copy: the reload above detached the dict read before it.
+        info = dict(dataset.info[INFO_KEY])
+        info["num_scenes"] = int(info["num_scenes"]) + int(num_scenes)
+        info["arrivals"] = [*info.get("arrivals", []), arrival]
+        dataset.info[INFO_KEY] = info
+        dataset.save()
+    weather: dict[str, int] = {}
+    for scene in scenes:
+        weather[scene.weather] = weather.get(scene.weather, 0) + 1
+    report(1.0, f"Added {num_scenes} scenes tagged {tag!r}")
+    return {
+        "tag": tag,
+        "scene_ids": [scene.scene_id for scene in scenes],
+        "first_index": first,
+        "num_scenes": int(num_scenes),
+        "weather": weather,
+    }
+
+
+def _config_json(scene_config: sc.SceneConfig) -> dict:
+    return {
+        k: dict(v) if isinstance(v, Mapping) else v
+        for k, v in dataclasses.asdict(scene_config).items()
+    }
 
 
 def _check_image_size(image_size) -> tuple[int, int]:

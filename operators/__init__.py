@@ -5,7 +5,7 @@ from .autolabel import Autolabel, ReviewAutolabels
 from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
 from .planning import PlanBatch
-from .quality import CheckGolden, CreateSplits, ValidateLabels
+from .quality import CheckGolden, CheckIncomingDrift, CreateSplits, ValidateLabels
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore
 
@@ -23,6 +23,7 @@ OPERATORS = (
     LoadBatch,
     ValidateLabels,
     CheckGolden,
+    CheckIncomingDrift,
     TrainDetector,
     ApplyDetector,
     EvaluateModel,

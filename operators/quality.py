@@ -3,8 +3,9 @@
 ``create_splits`` freezes a test set, a mining set and a golden set (tags, saved views, golden labels,
 fingerprints). ``validate_labels`` checks a label field against its label schema and
 quarantines violations by tag. ``check_golden`` scores a batch of annotations against the
-golden labels and raises drift alarms. The work is in :mod:`..quality` (``frozen``,
-``gate``, ``golden``); each operator validates its parameters there before anything is
+golden labels and raises drift alarms. ``check_incoming_drift`` compares a newly arrived batch's
+embeddings with the pool's and tags what is novel. The work is in :mod:`..quality` (``frozen``,
+``gate``, ``golden``, ``incoming``); each operator validates its parameters there before anything is
 written, so a bad call fails with a clear message and leaves the dataset as it was.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import fiftyone.operators.types as types
 
-from ..core.names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS
+from ..core.names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS, INCOMING_TAG_PREFIX
 from .common import (
     AnnoloopOperator,
     no_dataset_form,
@@ -347,5 +348,92 @@ class CheckGolden(AnnoloopOperator):
                 "batches": "Batches checked",
                 "new_alarms": "Alarms of these batches",
                 "per_batch": "Metrics per batch and slice",
+            },
+        )
+
+
+class CheckIncomingDrift(AnnoloopOperator):
+    operator_name = "check_incoming_drift"
+    operator_label = "annoloop: check incoming data for drift"
+    operator_description = (
+        "Compare a new batch's embeddings with the pool's; tag and name the novel samples"
+    )
+
+    def resolve_input(self, ctx) -> types.Property:
+        import fiftyone as fo
+
+        inputs = types.Object()
+        if ctx.dataset is None:
+            return no_dataset_form(inputs)
+        dataset = ctx.dataset
+        tags = sorted(
+            t for t in dataset.distinct("tags") if t.startswith(INCOMING_TAG_PREFIX)
+        )
+        if tags:
+            dropdown(inputs, "batch_tag", tags, tags[-1], "New batch", "Its tag")
+        else:
+            inputs.str(
+                "batch_tag",
+                required=False,  # execute says what is missing and what to pass
+                label="New batch",
+                description="Tag of the newly arrived samples (e.g. incoming:week-2)",
+            )
+        vectors = sorted(dataset.get_field_schema(ftype=fo.VectorField))
+        if not vectors:
+            inputs.view(
+                "no_embeddings",
+                types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
+            )
+            return types.Property(inputs)
+        default = "group_embedding" if "group_embedding" in vectors else vectors[0]
+        dropdown(inputs, "embeddings_field", vectors, default, "Embeddings")
+        inputs.list(
+            "describe_by",
+            types.String(),
+            default=[f for f in ("weather", "time_of_day") if f in dataset.get_field_schema()],
+            required=False,
+            label="Describe clusters by",
+            description="Sample fields whose dominant values name each novel cluster",
+        )
+        number(inputs, ctx.params, "k", whole=True, default=5, low=1, high=100,
+               label="Neighbour k", description="The k-th nearest pool sample scores a sample")
+        number(inputs, ctx.params, "alpha", whole=False, default=0.01, low=1e-6, high=0.5,
+               label="Alarm level", description="The batch alarms when its p-value is below it")
+        number(inputs, ctx.params, "fdr", whole=False, default=0.1, low=1e-6, high=0.5,
+               label="False discovery rate", description="Of the samples flagged novel")
+        number(inputs, ctx.params, "n_permutations", whole=True, default=999, low=99,
+               high=100000, label="Permutations")
+        inputs.int("seed", default=0, label="Seed")
+        return types.Property(inputs, view=types.View(label="Check incoming data for drift"))
+
+    def execute(self, ctx) -> dict:
+        from ..quality.incoming import check_incoming
+
+        params = ctx.params
+        if not params.get("batch_tag"):
+            raise ValueError("batch_tag is required: the tag of the newly arrived samples")
+        return check_incoming(
+            require_dataset(ctx),
+            params["batch_tag"],
+            embeddings_field=params.get("embeddings_field") or None,
+            describe_by=params.get("describe_by") or (),
+            k=params.get("k", 5),
+            alpha=params.get("alpha", 0.01),
+            fdr=params.get("fdr", 0.1),
+            n_permutations=params.get("n_permutations", 999),
+            seed=params.get("seed", 0),
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        return result_property(
+            ctx,
+            {
+                "alarm": "Drift alarm",
+                "p_value": "Batch p-value",
+                "n_novel": "Novel samples",
+                "saved_view": "Saved view of them",
+                "clusters": "Novel clusters",
+                "next_step": "Next step",
             },
         )

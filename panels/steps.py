@@ -37,6 +37,7 @@ STEPS = (
     Step("compute_embeddings", "Embeddings", "scatter_plot", "Curate"),
     Step("compute_zcore", "ZCore scores", "insights", "Curate"),
     Step("compute_visualization", "Visualization", "bubble_chart", "Curate"),
+    Step("check_incoming_drift", "Incoming drift", "new_releases", "Curate"),
     Step("create_splits", "Splits", "call_split", "Curate"),
     Step("plan_batch", "Plan next batch", "playlist_add", "Plan"),
     Step("simulate_annotation", "Simulate annotation", "draw", "Annotate"),

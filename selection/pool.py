@@ -35,7 +35,7 @@ from ..core.catalog import UnitCatalog, read_catalog, unit_path, units_where
 from ..core.names import DEFAULT_GT_FIELD, ZCORE_FIELD
 from ..core.views import camera_slices
 from .algorithms.uncertainty import detection_uncertainty
-from .vector_reads import read_vectors
+from ..core.vector_reads import read_vectors
 
 __all__ = [
     "Pool",
@@ -213,7 +213,7 @@ class UnitTable:
         cls, reference, path: str, field: str, with_zcore: bool, order: Sequence[str] = ()
     ) -> UnitTable:
         """Read ``field`` (and :data:`ZCORE_FIELD`) of every sample of ``reference`` in bulk
-        (:func:`.vector_reads.read_vectors`); the units of ``order`` take the first rows."""
+        (:func:`..core.vector_reads.read_vectors`); the units of ``order`` take the first rows."""
         extra = []
         if with_zcore:
             if reference.get_field(ZCORE_FIELD) is None:

@@ -119,6 +119,14 @@ CASES = [
     ("validate_labels", {"label_field": "ground_truth", "schema": {"attributes": [{"type": "bool"}]}}, r"needs a 'name'"),
     ("validate_labels", {"label_field": "ground_truth", "box_tolerance": -1.0}, r"box_tolerance must be at least 0\.0; got -1\.0"),
     ("validate_labels", {"label_field": "ground_truth", "batch_tag": "batch:v9"}, r"batch:v9"),
+    # --- check_incoming_drift ----------------------------------------------------------
+    ("check_incoming_drift", {"batch_tag": ""}, r"batch_tag is required: the tag of the newly arrived samples"),
+    ("check_incoming_drift", {"batch_tag": "incoming:nope"}, r"no sample is tagged 'incoming:nope'.*add_demo_scenes"),
+    ("check_incoming_drift", {"batch_tag": BATCH, "k": 0}, r"k must be between 1 and 100; got 0"),
+    ("check_incoming_drift", {"batch_tag": BATCH, "fdr": 0.9}, r"fdr must be between 1e-06 and 0\.5; got 0\.9"),
+    ("check_incoming_drift", {"batch_tag": BATCH, "embeddings_field": "nope"}, r"no samples have an embeddings field 'nope'.*compute_embeddings"),
+    ("check_incoming_drift", {"batch_tag": BATCH, "describe_by": ["nope"]}, r"describe_by fields \['nope'\] do not exist"),
+    ("check_incoming_drift", {"batch_tag": BATCH, "k": 50}, r"k=50 needs a reference of more than 50 samples; got \d+ \(lower k"),
     # --- check_golden ------------------------------------------------------------------
     ("check_golden", {"candidate_field": "nope"}, r"'nope' does not exist.*Detections fields are"),
     ("check_golden", {"candidate_field": "ground_truth", "iou": 0.0}, r"iou must be a number in \(0, 1\]; got 0"),

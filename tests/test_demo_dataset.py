@@ -376,3 +376,49 @@ def test_annotate_batch_rejects_bad_arguments(demo):
         view, "pilot", profile=an.CLEAN, label_field="gt_pilot", slices=("left",)
     )
     assert summary["batch"] == "pilot" and set(summary["per_slice"]) == {"left"}
+
+
+SNOWY = sc.SceneConfig(weather_probs={"clear": 0.5, "rain": 0.0, "fog": 0.0, "snow": 0.5})
+
+
+def test_a_new_batch_arrives_unlabeled_tagged_and_numbered_after_the_pool():
+    ds = demo_dataset.load_demo_dataset("demo-arrival", num_scenes=4, seed=5, overwrite=True)
+    try:
+        before = set(ds.select_group_slices("pcd").values("filepath"))
+        added = demo_dataset.add_demo_scenes(ds, 6, seed=8, name="week-2", scene_config=SNOWY)
+        assert added["scene_ids"] == [sc.scene_id(i) for i in range(4, 10)]
+        for name in demo_dataset.SLICES:
+            arrived = ds.select_group_slices(name).match_tags("incoming:week-2")
+            assert sorted(arrived.values("scene_id")) == added["scene_ids"]
+            assert arrived.values("ground_truth") == [None] * 6
+            assert all(os.path.isfile(p) for p in arrived.values("filepath"))
+        assert set(ds.match_tags("incoming:week-2").values("weather")) <= {"clear", "snow"}
+        pcd = ds.select_group_slices("pcd")
+        assert before < set(pcd.values("filepath"))
+        assert None not in pcd.values("orthographic_projection_metadata")
+        assert ds.info["annoloop_demo"]["arrivals"][0]["tag"] == "incoming:week-2"
+    finally:
+        ds.delete()
+
+
+def test_a_second_arrival_under_the_same_name_is_refused_and_writes_nothing():
+    ds = demo_dataset.load_demo_dataset("demo-arrival-twice", num_scenes=3, seed=5, overwrite=True)
+    try:
+        demo_dataset.add_demo_scenes(ds, 2, seed=8, name="b1")
+        count = len(ds.select_group_slices("pcd"))
+        with pytest.raises(ValueError, match="'incoming:b1' is already in use"):
+            demo_dataset.add_demo_scenes(ds, 2, seed=9, name="b1")
+        with pytest.raises(ValueError, match="name must be a non-empty string without spaces"):
+            demo_dataset.add_demo_scenes(ds, 2, seed=9, name="two words")
+        assert len(ds.select_group_slices("pcd")) == count
+    finally:
+        ds.delete()
+
+
+def test_arrivals_need_a_demo_dataset():
+    plain = fo.Dataset()
+    try:
+        with pytest.raises(ValueError, match="needs a dataset built by load_demo_dataset"):
+            demo_dataset.add_demo_scenes(plain, 2, seed=1, name="b1")
+    finally:
+        plain.delete()

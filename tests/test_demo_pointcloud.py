@@ -118,3 +118,15 @@ def test_a_sweep_is_deterministic_and_fog_shortens_it(scenes):
     foggy = pc.simulate_lidar(dataclasses.replace(scene, weather="fog", fog_visibility=15.0))
     reach = lambda sweep: np.linalg.norm(sweep.points - [0, 0, pc.SENSOR_HEIGHT], axis=1).max()
     assert reach(foggy) <= 30.5 < reach(a)
+
+
+def test_snow_adds_flake_returns_near_the_sensor(scenes):
+    clear = dataclasses.replace(scenes[0], weather="clear", fog_visibility=float("inf"))
+    snowy = dataclasses.replace(clear, weather="snow")
+
+    def unowned_in_the_air(scene):
+        sweep = pc.simulate_lidar(scene)
+        near = np.linalg.norm(sweep.points[:, :2], axis=1) < 15.0
+        return int(np.sum(near & (sweep.owner < 0) & (sweep.points[:, 2] > 0.1)))
+
+    assert unowned_in_the_air(snowy) > unowned_in_the_air(clear) + 150

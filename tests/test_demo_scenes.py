@@ -71,7 +71,8 @@ def test_night_is_about_a_tenth_of_200_scenes_and_configurable():
     scenes = sc.sample_scenes(200, 51)
     night = np.mean([s.time_of_day == "night" for s in scenes])
     assert 0.05 <= night <= 0.15
-    assert {s.weather for s in scenes} == set(sc.WEATHERS)
+    # Every default weather occurs; snow, the novel domain, only when asked for.
+    assert {s.weather for s in scenes} == set(sc.WEATHERS) - {"snow"}
     config = sc.SceneConfig(night_fraction=0.5)
     night = np.mean([s.time_of_day == "night" for s in sc.sample_scenes(200, 51, config)])
     assert 0.4 <= night <= 0.6
@@ -213,3 +214,41 @@ def test_rain_streaks_the_image():
     brighter = (img_rain - img_clear).mean(axis=2) > 10
     assert 0.01 < brighter.mean() < 0.2
     assert img_rain.mean() < img_clear.mean()
+
+
+SNOW = {"clear": 0.0, "rain": 0.0, "fog": 0.0, "snow": 1.0}
+
+
+def test_snow_comes_only_when_asked_for_and_a_later_batch_continues_the_numbering():
+    batch = sc.sample_scenes(20, 51, sc.SceneConfig(weather_probs=SNOW), first_index=200)
+    assert [s.scene_id for s in batch] == [sc.scene_id(i) for i in range(200, 220)]
+    assert {s.weather for s in batch} == {"snow"}
+    assert all(np.all(s.object_id // sc.MAX_OBJECTS_PER_SCENE == s.index) for s in batch)
+    # Near-duplicates copy scenes of the same batch.
+    ids = {s.scene_id for s in batch}
+    assert all(s.near_duplicate_of in ids for s in batch if s.near_duplicate_of)
+
+
+def test_the_same_seed_continues_the_pool_scene_for_scene():
+    pool = sc.sample_scenes(30, 7, sc.SceneConfig(near_duplicate_fraction=0.0))
+    later = sc.sample_scenes(10, 7, sc.SceneConfig(near_duplicate_fraction=0.0), first_index=20)
+    assert [s.weather for s in later] == [s.weather for s in pool[20:]]
+    assert all(np.array_equal(a.location, b.location) for a, b in zip(later, pool[20:]))
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True])
+def test_a_bad_first_index_is_refused(bad):
+    with pytest.raises(ValueError, match="first_index must be a non-negative int"):
+        sc.sample_scenes(2, 1, first_index=bad)
+
+
+def test_snow_whitens_the_roadside_and_flattens_the_contrast():
+    base = dataclasses.replace(sc.sample_scenes(1, 3)[0], time_of_day="day", weather="clear")
+    snowy = dataclasses.replace(base, weather="snow", fog_visibility=100.0)
+    camera = cam.stereo_rig(IMAGE_SIZE)[0]
+    clear_image = render.render_camera(base, camera)[0].astype(float)
+    snow_image = render.render_camera(snowy, camera)[0].astype(float)
+    # The bottom corners are grass beside the road in this rig.
+    corner = (slice(-10, None), slice(0, 20))
+    assert snow_image[corner].mean() > clear_image[corner].mean() + 60
+    assert snow_image.std() < clear_image.std()

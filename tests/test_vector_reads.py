@@ -7,7 +7,7 @@ import pytest
 
 import fiftyone as fo
 
-from annoloop.selection.vector_reads import read_vectors
+from annoloop.core.vector_reads import read_vectors
 from fo_helpers import unique_name
 
 

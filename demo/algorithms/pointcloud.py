@@ -4,7 +4,8 @@ A spinning LiDAR is simulated by casting rays on a (beams x azimuths) grid from 
 against the ground plane and every box of the scene (object parts and clutter), keeping the
 nearest hit. Density therefore falls with range the way a real sweep's does: rings on the
 ground, few points on far objects. Range noise, dropout and weather (rain drops returns and
-adds spurious near hits; fog shortens the range and adds backscatter) are added on top.
+adds spurious near hits; fog shortens the range and adds backscatter; snow drops more
+returns and adds many flake hits) are added on top.
 
 Files are written as binary PCD v0.7 with fields ``x y z intensity`` (float32), which both
 FiftyOne's 3D viewer and ``open3d.io.read_point_cloud`` read.
@@ -160,7 +161,7 @@ def simulate_lidar(
     reach = max_range
     if np.isfinite(scene.fog_visibility):
         reach = min(reach, 2.0 * scene.fog_visibility)
-    dropout = 0.05 + 0.25 * distance / reach + (0.1 if scene.weather == "rain" else 0.0)
+    dropout = 0.05 + 0.25 * distance / reach + _WEATHER_DROPOUT.get(scene.weather, 0.0)
     keep = (distance < reach) & (rng.random(len(distance)) >= dropout)
     distance = distance[keep] + rng.normal(0.0, 0.02, keep.sum())
     directions, hit = directions[keep], hit[keep]
@@ -223,14 +224,21 @@ def _ground_intensity(points: np.ndarray, lane_phase: float) -> np.ndarray:
     return np.where(sc.lane_marking_mask(x, y, lane_phase), 0.65, out)
 
 
+#: Extra share of returns lost in each weather (wet or snow-covered surfaces scatter the beam).
+_WEATHER_DROPOUT = {"rain": 0.1, "snow": 0.15}
+#: Spurious near returns per sweep, and the farthest (metres) they come from: falling snow
+#: returns far more, and from farther, than raindrops or fog backscatter.
+_WEATHER_CLUTTER = {"rain": (40, 8.0), "fog": (80, 8.0), "snow": (400, 15.0)}
+
+
 def _weather_clutter(scene: sc.Scene, origin: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Spurious near returns off raindrops or fog."""
-    count = {"rain": 40, "fog": 80}.get(scene.weather, 0)
+    """Spurious near returns off raindrops, fog or snowflakes."""
+    count, farthest = _WEATHER_CLUTTER.get(scene.weather, (0, 0.0))
     if count == 0:
         return np.zeros((0, 3))
     direction = rng.normal(size=(count, 3))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    return origin + direction * rng.uniform(1.5, 8.0, (count, 1))
+    return origin + direction * rng.uniform(1.5, farthest, (count, 1))
 
 
 _PCD_TYPES = {

@@ -7,14 +7,16 @@ object's visible fraction, hence the ``occluded`` flag, exactly. Boxes are the p
 3D cuboids clipped to the frame, with ``truncated`` set where the frame cut them.
 
 Night is dark, bluish and low in contrast with glowing head/tail lights and street lamps;
-fog fades everything towards grey with distance; rain darkens, blurs and adds streaks.
+fog fades everything towards grey with distance; rain darkens, blurs and adds streaks;
+snow covers grass and sidewalks (the road is grey slush), greys the sky, hazes the distance,
+adds falling flakes and flattens the contrast.
 """
 
 from __future__ import annotations
 
 import functools
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
@@ -97,6 +99,35 @@ _NIGHT = _Look(
 )
 
 
+#: Snow on the ground: a snow look replaces these colours of the time of day's look.
+_SNOW_GROUND = {
+    "day": dict(
+        sky_top=np.array([170.0, 175, 185]),
+        sky_horizon=np.array([205.0, 208, 214]),
+        grass=np.array([228.0, 230, 236]),
+        road=np.array([140.0, 140, 146]),
+        sidewalk=np.array([215.0, 218, 225]),
+        fog=np.array([215.0, 217, 222]),
+    ),
+    "night": dict(
+        sky_top=np.array([20.0, 22, 30]),
+        sky_horizon=np.array([45.0, 47, 56]),
+        grass=np.array([62.0, 64, 74]),
+        road=np.array([34.0, 34, 40]),
+        sidewalk=np.array([56.0, 58, 68]),
+        fog=np.array([52.0, 54, 62]),
+    ),
+}
+#: Share of the image blended towards the haze colour in snow: lower contrast overall.
+_SNOW_CONTRAST_LOSS = 0.3
+
+
+@functools.lru_cache(maxsize=4)
+def _look(time_of_day: str, weather: str) -> _Look:
+    base = _NIGHT if time_of_day == "night" else _DAY
+    return replace(base, **_SNOW_GROUND[time_of_day]) if weather == "snow" else base
+
+
 def render_camera(
     scene: sc.Scene, camera: PinholeCamera, parts: sc.Parts | None = None
 ) -> tuple[np.ndarray, CameraLabels]:
@@ -118,7 +149,7 @@ def render_camera(
     rng = np.random.default_rng(
         np.random.SeedSequence(scene.render_seed, spawn_key=(zlib.crc32(camera.name.encode()),))
     )
-    look = _NIGHT if scene.time_of_day == "night" else _DAY
+    look = _look(scene.time_of_day, scene.weather)
     size = (camera.width, camera.height)
 
     canvas = Image.fromarray(_background(scene, camera, look))
@@ -148,6 +179,8 @@ def render_camera(
     if scene.weather == "rain":
         canvas = _rain(canvas, rng, look)
         exposure *= 0.85
+    elif scene.weather == "snow":
+        canvas = _snow(canvas, rng, look)
     lut = [v for c in range(3) for v in _scale_lut(exposure, look.tint[c])]
     canvas = ImageChops.add(
         canvas.point(lut), _noise_image(size, look.noise_sigma, rng), offset=-128
@@ -161,7 +194,7 @@ def render_camera(
 
 def _background(scene: sc.Scene, camera: PinholeCamera, look: _Look) -> np.ndarray:
     """Sky, grass, road, sidewalks and lane markings, fogged row by row."""
-    image = Image.fromarray(_static_background(camera, scene.time_of_day == "night"))
+    image = Image.fromarray(_static_background(camera, scene.time_of_day, scene.weather == "snow"))
     draw = ImageDraw.Draw(image)
     # Dashed markings move with the scene's lane phase; project all their quads at once.
     first = np.floor((_NEAR_GROUND + scene.lane_phase) / sc.DASH_PERIOD)
@@ -188,9 +221,10 @@ _NEAR_GROUND, _FAR_GROUND = 1.0, 400.0
 
 
 @functools.lru_cache(maxsize=8)
-def _static_background(camera: PinholeCamera, night: bool) -> np.ndarray:
-    """The part of the background that is the same in every scene of a camera and hour."""
-    look = _NIGHT if night else _DAY
+def _static_background(camera: PinholeCamera, time_of_day: str, snow: bool) -> np.ndarray:
+    """The part of the background that is the same in every scene of a camera and hour, on
+    snow-covered or bare ground."""
+    look = _look(time_of_day, "snow" if snow else "clear")
     width, height = camera.width, camera.height
     rows = np.arange(height, dtype=float) + 0.5
     t = np.clip(rows / max(camera.cy, 1.0), 0, 1)[:, None]
@@ -310,6 +344,23 @@ def _rain(image: Image.Image, rng: np.random.Generator, look: _Look) -> Image.Im
         "RGB", image.size, _rgb(np.maximum(look.sky_horizon, 120.0 * look.albedo_scale + 40))
     )
     return Image.composite(colour, soft, streaks.point(_scale_lut(0.35)))
+
+
+def _snow(image: Image.Image, rng: np.random.Generator, look: _Look) -> Image.Image:
+    """Flatten the contrast towards the haze colour and draw falling flakes over it."""
+    width, height = image.size
+    haze = Image.new("RGB", image.size, _rgb(look.fog))
+    flat = Image.blend(image.filter(ImageFilter.GaussianBlur(radius=0.5)), haze, _SNOW_CONTRAST_LOSS)
+    flakes = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(flakes)
+    count = int(0.006 * width * height)
+    centres = rng.uniform([0, 0], [width, height], size=(count, 2))
+    # Near flakes are bigger; most are specks.
+    radii = rng.choice([0.5, 1.0, 1.5], size=count, p=[0.6, 0.3, 0.1])
+    for (u, v), r in zip(centres.tolist(), radii.tolist()):
+        draw.ellipse([u - r, v - r, u + r, v + r], fill=230)
+    white = Image.new("RGB", image.size, _rgb(np.maximum(look.fog + 30, 200 * look.albedo_scale)))
+    return Image.composite(white, flat, flakes)
 
 
 def _scale_lut(gain: float, offset: float = 0.0) -> list[int]:

@@ -160,7 +160,9 @@ _CLUTTER_COLOURS = {
 }
 
 TIMES_OF_DAY = ("day", "night")
-WEATHERS = ("clear", "rain", "fog")
+#: ``snow`` is the novel domain: absent by default (probability 0), so a pool built with the
+#: defaults never holds it and a batch sampled with it is new data (issue 18).
+WEATHERS = ("clear", "rain", "fog", "snow")
 MAX_OBJECTS_PER_SCENE = 1000  # object ids are scene_index * 1000 + k
 
 
@@ -169,7 +171,7 @@ def _default_class_probs() -> dict[str, float]:
 
 
 def _default_weather_probs() -> dict[str, float]:
-    return {"clear": 0.7, "rain": 0.15, "fog": 0.15}
+    return {"clear": 0.7, "rain": 0.15, "fog": 0.15, "snow": 0.0}
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,7 @@ class Scene:
     clutter_yaw: np.ndarray  # (k,)
     clutter_colors: np.ndarray  # (k, 3) uint8
     lane_phase: float  # offset of the dashed lane markings along x, metres
-    fog_visibility: float  # metres; inf unless foggy
+    fog_visibility: float  # metres; inf unless foggy or snowing
     exposure: float  # global brightness multiplier of the camera images
     render_seed: int  # seeds pixel noise, rain streaks and LiDAR noise
 
@@ -290,7 +292,9 @@ def scene_id(index: int) -> str:
     return f"scene-{index:06d}"
 
 
-def sample_scenes(num_scenes: int, seed: int, config: SceneConfig | None = None) -> list[Scene]:
+def sample_scenes(
+    num_scenes: int, seed: int, config: SceneConfig | None = None, first_index: int = 0
+) -> list[Scene]:
     """Sample ``num_scenes`` scenes, deterministically for a seed.
 
     Parameters
@@ -302,6 +306,9 @@ def sample_scenes(num_scenes: int, seed: int, config: SceneConfig | None = None)
         scene it may duplicate, not on ``num_scenes``.
     config : SceneConfig, optional
         The scene distribution; defaults to ``SceneConfig()``.
+    first_index : int, default=0
+        Index (and so id) of the first scene: a later batch continues an existing
+        numbering. Near-duplicates copy earlier scenes of this call only.
 
     Returns
     -------
@@ -310,18 +317,25 @@ def sample_scenes(num_scenes: int, seed: int, config: SceneConfig | None = None)
     check_count("num_scenes", num_scenes)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(first_index, bool) or not isinstance(first_index, (int, np.integer)):
+        raise ValueError(f"first_index must be a non-negative int, got {first_index!r}")
+    if first_index < 0:
+        raise ValueError(f"first_index must be a non-negative int, got {first_index}")
     config = config or SceneConfig()
     scenes: list[Scene] = []
     originals: list[int] = []
-    for index in range(num_scenes):
+    for position, index in enumerate(range(int(first_index), int(first_index) + num_scenes)):
         rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(index,)))
-        duplicate = bool(originals) and rng.random() < config.near_duplicate_fraction
+        # Every scene after the first draws the duplicate coin, as a full build would, so a
+        # later batch's non-duplicate scenes are the ones a larger build would have had.
+        coin = index > 0 and rng.random() < config.near_duplicate_fraction
+        duplicate = coin and bool(originals)
         if duplicate:
             source = scenes[originals[int(rng.integers(len(originals)))]]
             scenes.append(_jittered_copy(source, index, rng))
         else:
             scenes.append(_sample_scene(index, rng, config))
-            originals.append(index)
+            originals.append(position)
     return scenes
 
 
@@ -378,10 +392,23 @@ def _sample_scene(index: int, rng: np.random.Generator, config: SceneConfig) -> 
         clutter_yaw=clutter[3],
         clutter_colors=clutter[4],
         lane_phase=float(rng.uniform(0, DASH_PERIOD)),
-        fog_visibility=float(rng.uniform(25, 60)) if weather == "fog" else float("inf"),
+        fog_visibility=_visibility(str(weather), rng),
         exposure=float(rng.uniform(0.85, 1.1)),
         render_seed=int(rng.integers(2**62)),
     )
+
+
+def _visibility(weather: str, rng: np.random.Generator) -> float:
+    """Metres of visibility: fog is thick; falling snow is a lighter haze; else unlimited.
+
+    Only fog and snow draw from ``rng``, so the scenes of the other weathers (and every
+    default-config seed) are the same as before snow existed.
+    """
+    if weather == "fog":
+        return float(rng.uniform(25, 60))
+    if weather == "snow":
+        return float(rng.uniform(70, 140))
+    return float("inf")
 
 
 def _jittered_copy(source: Scene, index: int, rng: np.random.Generator) -> Scene:
