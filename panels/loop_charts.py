@@ -53,7 +53,7 @@ LEDGER_COLUMNS = (
     ("labels_added", "Training images added"),
     ("total_labels", "Training images (after the gate)"),
     ("map", "mAP"),
-    ("gain", "Δ mAP / 100 labels"),
+    ("gain", "Δ mAP / 100 training images"),
     ("weakest", "Weakest class (recall)"),
 )
 #: (key, label) of the golden table's fixed columns; a recall column per class follows.

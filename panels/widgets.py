@@ -59,7 +59,7 @@ def format_rate(value: float | None) -> str:
 
 
 def format_gain(value: float | None) -> str:
-    """mAP gained per 100 labels, signed, or an em dash for a round without new labels."""
+    """mAP gained per 100 training images, signed, or an em dash for a round without new ones."""
     return "—" if value is None else f"{value:+.4f}"
 
 

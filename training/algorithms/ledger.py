@@ -94,7 +94,7 @@ class LedgerRound:
     per_class_recall : dict of str to float
         Recall per class on the frozen test set.
     delta_map_per_100 : float or None
-        mAP gained per 100 labels added (None when no labels were added).
+        mAP gained per 100 training images added (None when no training images were added).
     train_run : str or None
         Name of the training run that produced the model.
     """
@@ -150,7 +150,7 @@ class PlateauSignal:
 
 
 def gains_per_100_labels(total_labels: ArrayLike, maps: ArrayLike) -> np.ndarray:
-    """mAP gained per 100 labels added, round by round.
+    """mAP gained per 100 training images added, round by round.
 
     Parameters
     ----------
@@ -256,7 +256,7 @@ def plateau_signal(
     window : int, default=2
         Consecutive flat rounds (N) that make a plateau.
     min_gain_per_100 : float, default=0.005
-        A round is flat when it gained less mAP than this per 100 labels (0.005 = half an
+        A round is flat when it gained less mAP than this per 100 training images (0.005 = half an
         mAP point).
     recall_gap : float, default=0.15
         A class lags when its recall is at least this far below the mean class recall.
@@ -305,13 +305,13 @@ def plateau_signal(
             False,
             flat_rounds,
             None,
-            f"{flat_rounds} of {window} rounds flat; latest gain {latest} mAP per 100 labels",
+            f"{flat_rounds} of {window} rounds flat; latest gain {latest} mAP per 100 training images",
             lagging,
         )
 
     mean_gain = float(defined[-window:].mean())
     head = (
-        f"mAP gained less than {min_gain_per_100:g} per 100 labels for {flat_rounds} "
+        f"mAP gained less than {min_gain_per_100:g} per 100 training images for {flat_rounds} "
         f"rounds (mean {mean_gain:.4f} over the last {window})"
     )
     if lagging:
