@@ -305,7 +305,8 @@ def plateau_signal(
             False,
             flat_rounds,
             None,
-            f"{flat_rounds} of {window} rounds flat; latest gain {latest} mAP per 100 training images",
+            f"{flat_rounds} of {window} rounds flat; latest gain {latest} mAP per 100 "
+            "training images",
             lagging,
         )
 
