@@ -215,3 +215,12 @@ def schedules_by_default(operator: str, dataset, params: dict | None = None) -> 
     op = foo.OperatorRegistry().get_operator(uri(operator))
     ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params or {}})
     return op.resolve_execution_options(ctx).default_choice_to_delegated
+
+
+def wait_until_dead(alive, timeout: float = 90.0) -> None:
+    """Wait until a killed run's leases (liveness, dataset lock) have run out: a re-run
+    sooner is refused, as the README says."""
+    deadline = time.monotonic() + timeout
+    while alive():
+        assert time.monotonic() < deadline, "a killed run's lock never expired"
+        time.sleep(0.5)

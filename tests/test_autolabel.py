@@ -22,6 +22,7 @@ from fiftyone import ViewField as F
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
 from annoloop.benchmarks.bench_autolabel import random_checkpoint
+from annoloop.core.locks import run_is_alive
 from annoloop.demo.dataset import load_demo_dataset
 from annoloop.quality.frozen import create_splits
 from annoloop.training import runs
@@ -39,6 +40,7 @@ from fo_helpers import (
     unique_name,
     wait_for_delegated,
     wait_until,
+    wait_until_dead,
 )
 
 CLASSES = ["car", "cyclist", "pedestrian", "truck", "van"]
@@ -493,6 +495,7 @@ def test_a_killed_worker_is_resumed_by_a_new_one_without_duplicates(demo, datase
 
     fifo.unlink()
     shutil.copyfile(real_path, fifo)
+    wait_until_dead(lambda: run_is_alive(dataset, "autolabel:autolabels"))
     rerun_id = fail_and_rerun(op_id)  # what the README says to do when a worker died
     with delegated_worker() as (worker, log_path):
         doc = wait_for_delegated(rerun_id, log_path=log_path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from fo_helpers import (
     unique_name,
     wait_for_delegated,
     wait_until,
+    wait_until_dead,
 )
 from test_training import TINY_TRAINING, build_tiny_dataset
 
@@ -219,10 +219,3 @@ def test_a_training_whose_worker_died_is_replaced_by_one_rerun_leaving_no_orphan
     assert [p.name for p in train_root.iterdir()] == [Path(record.params["output_dir"]).name]
     dataset.delete()
 
-
-def wait_until_dead(alive, timeout: float = 90.0) -> None:
-    """Wait until a killed run's leases (liveness, dataset lock) have run out."""
-    deadline = time.monotonic() + timeout
-    while alive():
-        assert time.monotonic() < deadline, "a killed run's lock never expired"
-        time.sleep(0.5)
