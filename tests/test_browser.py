@@ -23,6 +23,7 @@ from annoloop.panels import jobs as jb
 from annoloop.panels import loop_charts as charts
 from annoloop.panels import state as st
 from annoloop.panels.loop_panel import PANEL_LABEL
+from annoloop.selection.algorithms.planner import DEFAULT_COVERAGE_METHOD
 from app_browser import app_in_browser, chromium_executable
 from fo_helpers import queue_operator, unique_name, uri
 from test_panels import build_loop_dataset, units
@@ -78,7 +79,10 @@ def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(ap
 
 
 def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, built):
-    app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)")
+    # The controls' values arrive after the panel's text, and a Preview clicked before them
+    # is undone: wait for the coverage method's value, which nothing else on the page shows.
+    app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)",
+                   DEFAULT_COVERAGE_METHOD)
     app.click_button("Preview")
     app.wait_for_text("Preview of batch:v3")
     scene_groups = dict(zip(*built["dataset"].values(["scene_id", "group.id"])))
