@@ -22,8 +22,8 @@ from .common import (
     require_dataset,
     run_target,
 )
-from .results import result_property
 from .forms import detections_fields, dropdown, label_field_dropdown, number
+from .results import result_property
 
 
 def _slices_param(params) -> list[str] | None:
