@@ -7,7 +7,7 @@ from .embeddings import ComputeEmbeddings, ComputeVisualization
 from .planning import PlanBatch
 from .quality import CheckGolden, CheckIncomingDrift, CreateSplits, ValidateLabels
 from .training import ApplyDetector, EvaluateModel, TrainDetector
-from .zcore import ComputeZCore
+from .zcore import ComputeZCore, ComputeZCoreShard
 
 # In the order of the loop: demo, curate, split, plan, annotate, gate, golden, train, evaluate,
 # autolabel.
@@ -16,6 +16,7 @@ OPERATORS = (
     SimulateAnnotation,
     ComputeEmbeddings,
     ComputeZCore,
+    ComputeZCoreShard,
     ComputeVisualization,
     CreateSplits,
     PlanBatch,

@@ -24,6 +24,8 @@ class AnnoloopOperator(foo.Operator):
     """
 
     default_delegated: bool = False
+    #: Hidden from the App's operator browser (a step other operators queue, not a user action).
+    unlisted: bool = False
     operator_name: str
     operator_label: str
     operator_description: str
@@ -36,6 +38,7 @@ class AnnoloopOperator(foo.Operator):
             label=self.operator_label,
             description=self.operator_description,
             dynamic=True,
+            unlisted=self.unlisted,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
         )

@@ -18,7 +18,7 @@ import fiftyone.operators.types as types
 from ..core.names import ZCORE_FIELD
 from ..selection.scoring import default_embeddings_field
 from ..selection.visualization import vector_fields
-from ..selection.algorithms.zcore import ZCoreParams, param_error
+from ..selection.algorithms.zcore import ZCoreParams, param_error, shard_count_error
 from .common import AnnoloopOperator, no_dataset_form, overwrite_toggle, progress_reporter, run_target
 from .forms import filled_count
 from .results import result_property
@@ -50,11 +50,14 @@ _RESULT_LABELS = {
     "samples_written": "Samples written",
     "seconds": "Seconds",
     "backend": "Backend",
+    "shards": "Shards",
+    "queued": "Shards queued",
+    "resumed": "Shards kept from an earlier attempt",
     "run_key": "Run record",
     "next_step": "Next",
 }
 #: The settings folded under "Advanced settings".
-ADVANCED_SETTINGS = (*HYPERPARAMETERS, "seed", "backend", "n_workers")
+ADVANCED_SETTINGS = (*HYPERPARAMETERS, "seed", "backend", "n_workers", "shards")
 _BACKENDS = {
     "auto": "GPU (torch) when one is available, else CPU (numpy)",
     "numpy": "CPU: exact, multi-threaded",
@@ -146,8 +149,7 @@ class ComputeZCore(AnnoloopOperator):
         score_field = params.get("score_field") or ZCORE_FIELD
         target = run_target(ctx)
         group_score = bool(params.get("group_score", True))
-        result = compute_zcore(
-            target,
+        settings = dict(
             embeddings_fields=fields,
             score_field=score_field,
             group_score=group_score,
@@ -156,10 +158,81 @@ class ComputeZCore(AnnoloopOperator):
             overwrite=bool(params.get("overwrite", False)),
             progress=progress_reporter(ctx),
         )
-        return {**result, "next_step": next_step(score_field)}
+        shards = _integer(params.get("shards", 1))
+        if shards == 1:
+            return {**compute_zcore(target, **settings), "next_step": next_step(score_field)}
+        from ..selection.zcore_shards import start_sharded_zcore
+
+        result = start_sharded_zcore(
+            target, shards=shards, queue_shard=self._shard_queue(ctx, target, score_field),
+            **settings,
+        )
+        result.pop("operations")
+        return {
+            **result,
+            "next_step": (
+                f"Each of the {shards} shards is a scheduled operation: every `fiftyone "
+                "delegated launch` worker on this database takes shards as it frees up, and "
+                f"the last one writes the scores to `{score_field}`."
+            ),
+        }
+
+    def _shard_queue(self, ctx, target, score_field: str):
+        """``queue_shard(shard, run_id)``: schedules one shard as a delegated operation."""
+        import fiftyone.operators as foo
+
+        shard_uri = self.uri.rsplit("/", 1)[0] + "/" + ComputeZCoreShard.operator_name
+
+        def queue(shard: int, run_id: str) -> str:
+            queued = foo.execute_operator(
+                shard_uri,
+                ctx=dict(
+                    dataset=ctx.dataset,
+                    view=target.view(),
+                    params={"score_field": score_field, "run_id": run_id, "shard": shard},
+                ),
+                request_delegation=True,
+            )
+            return str(queued.result["id"])
+
+        return queue
 
     def resolve_output(self, ctx) -> types.Property:
         return result_property(ctx, _RESULT_LABELS, markdown_keys=("next_step",))
+
+
+class ComputeZCoreShard(AnnoloopOperator):
+    """One shard of a sharded ZCore run, queued by ``compute_zcore`` with ``shards > 1``."""
+
+    default_delegated = True
+    unlisted = True
+
+    operator_name = "compute_zcore_shard"
+    operator_label = "annoloop: ZCore shard"
+    operator_description = "Scores one shard of a sharded ZCore run (queued by compute_zcore)"
+
+    def resolve_run_name(self, ctx) -> str:
+        p = ctx.params
+        return f"ZCore shard {int(p.get('shard', 0)) + 1} of '{p.get('score_field')}'"
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.str("score_field", required=True, label="Score field")
+        inputs.str("run_id", required=True, label="Sharded run")
+        inputs.int("shard", required=True, label="Shard")
+        return types.Property(inputs)
+
+    def execute(self, ctx) -> dict:
+        from ..selection.zcore_shards import run_zcore_shard
+
+        p = ctx.params
+        return run_zcore_shard(
+            ctx.target_view(),
+            score_field=p.get("score_field"),
+            run_id=p.get("run_id"),
+            shard=_integer(p.get("shard")),
+            progress=progress_reporter(ctx),
+        )
 
 
 def pool_size(target, per_group: bool) -> int:
@@ -194,6 +267,19 @@ def _advanced_inputs(inputs: types.Object, params: dict, defaults: ZCoreParams) 
     _param_input(
         inputs, params, defaults, "n_workers", "CPU threads",
         "numpy backend; the scores do not depend on it",
+    )
+    shards = _integer(params.get("shards", 1))
+    error = shard_count_error(shards, _param_value(params, defaults, "n_sample"))
+    inputs.int(
+        "shards",
+        default=1,
+        label="Shards",
+        description=(
+            "Split the draws into this many scheduled operations, which every worker on "
+            "this database shares; the same seed and shard count give the same scores"
+        ),
+        invalid=error is not None,
+        error_message=error or "",
     )
 
 

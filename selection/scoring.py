@@ -104,6 +104,7 @@ _RECORD_KEYS = (
     "device",
     "seconds",
     "scoring_seconds",
+    "shards",
     "created_at",
 )
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -143,7 +144,7 @@ def zcore_run(dataset: fo.Dataset, score_field: str = ZCORE_FIELD) -> dict:
             f"the ZCore run of '{score_field}' on '{dataset.name}' started at "
             f"{record['created_at']} {state}"
         )
-    return {k: record[k] for k in _RECORD_KEYS}
+    return {k: record.get(k) for k in _RECORD_KEYS}
 
 
 def resolve_backend(backend: str = "auto", device: str | None = None) -> tuple[str, str]:
@@ -228,75 +229,137 @@ def compute_zcore(
     started = time.perf_counter()
     report = progress or (lambda fraction, label: None)
     params = ZCoreParams() if params is None else params
+    run = prepare_run(collection, embeddings_fields, score_field, group_score, params, overwrite)
+    backend, device = resolve_backend(backend, device)
+    engine = torch_engine(device) if backend == "torch" else None
+    report(0.0, "reading embeddings")
+    run = run.read(report)
+
+    # Validation is over. The liveness lock is held from here on; the record and the scores
+    # are written in one locked step once the scores exist, so a run killed (or failing)
+    # while scoring writes nothing.
+    with run_lock(run.dataset, run.key, "compute_zcore", run.what):
+        scoring_started = time.perf_counter()
+        scores = _score(run.scorings, run.matrices, params, engine, report)
+        extra = {
+            "backend": backend,
+            "device": device,
+            "scoring_seconds": round(time.perf_counter() - scoring_started, 3),
+        }
+        record = write_run(run, scores, extra, started, report)
+    report(1.0, f"ZCore scores written to '{score_field}'")
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+    """A checked ZCore run: where it reads and writes, and (once read) what it scores."""
+
+    collection: fo.core.collections.SampleCollection
+    score_field: str
+    fields: list[str]
+    per_group: bool
+    params: ZCoreParams
+    overwrite: bool
+    unit: str = ""
+    scorings: tuple = ()
+    matrices: tuple = ()
+
+    @property
+    def dataset(self) -> fo.Dataset:
+        return self.collection._dataset
+
+    @property
+    def key(self) -> str:
+        return zcore_run_key(self.score_field)
+
+    @property
+    def what(self) -> str:
+        return f"ZCore scores '{self.score_field}' of '{self.dataset.name}'"
+
+    def read(self, report: Progress | None = None) -> PreparedRun:
+        """The run with its matrices read and checked (sample_dim against each)."""
+        unit, scorings = _read(self.collection, self.fields, self.per_group)
+        matrices = [to_matrix(s) for s in scorings]
+        for x in matrices:
+            check_sample_dim(self.params.sample_dim, x.shape[1])
+        return dataclasses.replace(
+            self, unit=unit, scorings=tuple(scorings), matrices=tuple(matrices)
+        )
+
+
+def prepare_run(
+    collection, embeddings_fields, score_field: str, group_score: bool, params, overwrite: bool
+) -> PreparedRun:
+    """Check a run's arguments against the dataset (nothing read or written yet)."""
     if not isinstance(params, ZCoreParams):
         raise ValueError(f"params must be a ZCoreParams, got {type(params).__name__}")
     dataset = collection._dataset
     per_group = collection.media_type == "group" and bool(group_score)
     fields = _check_fields(dataset, embeddings_fields, per_group)
     _check_score_field(dataset, score_field, fields, overwrite)
-    backend, device = resolve_backend(backend, device)
-    engine = torch_engine(device) if backend == "torch" else None
+    return PreparedRun(collection, score_field, fields, per_group, params, bool(overwrite))
 
-    report(0.0, "reading embeddings")
-    unit, scorings = _read(collection, fields, per_group)
-    matrices = [to_matrix(s) for s in scorings]
-    for x in matrices:
-        check_sample_dim(params.sample_dim, x.shape[1])
 
-    # Validation is over. The liveness lock is held from here on; the record and the scores
-    # are written in one locked step once the scores exist, so a run killed (or failing)
-    # while scoring writes nothing.
-    key = zcore_run_key(score_field)
-    what = f"ZCore scores '{score_field}' of '{dataset.name}'"
-    with run_lock(dataset, key, "compute_zcore", what):
-        scoring_started = time.perf_counter()
-        scores = _score(scorings, matrices, params, engine, report)
-        scoring_seconds = time.perf_counter() - scoring_started
+def write_run(
+    run: PreparedRun,
+    scores: list,
+    extra: dict,
+    started: float,
+    report: Progress,
+    started_at: str | None = None,
+) -> dict:
+    """Write a run's scores and its ``completed`` record in one step under the dataset lock.
 
-        report(0.92, "writing scores")
-        with dataset_lock(dataset, "compute_zcore"):
-            started_at = _start(dataset, score_field, fields, params, overwrite)
-            try:
-                # Validation left nothing here but an earlier run's scores that overwrite
-                # replaces, or an unfinished run's partial ones.
-                if dataset.get_field(score_field) is not None:
-                    dataset.clear_sample_field(score_field)
-                else:
-                    dataset.add_sample_field(score_field, fo.FloatField)
-                written = write_scores(
-                    collection, score_field, scorings, scores, lambda label: report(0.95, label)
-                )
-            except BaseException as error:
-                record = _unfinished_record(score_field, fields, params, started_at, STATUS_FAILED)
-                save_record(dataset, key, ZCORE_RUN_METHOD, {**record, "error": repr(error)})
-                raise
-            record = {
-                "status": STATUS_COMPLETED,
-                "score_field": score_field,
-                "embeddings_fields": fields,
-                "unit": unit,
-                "blocks": scorings[0].layout if len(scorings) == 1 else None,
-                "dim": int(matrices[0].shape[1]) if len(matrices) == 1 else None,
-                "n": sum(s.n for s in scorings),
-                "samples_written": written,
-                "slices": (
-                    {
-                        s.name: {"n": s.n, "dim": int(x.shape[1]), "blocks": s.layout}
-                        for s, x in zip(scorings, matrices)
-                    }
-                    if unit == "slice sample"
-                    else None
-                ),
-                "params": dataclasses.asdict(params),
-                "backend": backend,
-                "device": device,
-                "seconds": round(time.perf_counter() - started, 3),
-                "scoring_seconds": round(scoring_seconds, 3),
-                "created_at": started_at,
-            }
-            save_record(dataset, key, ZCORE_RUN_METHOD, record)
-    report(1.0, f"ZCore scores written to '{score_field}'")
-    return {**record, "run_key": key}
+    A fresh run (``started_at`` None) is checked once more and recorded ``started`` first;
+    a sharded run was recorded ``started`` when it was planned (``started_at``). The record
+    is ``failed`` if writing raises. Returns the record, with ``run_key``.
+    """
+    dataset, score_field, fields, params = run.dataset, run.score_field, run.fields, run.params
+    report(0.92, "writing scores")
+    with dataset_lock(dataset, "compute_zcore"):
+        if started_at is None:
+            started_at = _start(dataset, score_field, fields, params, run.overwrite)
+        try:
+            # Validation left nothing here but an earlier run's scores that overwrite
+            # replaces, or an unfinished run's partial ones.
+            if dataset.get_field(score_field) is not None:
+                dataset.clear_sample_field(score_field)
+            else:
+                dataset.add_sample_field(score_field, fo.FloatField)
+            written = write_scores(
+                run.collection, score_field, list(run.scorings), scores,
+                lambda label: report(0.95, label),
+            )
+        except BaseException as error:
+            record = unfinished_record(score_field, fields, params, started_at, STATUS_FAILED)
+            save_record(dataset, run.key, ZCORE_RUN_METHOD, {**record, "error": repr(error)})
+            raise
+        scorings, matrices = run.scorings, run.matrices
+        record = {
+            "status": STATUS_COMPLETED,
+            "score_field": score_field,
+            "embeddings_fields": fields,
+            "unit": run.unit,
+            "blocks": scorings[0].layout if len(scorings) == 1 else None,
+            "dim": int(matrices[0].shape[1]) if len(matrices) == 1 else None,
+            "n": sum(s.n for s in scorings),
+            "samples_written": written,
+            "slices": (
+                {
+                    s.name: {"n": s.n, "dim": int(x.shape[1]), "blocks": s.layout}
+                    for s, x in zip(scorings, matrices)
+                }
+                if run.unit == "slice sample"
+                else None
+            ),
+            "params": dataclasses.asdict(params),
+            **extra,
+            "seconds": round(time.perf_counter() - started, 3),
+            "created_at": started_at,
+        }
+        save_record(dataset, run.key, ZCORE_RUN_METHOD, record)
+    return {**record, "run_key": run.key}
 
 
 def _start(dataset, score_field: str, fields: list[str], params: ZCoreParams, overwrite: bool):
@@ -308,12 +371,13 @@ def _start(dataset, score_field: str, fields: list[str], params: ZCoreParams, ov
     dataset.reload()
     _check_score_field(dataset, score_field, fields, overwrite)
     started_at = now()
-    record = _unfinished_record(score_field, fields, params, started_at, STATUS_STARTED)
+    record = unfinished_record(score_field, fields, params, started_at, STATUS_STARTED)
     save_record(dataset, zcore_run_key(score_field), ZCORE_RUN_METHOD, record)
     return started_at
 
 
-def _unfinished_record(score_field, fields, params, started_at: str, status: str) -> dict:
+def unfinished_record(score_field, fields, params, started_at: str, status: str) -> dict:
+    """The record of a run that has not completed: what it scores, with what, since when."""
     return {
         "status": status,
         "score_field": score_field,
@@ -329,6 +393,13 @@ def _unfinished_run(dataset, score_field: str) -> bool:
     key = zcore_run_key(score_field)
     record = load_record(dataset, key)
     status = (record or {}).get("status", STATUS_COMPLETED)
+    shards = sharded_run_in_progress(dataset, record)
+    if shards:
+        raise ValueError(
+            f"a sharded ZCore run started at {record['created_at']} is scoring "
+            f"'{score_field}' on '{dataset.name}' ({shards}); wait for its shards to finish "
+            "(the panel's jobs section lists them), or fail them and start it again"
+        )
     if status == STATUS_STARTED and run_is_alive(dataset, key):
         raise ValueError(
             f"a ZCore run started at {record['created_at']} is writing '{score_field}' on "
@@ -336,6 +407,44 @@ def _unfinished_run(dataset, score_field: str) -> bool:
             f"{RUN_LEASE_S:.0f} s after it died, and running this again then replaces it)"
         )
     return status in (STATUS_STARTED, STATUS_FAILED)
+
+
+def sharded_run_in_progress(dataset: fo.Dataset, record: dict) -> str | None:
+    """How far an unfinished sharded run is, when any shard is queued or being scored (or
+    its scores are being written); None when nothing of it is alive.
+
+    A shard counts as alive while its operation is queued (a worker will take it) or its
+    liveness lock is held; an operation left ``running`` by a killed worker is not.
+    """
+    sharding = (record or {}).get("sharding")
+    if not sharding or record.get("status") != STATUS_STARTED:
+        return None
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    key = zcore_run_key(record["score_field"])
+    service = DelegatedOperationService()
+    alive = run_is_alive(dataset, key)
+    for shard, op_id in sharding["operations"].items():
+        if shard in sharding["done"]:
+            continue
+        try:
+            op = service.get(ObjectId(op_id))
+        except ValueError:  # deleted from the queue
+            op = None
+        queued = op is not None and op.run_state in (
+            ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED
+        )
+        alive = alive or queued or run_is_alive(dataset, shard_lock_key(key, int(shard)))
+    if not alive:
+        return None
+    return f"{len(sharding['done'])} of {sharding['n_shards']} shards done"
+
+
+def shard_lock_key(run_key: str, shard: int) -> str:
+    """Liveness-lock key of one shard of a sharded run (see :mod:`.zcore_shards`)."""
+    return f"{run_key}/shard{shard}"
 
 
 def _read(collection, fields: list[str], per_group: bool) -> tuple[str, list[ScoreMatrix]]:

@@ -304,3 +304,18 @@ def test_coverage_redundancy_scores_rejects_draws_outside_the_embedding_dimensio
     draws = zcore.ZCoreDraws(np.array([[0, 3]]), np.array([[0.0, 0.0]]))
     with pytest.raises(ValueError, match=r"1 entries outside \[0, 3\)"):
         zcore.coverage_redundancy_scores(_pool(10, 3), draws)
+
+
+def test_shards_of_a_run_sum_to_the_unsharded_scores_and_repeat_bit_for_bit():
+    x = _pool()
+    params = zcore.ZCoreParams(n_sample=5 * 2048, redund_nn=10, seed=2)
+    parts = [zcore.zcore_shard_scores(x, params, k, 3) for k in range(3)]
+    np.testing.assert_array_equal(parts[1], zcore.zcore_shard_scores(x, params, 1, 3))
+    combined = zcore.combine_shard_scores(parts, params)
+    np.testing.assert_allclose(combined, zcore.zcore_scores(x, params), atol=1e-12)
+    assert not np.array_equal(parts[0], parts[1])  # each shard scores its own draws
+
+
+def test_a_shard_count_above_the_runs_blocks_of_draws_is_refused():
+    with pytest.raises(ValueError, match=r"shards must be a whole number from 1 to 2 "):
+        zcore.zcore_shard_scores(_pool(), zcore.ZCoreParams(n_sample=4096), 0, 3)

@@ -304,14 +304,107 @@ def zcore_scores(
         number of dimensions, or ``chunk_rows < 1``.
     """
     x = combine_embeddings(embeddings)
+    partial = zcore_shard_scores(x, params, engine=engine, chunk_rows=chunk_rows, progress=progress)
+    return np.zeros(len(x)) if partial is None else finalize_scores(partial, params)
+
+
+def shard_count_error(n_shards, n_sample: int) -> str | None:
+    """Why ``n_shards`` cannot split a run of ``n_sample`` draws, or None when it can.
+
+    Shards are contiguous ranges of the run's blocks of 2048 draws, so a run has at most
+    one shard per block.
+    """
+    blocks = -(-n_sample // _BLOCK)
+    if isinstance(n_shards, (int, np.integer)) and not isinstance(n_shards, bool):
+        if 1 <= n_shards <= blocks:
+            return None
+    return (
+        f"shards must be a whole number from 1 to {blocks} (one per {_BLOCK:,} of the "
+        f"{n_sample:,} random subspaces), got {n_shards!r}"
+    )
+
+
+def zcore_shard_scores(
+    embeddings: np.ndarray | Sequence[np.ndarray],
+    params: ZCoreParams = ZCoreParams(),
+    shard: int = 0,
+    n_shards: int = 1,
+    *,
+    engine: EngineFactory | None = None,
+    chunk_rows: int | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> np.ndarray:
+    """Raw scores of one shard of a ZCore run, for :func:`combine_shard_scores`.
+
+    A run's score is a sum over its draws, so it splits into ``n_shards`` independent
+    parts: shard ``k`` scores the ``k``-th of ``n_shards`` contiguous ranges of the run's
+    blocks of draws (in subspace order). Each shard draws the whole run from the seed and
+    keeps its own range, so any process, on any machine, computes the same partial for the
+    same ``(embeddings, params, shard, n_shards)``.
+
+    Parameters
+    ----------
+    embeddings, params, engine, chunk_rows, progress
+        As for :func:`zcore_scores`; ``progress`` reports the shard's own fraction.
+    shard : int, default=0
+        Which shard, ``0 <= shard < n_shards``.
+    n_shards : int, default=1
+        Shards of the run; see :func:`shard_count_error` for the valid range.
+
+    Returns
+    -------
+    ndarray of shape (n_rows,), float64, or None
+        Unnormalised coverage credits minus redundancy penalties of the shard's draws, in
+        row order; None when there is nothing to sample (no rows, or no dimension varies),
+        which :func:`combine_shard_scores` turns into all-zero scores.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    >>> params = ZCoreParams(n_sample=8192, redund_nn=10)
+    >>> parts = [zcore_shard_scores(x, params, k, 2) for k in range(2)]
+    >>> np.allclose(combine_shard_scores(parts, params), zcore_scores(x, params))
+    True
+    """
+    error = shard_count_error(n_shards, params.n_sample)
+    if error:
+        raise ValueError(error)
+    if not isinstance(shard, (int, np.integer)) or not 0 <= shard < n_shards:
+        raise ValueError(f"shard must be a whole number from 0 to {n_shards - 1}, got {shard!r}")
+    x = combine_embeddings(embeddings)
     space = _SampleSpace.of(x, params.sample_dim)
     if space is None:
-        return np.zeros(len(x))
+        return None
     draws = _draw_all(space, len(x), params)
-    raw = _raw_scores(
-        x, draws.dims, draws.points, draws.order, params, engine, chunk_rows, progress
+    blocks = np.array_split(np.arange(-(-len(draws.dims) // _BLOCK)), n_shards)[shard]
+    return _raw_scores(
+        x, draws.dims, draws.points, draws.order, params, engine, chunk_rows, progress,
+        blocks=range(blocks[0], blocks[-1] + 1),
     )
-    return finalize_scores(raw, params)
+
+
+def combine_shard_scores(
+    partials: Sequence[np.ndarray | None], params: ZCoreParams = ZCoreParams(), n_rows: int = 0
+) -> np.ndarray:
+    """A sharded run's scores: its shards' raw scores summed in shard order, then finalised.
+
+    The same shards give the same scores bit for bit, whichever process computed each;
+    a different shard count changes only the summation order (differences ~1e-15). Shards
+    with nothing to sample (None) give ``n_rows`` zeros, as :func:`zcore_scores` does.
+    """
+    if not len(partials):
+        raise ValueError("no shard scores to combine; pass one array per shard, in order")
+    if any(part is None for part in partials):
+        return np.zeros(n_rows)
+    total = np.array(partials[0], dtype=np.float64)
+    for part in partials[1:]:
+        if np.shape(part) != total.shape:
+            raise ValueError(
+                f"shard scores differ in shape: {np.shape(part)} and {total.shape}"
+            )
+        total += part
+    return finalize_scores(total, params)
 
 
 def finalize_scores(raw: np.ndarray, params: ZCoreParams = ZCoreParams()) -> np.ndarray:
@@ -456,10 +549,12 @@ def _raw_scores(
     engine: EngineFactory | None,
     chunk_rows: int | None,
     progress: Callable[[float], None] | None,
+    blocks: range | None = None,
 ) -> np.ndarray:
     """Sum of per-block coverage credits minus redundancy penalties, shape (N,).
 
-    Engines see the rows in tie-breaking ``order`` and resolve ties to the earliest row.
+    ``blocks`` (default all) are the blocks of draws, in subspace order, to score. Engines
+    see the rows in tie-breaking ``order`` and resolve ties to the earliest row.
     """
     if len(x) == 0 or len(dims) == 0:
         return np.zeros(len(x))
@@ -472,7 +567,8 @@ def _raw_scores(
     # which then stay in cache.
     by_subspace = np.lexsort(np.sort(dims, axis=1).T[::-1])
     dims, points = dims[by_subspace], points[by_subspace]
-    n_blocks = -(-len(dims) // _BLOCK)
+    if blocks is None:
+        blocks = range(-(-len(dims) // _BLOCK))
 
     def block(b: int) -> np.ndarray:
         part = slice(b * _BLOCK, (b + 1) * _BLOCK)
@@ -482,10 +578,10 @@ def _raw_scores(
     total = np.zeros(len(x))
     n_workers = params.n_workers if scorer.parallel else 1
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        for done, partial in enumerate(pool.map(block, range(n_blocks)), start=1):
+        for done, partial in enumerate(pool.map(block, blocks), start=1):
             total += partial
             if progress is not None:
-                progress(done / n_blocks)
+                progress(done / len(blocks))
     raw = np.empty_like(total)
     raw[order] = total  # back from tie-breaking order to row order
     return raw
