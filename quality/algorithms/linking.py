@@ -10,7 +10,7 @@ whom and class is what gets checked. Four rules, each its own violation:
 ``link_missing_box``
     A cuboid that should be visible in the image has no 2D box. *Should be visible* means:
     wholly in front of the camera, its clipped projection at least ``min_box_px`` wide and
-    high, and at least ``min_visible`` of its silhouette (``min_visible_px`` pixels) not
+    high and at least ``min_in_frame`` of its projection inside the image, and at least ``min_visible`` of its silhouette (``min_visible_px`` pixels) not
     hidden by nearer cuboids. The silhouette is the union of the cuboid's projected faces,
     rasterised at pixel centres and painted far to near by centre depth. Objects that are
     mostly occluded, tiny or cut by the near plane may rightly have no box and are never
@@ -78,6 +78,9 @@ class LinkParams:
     min_box_px : (float, float), default (3, 5)
         Least width and height, in pixels, of the clipped projection of an expected cuboid
         (the demo's labelling rule).
+    min_in_frame : float, default 0.5
+        Share of the projected box inside the image an expected cuboid needs: an object
+        mostly outside the frame may rightly have no box.
     near : float
         Near-plane depth in metres.
     """
@@ -87,13 +90,14 @@ class LinkParams:
     min_visible: float = 0.5
     min_visible_px: int = 12
     min_box_px: tuple[float, float] = (3.0, 5.0)
+    min_in_frame: float = 0.5
     near: float = NEAR_PLANE
 
     def __post_init__(self) -> None:
         def bad(name, value, bound):
             return ValueError(f"{name} must be {bound}; got {value!r}")
 
-        for name in ("iou_threshold", "min_visible"):
+        for name in ("iou_threshold", "min_visible", "min_in_frame"):
             value = getattr(self, name)
             if not _is_number(value) or not 0.0 < value <= 1.0:
                 raise bad(name, value, "a number in (0, 1]")
@@ -221,6 +225,7 @@ def link_labels(
     clipped = np.clip(np.nan_to_num(px, nan=0.0), 0.0, wh)
     clipped_w, clipped_h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
     on_image = np.isfinite(px[:, 0]) & (clipped_w > 0) & (clipped_h > 0)
+    full_area = np.nan_to_num((px[:, 2] - px[:, 0]) * (px[:, 3] - px[:, 1]))
     projected = np.full((n, 4), np.nan)
     projected[on_image] = np.hstack([clipped[on_image, :2], np.stack([clipped_w, clipped_h], 1)[on_image]])
     projected[on_image] /= wh[on_image]
@@ -233,6 +238,7 @@ def link_labels(
         & (clipped_h >= params.min_box_px[1])
         & (fraction >= params.min_visible)
         & (visible_px >= params.min_visible_px)
+        & (clipped_w * clipped_h >= params.min_in_frame * full_area)
     )
 
     best_c, best_b = _best_ious(projected, on_image, c_img, rel, b_img)
