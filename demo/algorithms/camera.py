@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core.algorithms import pinhole
-from ...core.algorithms.pinhole import NEAR_PLANE  # geometry closer than this is not drawn
 
 STEREO_BASELINE = 0.54  # metres, as in KITTI
 CAMERA_HEIGHT = 1.65  # metres above the ground
