@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from annoloop.core.algorithms import pinhole
-from annoloop.demo.algorithms import annotator as an
 from annoloop.demo.algorithms import camera as cam
 from annoloop.demo.algorithms import render
 from annoloop.demo.algorithms import scenes as sc
@@ -104,67 +103,14 @@ def test_an_object_hidden_behind_a_nearer_one_may_lack_a_box():
 
 
 def test_injected_link_errors_on_demo_scenes_are_all_caught_with_the_right_rule():
-    profile = an.AnnotatorProfile(
-        link_drop_box_rate=0.1, link_drop_cuboid_rate=0.1, link_relabel_rate=0.1,
-        link_shift_rate=0.1,
-    )
-    rng = np.random.default_rng(3)
-    caught = {r: [0, 0, 0] for r in LINK_RULES}  # expected, caught, false alarms
-    for scene in sc.sample_scenes(60, 3):
-        n = len(scene.labels)
-        labels = _rendered(scene)
-        corners = pinhole.cuboid_corners(scene.location, scene.dimensions, scene.rotation)
-        clear = np.ones(n, bool)
-        seen = np.zeros(n, bool)
-        for camera, lab in zip(CAMERAS, labels):
-            px, _, _ = pinhole.project_corners(corners, camera.intrinsics, camera.extrinsics)
-            wh = np.array(SIZE * 2, float)
-            c = np.clip(px, 0, wh)
-            proj = np.hstack([c[:, :2], c[:, 2:] - c[:, :2]]) / wh
-            ok = np.zeros(n, bool)
-            ok[lab.rows[~lab.occluded & ~lab.truncated]] = True
-            here = an.clear_objects(proj, np.zeros(n, int), ok)
-            clear[lab.rows] &= here[lab.rows]
-            seen[lab.rows] = True
-        eligible = clear & seen
-        cub = an.annotate_cuboids(
-            scene.labels, scene.location, scene.dimensions, scene.rotation,
-            np.zeros(n, int), 1, profile, rng, link_eligible=eligible,
-        )
-        geometry = np.hstack([cub.location, cub.dimensions, cub.rotation])
-        cub_label = dict(zip(cub.source_row.tolist(), cub.labels))
-        for camera, lab in zip(CAMERAS, labels):
-            box = an.annotate_boxes(
-                [scene.labels[r] for r in lab.rows], lab.boxes, np.zeros(len(lab.rows), int),
-                1, profile, rng, link_eligible=eligible[lab.rows],
-            )
-            box_label = dict(zip(lab.rows[box.source_row].tolist(), box.labels))
-            expected = set()
-            for k, obj in enumerate(lab.rows.tolist()):
-                c_err, b_err = cub.link_error[obj], box.link_error[k]
-                if c_err == "dropped" and b_err != "dropped":
-                    expected.add(("link_missing_cuboid", obj))
-                elif b_err == "dropped" and c_err != "dropped":
-                    expected.add(("link_missing_box", obj))
-                elif c_err != "dropped" and b_err != "dropped":
-                    if b_err == "shifted":
-                        expected.add(("link_misaligned", obj))
-                    if cub_label[obj] != box_label[obj]:
-                        expected.add(("link_class_mismatch", obj))
-            report = _link(cub.labels, geometry, box.labels, box.boxes, camera)
-            got = {
-                (r, int(lab.rows[box.source_row][b]) if b >= 0 else int(cub.source_row[c]))
-                for r, c, b in zip(report.rule, report.cuboid_row, report.box_row)
-            }
-            for r in LINK_RULES:
-                e = {x for x in expected if x[0] == r}
-                g = {x for x in got if x[0] == r}
-                caught[r][0] += len(e)
-                caught[r][1] += len(e & g)
-                caught[r][2] += len(g - e)
-    for r, (n_expected, n_caught, n_false) in caught.items():
-        assert n_expected >= 20, (r, caught)
-        assert n_caught == n_expected and n_false == 0, (r, caught)
+    from annoloop.benchmarks.bench_linking import simulate
+
+    out = simulate(60, 3, rate=0.1)
+    assert out["clean_alarms"] == 0
+    for rule in LINK_RULES:
+        injected, caught, false_alarms = out[rule]
+        assert injected >= 20, (rule, out)
+        assert caught == injected and false_alarms == 0, (rule, out)
 
 
 def test_bad_parameters_and_arrays_are_refused_with_the_value():
