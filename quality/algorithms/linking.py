@@ -10,7 +10,8 @@ whom and class is what gets checked. Four rules, each its own violation:
 ``link_missing_box``
     A cuboid that should be visible in the image has no 2D box. *Should be visible* means:
     wholly in front of the camera, its clipped projection at least ``min_box_px`` wide and
-    high and at least ``min_in_frame`` of its projection inside the image, and at least ``min_visible`` of its silhouette (``min_visible_px`` pixels) not
+    high and at least ``min_in_frame`` of its projection inside the image, and at least
+    ``min_visible`` of its silhouette (``min_visible_px`` pixels) not
     hidden by nearer cuboids. The silhouette is the union of the cuboid's projected faces,
     rasterised at pixel centres and painted far to near by centre depth. Objects that are
     mostly occluded, tiny or cut by the near plane may rightly have no box and are never
@@ -70,7 +71,7 @@ class LinkParams:
         A linked pair below this IoU is ``link_misaligned``; in (0, 1].
     match_iou : float, default 0.1
         Least IoU at which a box and a projection are linked at all; in (0, iou_threshold].
-    min_visible : float, default 0.5
+    min_visible : float, default 0.6
         Unoccluded share of the silhouette above which a cuboid must have a box; in (0, 1].
     min_visible_px : int, default 12
         Unoccluded silhouette pixels a cuboid needs to be expected (the demo labels objects
@@ -87,7 +88,7 @@ class LinkParams:
 
     iou_threshold: float = 0.5
     match_iou: float = 0.1
-    min_visible: float = 0.5
+    min_visible: float = 0.6
     min_visible_px: int = 12
     min_box_px: tuple[float, float] = (3.0, 5.0)
     min_in_frame: float = 0.5
