@@ -15,6 +15,10 @@ Field contract (every slice): ``scene_id`` (str), ``scene_index`` (int), ``time_
 or None), ``oracle`` (true ``Detections``: 2D boxes with ``object_id``, ``occluded`` and
 ``truncated`` on camera slices; 3D cuboids with ``object_id`` and ``num_points`` on
 ``pcd``) and ``ground_truth`` (``Detections``, empty until an annotator fills it).
+Camera slices also carry their calibration, as KITTI's per-frame calib files do:
+``camera_intrinsics`` (3x3 ``K``, pixels) and ``camera_extrinsics`` (4x4, ego/LiDAR frame to
+camera frame x right, y down, z forward), the conventions of
+:mod:`annoloop.core.algorithms.pinhole`.
 """
 
 from __future__ import annotations
@@ -453,6 +457,10 @@ def _scene_samples(scene: sc.Scene, cameras, build_dir: str) -> list[fo.Sample]:
                     num_channels=3,
                 ),
                 oracle=fo.Detections(detections=detections),
+                # KITTI-style per-frame calibration (see core/algorithms/pinhole.py): K, and
+                # the LiDAR/ego -> camera transform the pcd slice's cuboids project with.
+                camera_intrinsics=camera.intrinsics.tolist(),
+                camera_extrinsics=camera.extrinsics.tolist(),
                 **common,
             )
         )

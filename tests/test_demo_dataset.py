@@ -422,3 +422,23 @@ def test_arrivals_need_a_demo_dataset():
             demo_dataset.add_demo_scenes(plain, 2, seed=1, name="b1")
     finally:
         plain.delete()
+
+
+def test_camera_samples_carry_a_calibration_that_projects_the_cuboids_onto_their_boxes(demo):
+    from annoloop.core.algorithms import pinhole
+
+    for name in ("left", "right"):
+        sample = _slice(demo, name).first()
+        cuboids = {d.object_id: d for d in demo.get_group(sample.group.id)["pcd"].oracle.detections}
+        K, T = np.array(sample.camera_intrinsics), np.array(sample.camera_extrinsics)
+        assert K.shape == (3, 3) and T.shape == (4, 4)
+        for box in sample.oracle.detections:
+            if box.truncated:
+                continue
+            d = cuboids[box.object_id]
+            corners = pinhole.cuboid_corners([d.location], [d.dimensions], [d.rotation])
+            ((x0, y0, x1, y1),), _, _ = pinhole.project_corners(corners, K, T)
+            w, h = sample.metadata.width, sample.metadata.height
+            np.testing.assert_allclose(
+                box.bounding_box, [x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h], atol=1e-9
+            )

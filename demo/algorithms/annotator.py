@@ -8,9 +8,18 @@ detect. The functions take flat arrays (one row per oracle object, with the inde
 image or sweep it belongs to) and a numpy ``Generator``, and return the annotated arrays
 plus what was done to each oracle row.
 
-Order of operations per oracle row: miss -> confuse -> rename -> box noise. False positives
-are then added per image; they imitate real objects (label and size drawn from the oracle
-rows) placed at random, and are renamed like everything else.
+Order of operations per oracle row: miss -> confuse -> rename -> box noise -> link error.
+False positives are then added per image; they imitate real objects (label and size drawn
+from the oracle rows) placed at random, and are renamed like everything else.
+
+*Link errors* break the consistency of one sensor's labels with the others' (what the
+cross-sensor check, :mod:`annoloop.quality.algorithms.linking`, must catch): a 2D box left
+out while its cuboid stays (``link_drop_box_rate``), a cuboid left out while its 2D boxes stay
+(``link_drop_cuboid_rate``), a class changed in one sensor only (``link_relabel_rate``) and a
+2D box drawn off its object (``link_shift_rate``). Each slice is annotated on its own, so a
+link error made on one slice is absent from the others. They hit only rows the caller marks
+``link_eligible`` (default: all), at most one per row, and all default to 0, which leaves the
+random stream and every other outcome as it was.
 """
 
 from __future__ import annotations
@@ -19,6 +28,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+
+
+#: The profile's link-error rates (see the module docstring).
+LINK_RATES = ("link_drop_box_rate", "link_drop_cuboid_rate", "link_relabel_rate", "link_shift_rate")
+#: What :attr:`AnnotationResult.link_error` records per oracle row ("" for none).
+LINK_ERRORS = ("dropped", "relabeled", "shifted")
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,16 @@ class AnnotatorProfile:
         Expected number of spurious labels per image (Poisson).
     name : str
         A short name recorded in summaries.
+    link_drop_box_rate : float
+        Probability that a 2D box is left out while the object's cuboid is kept.
+    link_drop_cuboid_rate : float
+        Probability that a cuboid is left out while the object's 2D boxes are kept.
+    link_relabel_rate : float
+        Probability that a label gets another class (one of the other oracle classes of the
+        call, uniformly) in this sensor only.
+    link_shift_rate : float
+        Probability that a 2D box is moved sideways, towards the image centre, by 45-60 % of
+        its width (IoU with the object's true box 0.25-0.38).
     """
 
     miss_rate: float = 0.0
@@ -54,8 +79,24 @@ class AnnotatorProfile:
     rename: Mapping[str, str] = field(default_factory=dict)
     false_positive_rate: float = 0.0
     name: str = "custom"
+    link_drop_box_rate: float = 0.0
+    link_drop_cuboid_rate: float = 0.0
+    link_relabel_rate: float = 0.0
+    link_shift_rate: float = 0.0
 
     def __post_init__(self) -> None:
+        for rate in LINK_RATES:
+            if not 0.0 <= getattr(self, rate) <= 1.0:
+                raise ValueError(f"{rate} must lie in [0, 1], got {getattr(self, rate)}")
+        if self.link_drop_box_rate + self.link_relabel_rate + self.link_shift_rate > 1.0:
+            raise ValueError(
+                "link_drop_box_rate + link_relabel_rate + link_shift_rate must be <= 1 (one "
+                "link error per 2D box)"
+            )
+        if self.link_drop_cuboid_rate + self.link_relabel_rate > 1.0:
+            raise ValueError(
+                "link_drop_cuboid_rate + link_relabel_rate must be <= 1 (one link error per cuboid)"
+            )
         if not 0.0 <= self.miss_rate <= 1.0:
             raise ValueError(f"miss_rate must lie in [0, 1], got {self.miss_rate}")
         if not 0.0 <= self.box_jitter <= 1.0:
@@ -147,6 +188,7 @@ class AnnotationResult:
     confused: np.ndarray  # (n,) bool: labelled as another class
     renamed: np.ndarray  # (n,) bool: the written name differs from the class drawn
     jittered: np.ndarray  # (n,) bool: the geometry differs from the oracle's
+    link_error: np.ndarray  # (n,) object: "" or one of LINK_ERRORS
 
     @property
     def false_positive(self) -> np.ndarray:
@@ -163,6 +205,7 @@ class AnnotationResult:
             "renamed": int(self.renamed.sum()),
             "jittered": int(self.jittered.sum()),
             "false_positives": int(self.false_positive.sum()),
+            **{f"link_{kind}": int(np.count_nonzero(self.link_error == kind)) for kind in LINK_ERRORS},
         }
 
 
@@ -173,6 +216,7 @@ def annotate_boxes(
     num_images: int,
     profile: AnnotatorProfile,
     rng: np.random.Generator,
+    link_eligible: np.ndarray | None = None,
 ) -> AnnotationResult:
     """Simulate annotating 2D boxes.
 
@@ -189,6 +233,8 @@ def annotate_boxes(
         images without objects (as long as some image has an oracle object to imitate).
     profile : AnnotatorProfile
     rng : numpy.random.Generator
+    link_eligible : ndarray of bool, shape (n,), optional
+        Rows link errors may hit (default: all).
 
     Returns
     -------
@@ -209,17 +255,32 @@ def annotate_boxes(
             size = size * np.clip(1 + rng.normal(0.0, profile.box_jitter, size.shape), 0.5, None)
         new_boxes = _clip_boxes(np.hstack([centre - size / 2, size]))
 
+    link, written = _link_errors(
+        labels, keep, written, link_eligible, rng,
+        dropped=profile.link_drop_box_rate,
+        relabeled=profile.link_relabel_rate,
+        shifted=profile.link_shift_rate,
+    )
+    on_kept = link[keep]
+    shifted = on_kept == "shifted"
+    if shifted.any():
+        new_boxes[shifted] = _shift_sideways(new_boxes[shifted], rng)
+    stay = on_kept != "dropped"
+    written, new_boxes = written[stay], new_boxes[stay]
+    out = keep & (link != "dropped")
+    kept = boxes[out]
+
     fp_image, fp_source = _false_positive_slots(labels, image_index, num_images, profile, rng)
     fp_size = boxes[fp_source, 2:]
     fp_xy = rng.uniform(0.0, 1.0, fp_size.shape) * (1 - fp_size)
     fp_boxes = np.hstack([fp_xy, fp_size])
 
     jittered = np.zeros(len(labels), dtype=bool)
-    jittered[keep] = np.any(np.abs(new_boxes - kept) > 1e-9, axis=1)
+    jittered[out] = np.any(np.abs(new_boxes - kept) > 1e-9, axis=1)
     return AnnotationResult(
         labels=np.concatenate([written, _rename(labels[fp_source], profile)]).astype(object),
-        image_index=np.concatenate([image_index[keep], fp_image]),
-        source_row=np.concatenate([np.flatnonzero(keep), np.full(len(fp_image), -1)]),
+        image_index=np.concatenate([image_index[out], fp_image]),
+        source_row=np.concatenate([np.flatnonzero(out), np.full(len(fp_image), -1)]),
         boxes=np.vstack([new_boxes, fp_boxes]) if len(fp_boxes) else new_boxes,
         location=None,
         dimensions=None,
@@ -228,6 +289,7 @@ def annotate_boxes(
         confused=confused,
         renamed=renamed,
         jittered=jittered,
+        link_error=link,
     )
 
 
@@ -240,6 +302,7 @@ def annotate_cuboids(
     num_images: int,
     profile: AnnotatorProfile,
     rng: np.random.Generator,
+    link_eligible: np.ndarray | None = None,
 ) -> AnnotationResult:
     """Simulate annotating 3D cuboids (FiftyOne convention: centre, extents, Euler angles).
 
@@ -265,6 +328,14 @@ def annotate_cuboids(
         loc += rng.normal(0.0, profile.box_jitter, loc.shape) * dimensions[keep]
         dims *= np.clip(1 + rng.normal(0.0, profile.box_jitter, dims.shape), 0.5, None)
         rot[:, 2] = _wrap(rot[:, 2] + rng.normal(0.0, profile.box_jitter, len(rot)))
+    link, written = _link_errors(
+        labels, keep, written, link_eligible, rng,
+        dropped=profile.link_drop_cuboid_rate,
+        relabeled=profile.link_relabel_rate,
+    )
+    stay = link[keep] != "dropped"
+    written, loc, dims, rot = written[stay], loc[stay], dims[stay], rot[stay]
+    out = keep & (link != "dropped")
 
     fp_image, fp_source = _false_positive_slots(labels, image_index, num_images, profile, rng)
     fp_loc = location[fp_source].copy()
@@ -275,15 +346,15 @@ def annotate_cuboids(
     fp_rot[:, 2] = rng.uniform(-np.pi, np.pi, len(fp_source))
 
     jittered = np.zeros(n, dtype=bool)
-    jittered[keep] = (
-        np.any(np.abs(loc - location[keep]) > 1e-9, axis=1)
-        | np.any(np.abs(dims - dimensions[keep]) > 1e-9, axis=1)
-        | np.any(np.abs(rot - rotation[keep]) > 1e-9, axis=1)
+    jittered[out] = (
+        np.any(np.abs(loc - location[out]) > 1e-9, axis=1)
+        | np.any(np.abs(dims - dimensions[out]) > 1e-9, axis=1)
+        | np.any(np.abs(rot - rotation[out]) > 1e-9, axis=1)
     )
     return AnnotationResult(
         labels=np.concatenate([written, _rename(labels[fp_source], profile)]).astype(object),
-        image_index=np.concatenate([image_index[keep], fp_image]),
-        source_row=np.concatenate([np.flatnonzero(keep), np.full(len(fp_image), -1)]),
+        image_index=np.concatenate([image_index[out], fp_image]),
+        source_row=np.concatenate([np.flatnonzero(out), np.full(len(fp_image), -1)]),
         boxes=None,
         location=np.vstack([loc, fp_loc]),
         dimensions=np.vstack([dims, dimensions[fp_source]]),
@@ -292,7 +363,53 @@ def annotate_cuboids(
         confused=confused,
         renamed=renamed,
         jittered=jittered,
+        link_error=link,
     )
+
+
+def clear_objects(
+    projected: np.ndarray, image_index: np.ndarray, labelled: np.ndarray
+) -> np.ndarray:
+    """Which objects are *clear* in an image, so that a link error made on them is
+    unambiguous: labelled there with an unoccluded, untruncated box, and their cuboid's
+    projection touches no other cuboid's projection in that image.
+
+    Parameters
+    ----------
+    projected : ndarray of shape (r, 4)
+        Each object's cuboid projected into each image and clipped to it, relative
+        ``[x, y, w, h]`` (NaN where it is not in view): one row per (object, image).
+    image_index : ndarray of shape (r,)
+    labelled : ndarray of bool, shape (r,)
+        The object has an unoccluded, untruncated 2D box in that image.
+
+    Returns
+    -------
+    ndarray of bool, shape (r,)
+
+    Notes
+    -----
+    A box missing beside a neighbour, or in front of a hidden object, cannot be told from
+    a right answer by geometry alone (the hidden object's projection takes its place), and
+    a reviewer would hesitate too; link errors go where one sees them at once.
+    """
+    projected = np.asarray(projected, float).reshape(-1, 4)
+    image_index = np.asarray(image_index)
+    clear = np.asarray(labelled, bool).copy()
+    if clear.shape != (len(projected),) or image_index.shape != clear.shape:
+        raise ValueError(
+            f"projected (r, 4), image_index (r,) and labelled (r,) must agree; got "
+            f"{projected.shape}, {image_index.shape} and {clear.shape}"
+        )
+    for image in np.unique(image_index[clear]):
+        rows = np.flatnonzero(image_index == image)
+        b = np.nan_to_num(projected[rows], nan=-1.0)  # out of view: touches nothing
+        lo, hi = b[:, :2], b[:, :2] + b[:, 2:]
+        overlap = np.minimum(hi[:, None], hi[None]) - np.maximum(lo[:, None], lo[None])
+        touching = (overlap > 0).all(axis=-1) & (b[:, None, 2] > 0) & (b[None, :, 2] > 0)
+        np.fill_diagonal(touching, False)
+        clear[rows] &= ~touching.any(axis=1)
+    return clear
 
 
 def _check_rows(labels, image_index, num_images) -> tuple[np.ndarray, np.ndarray]:
@@ -353,6 +470,49 @@ def _label_outcomes(labels: np.ndarray, profile: AnnotatorProfile, rng: np.rando
     written = _rename(drawn, profile)
     renamed = keep & (written != drawn)
     return keep, written[keep], confused, renamed
+
+
+def _link_errors(
+    labels: np.ndarray,
+    keep: np.ndarray,
+    written: np.ndarray,
+    eligible,
+    rng: np.random.Generator,
+    **rates: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(link error per oracle row, written labels of the kept rows)`` for ``rates``
+    ``{kind: probability}``: at most one error per kept, eligible row; a relabeled row gets
+    another oracle class of the call. Draws nothing when every rate is 0."""
+    n = len(labels)
+    link = np.full(n, "", dtype=object)
+    if not any(rates.values()) or n == 0:
+        return link, written
+    eligible = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)
+    if eligible.shape != (n,):
+        raise ValueError(f"link_eligible must have shape ({n},), got {eligible.shape}")
+    u = rng.random(n)
+    edges = np.cumsum(list(rates.values()))
+    kind = np.searchsorted(edges, u, side="right")
+    hit = keep & eligible & (kind < len(rates))
+    link[hit] = np.array(list(rates), dtype=object)[kind[hit]]
+    classes = np.unique(labels.astype(str))
+    written = written.copy()
+    relabel = np.flatnonzero(link[keep] == "relabeled")
+    for row in relabel.tolist():
+        others = classes[classes != labels[np.flatnonzero(keep)[row]]]
+        if len(others):
+            written[row] = others[rng.integers(len(others))]
+        else:  # a call with one class has nothing to confuse it with
+            link[np.flatnonzero(keep)[row]] = ""
+    return link, written
+
+
+def _shift_sideways(boxes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Move boxes along x towards the image centre by 45-60 % of their width."""
+    towards = np.where(boxes[:, 0] + boxes[:, 2] / 2 < 0.5, 1.0, -1.0)
+    moved = boxes.copy()
+    moved[:, 0] += towards * rng.uniform(0.45, 0.6, len(boxes)) * boxes[:, 2]
+    return _clip_boxes(moved)
 
 
 def _rename(labels: np.ndarray, profile: AnnotatorProfile) -> np.ndarray:

@@ -11,10 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...core.algorithms import pinhole
+
 STEREO_BASELINE = 0.54  # metres, as in KITTI
 CAMERA_HEIGHT = 1.65  # metres above the ground
 HORIZONTAL_FOV_DEG = 80.0
-NEAR_PLANE = 0.2  # metres; geometry closer than this is not drawn
+#: Ego (x forward, y left, z up) to camera (x right, y down, z forward) axes.
+_EGO_TO_CAMERA = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 
 
 @dataclass(frozen=True)
@@ -30,10 +33,21 @@ class PinholeCamera:
     cy: float
     position: tuple[float, float, float]
 
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """The 3x3 intrinsics matrix ``K`` (pixels)."""
+        return pinhole.intrinsics_matrix(self.fx, self.fy, self.cx, self.cy)
+
+    @property
+    def extrinsics(self) -> np.ndarray:
+        """The 4x4 ego-to-camera transform (see :mod:`annoloop.core.algorithms.pinhole`)."""
+        return pinhole.extrinsics_matrix(
+            _EGO_TO_CAMERA, -_EGO_TO_CAMERA @ np.asarray(self.position, float)
+        )
+
     def to_camera(self, points: np.ndarray) -> np.ndarray:
         """Ego-frame points (..., 3) to camera coordinates (right, down, forward)."""
-        rel = np.asarray(points, float) - np.asarray(self.position)
-        return np.stack([-rel[..., 1], -rel[..., 2], rel[..., 0]], axis=-1)
+        return pinhole.camera_points(points, self.extrinsics)
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel coordinates (..., 2) and depth (...,) of ego-frame points.
@@ -41,13 +55,7 @@ class PinholeCamera:
         Points at or behind the near plane get non-finite pixel coordinates; callers
         check ``depth > NEAR_PLANE`` before using them.
         """
-        cam = self.to_camera(points)
-        depth = cam[..., 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            safe = np.where(depth > NEAR_PLANE, depth, np.nan)
-            u = self.fx * cam[..., 0] / safe + self.cx
-            v = self.fy * cam[..., 1] / safe + self.cy
-        return np.stack([u, v], axis=-1), depth
+        return pinhole.project_points(points, self.intrinsics, self.extrinsics)
 
 
 def stereo_rig(image_size: tuple[int, int]) -> tuple[PinholeCamera, PinholeCamera]:
@@ -90,13 +98,6 @@ def project_cuboids(camera: PinholeCamera, corners: np.ndarray) -> tuple[np.ndar
     valid : ndarray of shape (n,)
         True where every corner is in front of the near plane.
     """
-    corners = np.asarray(corners, float)
-    if corners.ndim != 3 or corners.shape[1:] != (8, 3):
-        raise ValueError(f"corners must have shape (n, 8, 3), got {corners.shape}")
-    uv, depth = camera.project(corners)
-    valid = np.all(depth > NEAR_PLANE, axis=1)
-    boxes = np.full((len(corners), 4), np.nan)
-    if valid.any():
-        boxes[valid, :2] = uv[valid].min(axis=1)
-        boxes[valid, 2:] = uv[valid].max(axis=1)
+    boxes, valid, _ = pinhole.project_corners(corners, camera.intrinsics, camera.extrinsics)
+    boxes[~valid] = np.nan
     return boxes, valid

@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from . import scenes as sc
-from .camera import CAMERA_HEIGHT, NEAR_PLANE, PinholeCamera, project_cuboids
+from ...core.algorithms.pinhole import NEAR_PLANE
+from .camera import CAMERA_HEIGHT, PinholeCamera, project_cuboids
 
 # Labelling thresholds, in the spirit of KITTI's "too small / fully occluded" rules.
 MIN_VISIBLE_FRACTION = 0.10

@@ -25,6 +25,8 @@ from typing import Mapping
 
 import numpy as np
 
+from ...core.algorithms import pinhole
+
 CLASSES: tuple[str, ...] = ("car", "van", "truck", "pedestrian", "cyclist")
 
 # Mean and spread of (length, width, height) in metres per class, roughly KITTI's.
@@ -607,23 +609,13 @@ def _role_colors(role: np.ndarray, palette: np.ndarray) -> np.ndarray:
 
 
 def cuboid_corners(center: np.ndarray, size: np.ndarray, yaw: np.ndarray) -> np.ndarray:
-    """Corners of yawed boxes, shape (n, 8, 3).
+    """Corners of yawed boxes, shape (n, 8, 3) (:func:`..core.algorithms.pinhole.cuboid_corners`).
 
     Corner order: bit 0 of the index picks -x/+x, bit 1 -y/+y, bit 2 -z/+z (local axes).
     """
-    center = np.asarray(center, float).reshape(-1, 3)
-    size = np.asarray(size, float).reshape(-1, 3)
     yaw = np.asarray(yaw, float).reshape(-1)
-    signs = np.array(
-        [[(i & 1) * 2 - 1, (i >> 1 & 1) * 2 - 1, (i >> 2 & 1) * 2 - 1] for i in range(8)]
-    )
-    local = signs[None] * size[:, None, :] / 2
-    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
-    out = np.empty_like(local)
-    out[..., 0] = c * local[..., 0] - s * local[..., 1]
-    out[..., 1] = s * local[..., 0] + c * local[..., 1]
-    out[..., 2] = local[..., 2]
-    return out + center[:, None, :]
+    rotation = np.stack([np.zeros_like(yaw), np.zeros_like(yaw), yaw], axis=1)
+    return pinhole.cuboid_corners(center, size, rotation)
 
 
 def lane_marking_mask(x: np.ndarray, y: np.ndarray, lane_phase: float) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Pure geometry shared by every stage (numpy in, numpy out)."""
