@@ -17,8 +17,8 @@ or None), ``oracle`` (true ``Detections``: 2D boxes with ``object_id``, ``occlud
 ``pcd``) and ``ground_truth`` (``Detections``, empty until an annotator fills it).
 Camera slices also carry their calibration, as KITTI's per-frame calib files do:
 ``camera_intrinsics`` (3x3 ``K``, pixels) and ``camera_extrinsics`` (4x4, ego/LiDAR frame to
-camera frame x right, y down, z forward), the conventions of
-:mod:`annoloop.core.algorithms.pinhole`.
+camera frame x right, y down, z forward), each flat and row-major (9 and 16 floats; read
+them with :func:`annoloop.core.algorithms.pinhole.calibration`).
 """
 
 from __future__ import annotations
@@ -459,8 +459,8 @@ def _scene_samples(scene: sc.Scene, cameras, build_dir: str) -> list[fo.Sample]:
                 oracle=fo.Detections(detections=detections),
                 # KITTI-style per-frame calibration (see core/algorithms/pinhole.py): K, and
                 # the LiDAR/ego -> camera transform the pcd slice's cuboids project with.
-                camera_intrinsics=camera.intrinsics.tolist(),
-                camera_extrinsics=camera.extrinsics.tolist(),
+                camera_intrinsics=camera.intrinsics.ravel().tolist(),
+                camera_extrinsics=camera.extrinsics.ravel().tolist(),
                 **common,
             )
         )

@@ -430,8 +430,7 @@ def test_camera_samples_carry_a_calibration_that_projects_the_cuboids_onto_their
     for name in ("left", "right"):
         sample = _slice(demo, name).first()
         cuboids = {d.object_id: d for d in demo.get_group(sample.group.id)["pcd"].oracle.detections}
-        K, T = np.array(sample.camera_intrinsics), np.array(sample.camera_extrinsics)
-        assert K.shape == (3, 3) and T.shape == (4, 4)
+        K, T = pinhole.calibration(sample.camera_intrinsics, sample.camera_extrinsics)
         for box in sample.oracle.detections:
             if box.truncated:
                 continue

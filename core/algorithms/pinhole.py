@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "NEAR_PLANE",
+    "calibration",
     "camera_points",
     "cuboid_corners",
     "extrinsics_matrix",
@@ -58,6 +59,29 @@ def extrinsics_matrix(rotation: np.ndarray, translation: np.ndarray) -> np.ndarr
     out[:3, :3] = np.asarray(rotation, float)
     out[:3, 3] = np.asarray(translation, float)
     return out
+
+
+def calibration(intrinsics, extrinsics) -> tuple[np.ndarray, np.ndarray]:
+    """``(K, T)`` from stored calibration: 9 and 16 numbers row-major, or 3x3 and 4x4.
+
+    Datasets store them flat, as KITTI's calib files do (FiftyOne keeps a nested list's
+    element type only one level deep).
+
+    Raises
+    ------
+    ValueError
+        If either holds the wrong number of values or a non-finite one.
+    """
+    out = []
+    for name, value, n in (("intrinsics", intrinsics, 3), ("extrinsics", extrinsics, 4)):
+        matrix = np.asarray(value, dtype=float)
+        if matrix.size != n * n or not np.isfinite(matrix).all():
+            raise ValueError(
+                f"camera {name} must be {n * n} finite numbers ({n}x{n} row-major), "
+                f"got {matrix.size} values"
+            )
+        out.append(matrix.reshape(n, n))
+    return out[0], out[1]
 
 
 def rotation_matrices(rotation: np.ndarray) -> np.ndarray:
