@@ -6,7 +6,8 @@ annotation UI enforces) or one passed explicitly, with :func:`.schema_rules.vali
 Camera slices are checked as 2D boxes and point-cloud / 3D slices as cuboids, each slice
 with one bulk read, one call of the pure validator and one bulk write per kind of result.
 
-What it leaves on the dataset (nothing in the label field itself changes except label tags):
+What it leaves on the dataset (nothing in the label field itself changes except label tags),
+the marks every label check shares (:mod:`.quarantine`):
 
 - ``qa:quarantine`` on every violating label (a label tag) and on every sample with a
   violation in any gated field (a sample tag), so ``match_tags`` / ``match_labels`` and
@@ -23,7 +24,8 @@ sample without records stays.
 
 The phases: validate every parameter (nothing read yet), then, under the dataset's write
 lock, plan each slice (:func:`.gate_plan.plan_slice`: read, validate, diff; nothing written),
-write every slice's changes in bulk and record the summary.
+write every slice's changes in bulk and record the summary. The gate owns its own rules'
+records; the cross-sensor check's (:mod:`.linking`, rules ``link_*``) are kept.
 """
 
 from __future__ import annotations
@@ -35,11 +37,16 @@ import fiftyone as fo
 
 from ..core.locks import dataset_lock
 from ..core.runs import Progress, load_record, now, save_record
-from ..core.names import QUARANTINE_TAG
 from ..core.views import root_dataset, tagged_groups
 from .algorithms.schema_rules import load_schema
-from .gate_plan import RECORD_KEYS, SlicePlan, plan_slice
+from .gate_plan import plan_slice
 from .labels import checkable_slice_views, detections_field
+from .quarantine import (
+    DEFAULT_VIOLATIONS_FIELD,
+    check_violations_field,
+    declare_violations_field,
+    write_plan,
+)
 
 __all__ = [
     "DEFAULT_VIOLATIONS_FIELD",
@@ -51,13 +58,9 @@ __all__ = [
     "resolve_schema",
 ]
 
-#: Sample field holding the gate's violation records (new shared name, owned here).
-DEFAULT_VIOLATIONS_FIELD = "qa_violations"
 #: FiftyOne custom-run method and key prefix of the gate's summaries.
 GATE_RUN_METHOD = "annoloop.gate"
 GATE_RUN_KEY_PREFIX = "annoloop_gate_"
-
-_RECORD_CLS = "DynamicEmbeddedDocument"
 
 
 # ----------------------------------------------------------------------------- the gate
@@ -112,43 +115,6 @@ def resolve_schema(dataset: fo.Dataset, label_field: str, schema=None) -> dict:
     return schema
 
 
-def _declare_violations_field(dataset: fo.Dataset, violations_field: str) -> None:
-    """Declare the records field and its keys (so the App can filter on them) once."""
-    if dataset.get_field(violations_field) is None:
-        dataset.add_sample_field(
-            violations_field,
-            fo.ListField,
-            subfield=fo.EmbeddedDocumentField,
-            embedded_doc_type=fo.DynamicEmbeddedDocument,
-        )
-    for key in RECORD_KEYS:
-        if dataset.get_field(f"{violations_field}.{key}") is None:
-            dataset.add_sample_field(f"{violations_field}.{key}", fo.StringField)
-
-
-def _write_plan(plan: SlicePlan, label_field: str, violations_field: str) -> None:
-    """One bulk write per kind of change; samples whose state is unchanged are not touched."""
-    if plan.records:
-        # Records go in as stored documents: the field and its keys are declared, and
-        # building a document object per record would cost more than the write itself.
-        plan.view.set_values(
-            violations_field,
-            {
-                sid: None if recs is None else [{"_cls": _RECORD_CLS, **r} for r in recs]
-                for sid, recs in plan.records.items()
-            },
-            key_field="id",
-            expand_schema=False,
-            validate=False,
-        )
-    if plan.label_tags:
-        plan.view.set_label_values(f"{label_field}.detections.tags", plan.label_tags)
-    if plan.to_tag:
-        plan.view.select(plan.to_tag).tag_samples(QUARANTINE_TAG)
-    if plan.to_untag:
-        plan.view.select(plan.to_untag).untag_samples(QUARANTINE_TAG)
-
-
 def _merge_summaries(summaries: Iterable[dict]) -> dict:
     """Totals of several :meth:`SchemaReport.summary` dicts."""
     total: dict = {"by_rule": {}, "by_class": {}, "by_rule_and_class": {}}
@@ -169,28 +135,6 @@ def _merge_summaries(summaries: Iterable[dict]) -> dict:
         r: dict(sorted(p.items())) for r, p in sorted(total["by_rule_and_class"].items())
     }
     return total
-
-
-def _check_violations_field(dataset: fo.Dataset, violations_field: str, label_field: str) -> None:
-    if not isinstance(violations_field, str) or not violations_field or "." in violations_field:
-        raise ValueError(
-            f"violations_field must be a top-level field name; got {violations_field!r}"
-        )
-    if violations_field == label_field:
-        raise ValueError("violations_field must differ from the label field")
-    existing = dataset.get_field(violations_field)
-    if existing is None:
-        return
-    inner = getattr(existing, "field", None)
-    if not (
-        isinstance(existing, fo.ListField)
-        and isinstance(inner, fo.EmbeddedDocumentField)
-        and issubclass(inner.document_type, fo.DynamicEmbeddedDocument)
-    ):
-        raise ValueError(
-            f"field {violations_field!r} exists and is not a list of violation records "
-            f"({existing}); choose another violations_field"
-        )
 
 
 def gate_label_field(
@@ -264,9 +208,9 @@ def gate_label_field(
             )
 
         report(0.8, "writing quarantine tags and records")
-        _declare_violations_field(dataset, violations_field)
+        declare_violations_field(dataset, violations_field)
         for plan in plans.values():
-            _write_plan(plan, label_field, violations_field)
+            write_plan(plan, violations_field)
         summary = {
             "label_field": label_field,
             "run_key": gate_run_key(label_field),
@@ -285,7 +229,7 @@ def _validate(samples, label_field, schema, slices, batch_tag, violations_field,
     """``(schema spec, slice views, batch)`` once every parameter checks out; reads no labels."""
     dataset = root_dataset(samples)
     detections_field(samples, label_field)
-    _check_violations_field(dataset, violations_field, label_field)
+    check_violations_field(dataset, violations_field, label_field)
     if not box_tolerance >= 0:
         raise ValueError(f"box_tolerance must be >= 0; got {box_tolerance}")
     spec = resolve_schema(dataset, label_field, schema)

@@ -1,40 +1,24 @@
 """What the schema gate writes on one flat slice, worked out before anything is written (glue).
 
 :func:`plan_slice` reads a slice's labels, sample tags and stored violation records in one
-``values()`` call (:func:`.labels.read_detections`), runs the pure validator once
-(:func:`.schema_rules.validate_labels`) and diffs the result against the stored state, so
-:func:`.gate.gate_label_field` only writes what changed. Nothing here writes to the dataset.
+``values()`` call (:func:`.quarantine.read_slice`), runs the pure validator once
+(:func:`.schema_rules.validate_labels`) and diffs the result against the stored state
+(:func:`.quarantine.plan_changes`), so :func:`.gate.gate_label_field` only writes what changed.
+The gate owns the records of its own rules on the checked field; the cross-sensor check's
+(``link_*``) stay. Nothing here writes to the dataset.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
-from fiftyone import ViewField as F
 
-from ..core.names import QUARANTINE_TAG
 from ..core.views import root_dataset
+from .algorithms.linking import LINK_RULES
 from .algorithms.schema_rules import SchemaReport, load_schema, validate_labels
-from .labels import LabelRows, read_detections
+from .labels import LabelRows
+from .quarantine import SlicePlan, plan_changes, read_slice
 
-__all__ = ["RECORD_KEYS", "SlicePlan", "plan_slice"]
-
-#: Keys of one violation record, in the order the records field declares them.
-RECORD_KEYS = ("field", "rule", "label", "label_id", "detail")
-
-
-@dataclass
-class SlicePlan:
-    """Everything one slice's writes need, computed before anything is written."""
-
-    view: object
-    records: dict  # sample id -> list of record dicts (all fields) or None, changed only
-    label_tags: list  # {"sample_id", "label_id", "value": new tags} of labels that change
-    to_tag: list
-    to_untag: list
-    summary: dict
-    quarantined: int
+__all__ = ["plan_slice"]
 
 
 def plan_slice(
@@ -53,7 +37,10 @@ def plan_slice(
     (expected: samples with the tag), or None (no ``empty_sample`` check).
     """
     schema = load_schema(spec, label_type="cuboids" if is_3d else "detections")
-    rows = _read_slice(view, is_3d, label_field, violations_field, batch)
+    extra = None
+    if batch is not None and batch[0] == "groups":
+        extra = {"group": f"{root_dataset(view).group_field}.id"}
+    rows = read_slice(view, is_3d, label_field, violations_field, extra)
     expected = _expected_samples(rows, batch, allow_empty)
     report = validate_labels(
         schema,
@@ -65,25 +52,17 @@ def plan_slice(
         expected_samples=expected,
         box_tolerance=box_tolerance,
     )
-    new = _new_records(report, rows, label_field)
-    records, to_tag, to_untag, quarantined = _sample_changes(rows, new, label_field)
     summary = report.summary()
     summary["n_samples"] = len(rows.sample_ids)
     summary["n_expected_samples"] = None if expected is None else int(len(expected))
-    return SlicePlan(
-        view, records, _label_tag_changes(rows, report), to_tag, to_untag, summary, quarantined
+    return plan_changes(
+        view,
+        rows,
+        label_field,
+        _new_records(report, rows, label_field),
+        lambda r: r["field"] == label_field and r["rule"] not in LINK_RULES,
+        summary,
     )
-
-
-def _read_slice(view, is_3d: bool, label_field: str, violations_field: str, batch) -> LabelRows:
-    """The labels plus sample tags, stored records and (batch by groups) group ids."""
-    dataset = root_dataset(view)
-    extra = {"tags": "tags"}
-    if dataset.get_field(violations_field) is not None:
-        extra["records"] = F(violations_field)  # stored dicts: no per-record conversion
-    if batch is not None and batch[0] == "groups":
-        extra["group"] = f"{dataset.group_field}.id"
-    return read_detections(view, label_field, is_3d, extra=extra)
 
 
 def _expected_samples(rows: LabelRows, batch, allow_empty: bool) -> np.ndarray | None:
@@ -121,51 +100,3 @@ def _new_records(report: SchemaReport, rows: LabelRows, label_field: str) -> dic
             }
         )
     return new
-
-
-def _records_key(records) -> tuple:
-    return tuple(tuple(r.get(k) for k in RECORD_KEYS) for r in records)
-
-
-def _sample_changes(rows: LabelRows, new: dict, label_field: str) -> tuple[dict, list, list, int]:
-    """``(changed records, samples to tag, samples to untag, quarantined count)``.
-
-    Records of other fields are kept; a sample is untagged only when it had records (the
-    gate quarantined it) and none is left in any field.
-    """
-    n_samples = len(rows.sample_ids)
-    old_all = rows.extra.get("records") or [None] * n_samples
-    sample_tags = rows.extra["tags"]
-    records, to_tag, to_untag = {}, [], []
-    quarantined = 0
-    for i, sid in enumerate(rows.sample_ids):
-        old = [{k: r.get(k) for k in RECORD_KEYS} for r in (old_all[i] or [])]
-        kept = [r for r in old if r["field"] != label_field]
-        mine_old = [r for r in old if r["field"] == label_field]
-        mine_new = new.get(i, [])
-        if _records_key(mine_old) != _records_key(mine_new):
-            records[sid] = (kept + mine_new) or None
-        tagged = QUARANTINE_TAG in (sample_tags[i] or [])
-        if mine_new:
-            quarantined += 1
-        if (kept or mine_new) and not tagged:
-            to_tag.append(sid)
-        elif tagged and old and not (kept or mine_new):
-            to_untag.append(sid)
-    return records, to_tag, to_untag, quarantined
-
-
-def _label_tag_changes(rows: LabelRows, report: SchemaReport) -> list[dict]:
-    """``set_label_values`` entries of the labels whose quarantine tag must flip."""
-    bad = np.zeros(len(rows.label_id), bool)
-    bad[report.bad_rows()] = True
-    has_tag = np.fromiter((QUARANTINE_TAG in (t or []) for t in rows.tags), bool, len(bad))
-    return [
-        {
-            "sample_id": rows.sample_ids[rows.sample[r]],
-            "label_id": rows.label_id[r],
-            "value": [x for x in (rows.tags[r] or []) if x != QUARANTINE_TAG]
-            + ([QUARANTINE_TAG] if bad[r] else []),
-        }
-        for r in np.flatnonzero(bad != has_tag).tolist()
-    ]
