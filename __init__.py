@@ -12,6 +12,7 @@ The same checkout is two things:
   ``create_splits``           frozen test / mining / golden splits
   ``check_frozen``            verify that frozen labels did not change
   ``validate_labels``         the schema gate: violations recorded, units quarantined
+  ``check_sensor_links``      LiDAR cuboids against each camera's boxes (``LinkParams``)
   ``check_golden``            golden-set QA of a batch, with drift alarms
   ``check_incoming``          a new batch's embeddings against the pool's: novel samples
   ``add_demo_scenes``         a new raw batch of demo scenes (e.g. snow), tagged incoming:*
@@ -47,6 +48,8 @@ _SDK = {
     "create_splits": ("quality.frozen", "create_splits"),
     "check_frozen": ("quality.frozen_check", "check_frozen"),
     "validate_labels": ("quality.gate", "gate_label_field"),
+    "check_sensor_links": ("quality.linking", "check_sensor_links"),
+    "LinkParams": ("quality.algorithms.linking", "LinkParams"),
     "check_golden": ("quality.golden", "check_golden"),
     "check_incoming": ("quality.incoming", "check_incoming"),
     "add_demo_scenes": ("demo.dataset", "add_demo_scenes"),

@@ -5,7 +5,13 @@ from .autolabel import Autolabel, ReviewAutolabels
 from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
 from .planning import PlanBatch
-from .quality import CheckGolden, CheckIncomingDrift, CreateSplits, ValidateLabels
+from .quality import (
+    CheckGolden,
+    CheckIncomingDrift,
+    CheckSensorLinks,
+    CreateSplits,
+    ValidateLabels,
+)
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore, ComputeZCoreShard
 
@@ -23,6 +29,7 @@ OPERATORS = (
     SendBatch,
     LoadBatch,
     ValidateLabels,
+    CheckSensorLinks,
     CheckGolden,
     CheckIncomingDrift,
     TrainDetector,

@@ -2,10 +2,11 @@
 
 ``create_splits`` freezes a test set, a mining set and a golden set (tags, saved views, golden labels,
 fingerprints). ``validate_labels`` checks a label field against its label schema and
-quarantines violations by tag. ``check_golden`` scores a batch of annotations against the
+quarantines violations by tag. ``check_sensor_links`` projects each scene's cuboids into its cameras and quarantines the
+2D boxes and cuboids that disagree. ``check_golden`` scores a batch of annotations against the
 golden labels and raises drift alarms. ``check_incoming_drift`` compares a newly arrived batch's
 embeddings with the pool's and tags what is novel. The work is in :mod:`..quality` (``frozen``,
-``gate``, ``golden``, ``incoming``); each operator validates its parameters there before anything is
+``gate``, ``linking``, ``golden``, ``incoming``); each operator validates its parameters there before anything is
 written, so a bad call fails with a clear message and leaves the dataset as it was.
 """
 
@@ -435,5 +436,110 @@ class CheckIncomingDrift(AnnoloopOperator):
                 "saved_view": "Saved view of them",
                 "clusters": "Novel clusters",
                 "next_step": "Next step",
+            },
+        )
+
+
+#: Thresholds of the cross-sensor check the form shows (LinkParams' fields, shown folded).
+_LINK_THRESHOLDS = (
+    ("iou_threshold", "Misaligned below IoU", "A linked box and projection below it are misaligned"),
+    ("match_iou", "Linked from IoU", "Least overlap at which a box and a projection are linked"),
+    ("min_visible", "Expected from visible share", "Unoccluded share above which a cuboid needs a box"),
+    ("min_in_frame", "Expected from share in frame", "Share of the projection inside the image"),
+)
+
+
+class CheckSensorLinks(AnnoloopOperator):
+    operator_name = "check_sensor_links"
+    operator_label = "annoloop: check LiDAR-camera links"
+    operator_description = (
+        "Project every cuboid into each camera and match the 2D boxes; quarantine what disagrees"
+    )
+
+    def resolve_input(self, ctx) -> types.Property:
+        from ..quality.algorithms.linking import LinkParams
+        from ..quality.labels import MEDIA_3D
+        from ..quality.linking import DEFAULT_EXTRINSICS_FIELD, DEFAULT_INTRINSICS_FIELD
+
+        inputs = types.Object()
+        if ctx.dataset is None:
+            return no_dataset_form(inputs)
+        dataset = ctx.dataset
+        if dataset.media_type != "group":
+            inputs.view(
+                "not_grouped",
+                types.Warning(label="This check needs a grouped dataset: a point-cloud slice "
+                              "and camera slices per scene"),
+            )
+            return types.Property(inputs)
+        run_target(ctx, inputs, action="Check")
+        if label_field_dropdown(inputs, dataset, "label_field", "Label field") is None:
+            return types.Property(inputs)
+        media = dataset.group_media_types
+        in_3d = sorted(s for s, m in media.items() if m in MEDIA_3D)
+        cameras = sorted(s for s, m in media.items() if m == "image")
+        if not in_3d or not cameras:
+            inputs.view(
+                "no_slices",
+                types.Warning(label=f"Needs a point-cloud slice and an image slice; slices: {media}"),
+            )
+            return types.Property(inputs)
+        dropdown(inputs, "cuboid_slice", in_3d, in_3d[0], "Cuboids from", "The LiDAR slice")
+        inputs.list(
+            "camera_slices",
+            types.String(),
+            default=cameras,
+            label="Cameras",
+            description="Image slices whose 2D boxes the cuboids are checked against",
+        )
+        missing = [f for f in (DEFAULT_INTRINSICS_FIELD, DEFAULT_EXTRINSICS_FIELD) if dataset.get_field(f) is None]
+        if missing:
+            inputs.view(
+                "no_calibration",
+                types.Notice(label=f"No {', '.join(missing)} field: name the fields that hold each "
+                             "camera sample's calibration (K: 9 numbers, extrinsics: 16, row-major)"),
+            )
+        inputs.str("intrinsics_field", default=DEFAULT_INTRINSICS_FIELD, label="Intrinsics field")
+        inputs.str("extrinsics_field", default=DEFAULT_EXTRINSICS_FIELD, label="Extrinsics field")
+        inputs.bool(
+            "advanced",
+            default=False,
+            label="Advanced settings",
+            description="The check's IoU and visibility thresholds",
+        )
+        if ctx.params.get("advanced") or any(n in ctx.params for n, _, _ in _LINK_THRESHOLDS):
+            defaults = LinkParams()
+            for name, label, description in _LINK_THRESHOLDS:
+                number(inputs, ctx.params, name, whole=False, default=getattr(defaults, name),
+                       low=1e-6, high=1.0, label=label, description=description)
+        return types.Property(inputs, view=types.View(label="Check LiDAR-camera links"))
+
+    def execute(self, ctx) -> dict:
+        from ..quality.algorithms.linking import LinkParams
+        from ..quality.linking import check_sensor_links
+
+        require_dataset(ctx)
+        params = ctx.params
+        thresholds = {n: params[n] for n, _, _ in _LINK_THRESHOLDS if params.get(n) is not None}
+        return check_sensor_links(
+            run_target(ctx),
+            params.get("label_field") or DEFAULT_GT_FIELD,
+            cuboid_slice=params.get("cuboid_slice") or None,
+            camera_slices=params.get("camera_slices") or None,
+            **{k: params[k] for k in ("intrinsics_field", "extrinsics_field") if params.get(k)},
+            params=LinkParams(**thresholds),
+            progress=progress_reporter(ctx),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        return result_property(
+            ctx,
+            {
+                "quarantined": "Samples with link violations",
+                "newly_tagged": "Newly quarantined samples",
+                "released": "Released samples",
+                "total": "Checked and found",
+                "skipped": "Not checked",
+                "violations": "First violations",
             },
         )

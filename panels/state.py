@@ -46,6 +46,7 @@ from ..core.catalog import (
 from ..core.runs import load_records
 from ..quality.gate import GATE_RUN_METHOD
 from ..quality.golden import DEFAULT_BATCH_ATTRIBUTE, GOLDEN_RUN_METHOD, golden_history
+from ..quality.linking import LINK_RUN_METHOD
 from ..selection.plan_record import PICK_FIELD, plan_record, planned_batches
 from ..core.names import (
     BASELINE_LEDGER_INFO_KEY,
@@ -417,7 +418,7 @@ def golden_batch_view(dataset: fo.Dataset, candidate_field: str, batch: str):
 
 
 def quarantine_state(dataset: fo.Dataset) -> dict:
-    """What the schema gate holds back.
+    """What the schema gate and the cross-sensor check hold back.
 
     Returns
     -------
@@ -425,7 +426,8 @@ def quarantine_state(dataset: fo.Dataset) -> dict:
         ``unit``, ``units`` (units with a quarantined sample or label), ``samples`` and
         ``labels`` (tagged ``qa:quarantine``, all slices), ``per_slice`` (``{slice:
         {"samples": n, "labels": n}}``; key None for a flat dataset) and ``by_rule``
-        (violations per gate rule, summed over the gated label fields).
+        (violations per rule of the gate and the cross-sensor check, summed over the
+        checked label fields).
     """
     dataset = root_dataset(dataset)
     per_slice = {}
@@ -435,9 +437,11 @@ def quarantine_state(dataset: fo.Dataset) -> dict:
             "labels": int(view.count_label_tags().get(QUARANTINE_TAG, 0)),
         }
     by_rule: dict[str, int] = {}
-    for record in load_records(dataset, GATE_RUN_METHOD):
-        for rule, n in (record["total"].get("by_rule") or {}).items():
-            by_rule[rule] = by_rule.get(rule, 0) + int(n)
+    for method in (GATE_RUN_METHOD, LINK_RUN_METHOD):
+        for record in load_records(dataset, method):
+            for rule, n in (record["total"].get("by_rule") or {}).items():
+                if n:
+                    by_rule[rule] = by_rule.get(rule, 0) + int(n)
     return {
         "unit": "scene" if _grouped(dataset) else "sample",
         "units": len(quarantined_units(dataset)),

@@ -44,6 +44,7 @@ STEPS = (
     Step("send_batch", "Send to annotators", "send", "Annotate"),
     Step("load_batch", "Load annotations", "download", "Annotate"),
     Step("validate_labels", "Validate labels", "rule", "Gate"),
+    Step("check_sensor_links", "LiDAR-camera links", "link", "Gate"),
     Step("check_golden", "Golden check", "verified", "Gate"),
     Step("train_detector", "Train", "model_training", "Train and evaluate"),
     Step("apply_detector", "Apply detector", "online_prediction", "Train and evaluate"),
