@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "load_records",
     "load_results",
     "now",
+    "process_identity",
     "record_keys",
     "save_record",
     "update_record",
@@ -52,6 +55,12 @@ _BOOKKEEPING = ("cls", "type", "method")
 def now() -> str:
     """The current UTC time, ISO 8601 with milliseconds: the timestamp of every record."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def process_identity() -> dict:
+    """Where this code runs: ``host``, ``pid`` and ``parent_pid`` (on a monitored worker,
+    each operation runs in a child process, so the parent is the worker)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "parent_pid": os.getppid()}
 
 
 def save_record(

@@ -164,17 +164,19 @@ def camera_slice(samples: fo.core.collections.SampleCollection, slice_name: str 
     return samples.match(F(f"{dataset.group_field}.name") == slice_name)
 
 
-def units_view(dataset: fo.Dataset, unit_ids: Sequence[str]):
-    """The scenes (grouped) or samples (flat) ``unit_ids`` as a view the App can show.
+def units_view(samples: fo.core.collections.SampleCollection, unit_ids: Sequence[str]):
+    """The scenes (grouped) or samples (flat) ``unit_ids`` of a dataset or view, as a view
+    the App can show.
 
     Scenes are matched on the group id rather than with ``select_groups``: the App
     re-applies a view's stages to one flat slice to page and count its grid, where
     ``SelectGroups`` fails (FiftyOne 1.22: "unsupported operand type(s) for +").
     """
     ids = list(unit_ids)
+    dataset = root_dataset(samples)
     if dataset.media_type == "group":
-        return dataset.match(F(f"{dataset.group_field}._id").is_in([ObjectId(u) for u in ids]))
-    return dataset.select(ids)
+        return samples.match(F(f"{dataset.group_field}._id").is_in([ObjectId(u) for u in ids]))
+    return samples.select(ids)
 
 
 def tagged_groups(dataset: fo.Dataset, tags: Iterable[str]) -> list[str]:

@@ -105,6 +105,22 @@ def overwrite_toggle(inputs: types.Object, existing: str | None, description: st
     inputs.bool("overwrite", default=False, label="Overwrite", description=description)
 
 
+def whole_number(value):
+    """Form numbers may arrive as floats (``1000.0``); whole ones become ints, others stay
+    as they are for the core to reject with a clear message."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def queue_sibling(operator: foo.Operator, ctx, name: str, view, params: dict) -> str:
+    """Schedule this plugin's operator ``name`` on ``view`` as a delegated operation, as the
+    App's Schedule button does (any worker may take it); returns the operation's id."""
+    uri = operator.uri.rsplit("/", 1)[0] + "/" + name
+    queued = foo.execute_operator(
+        uri, ctx=dict(dataset=ctx.dataset, view=view, params=params), request_delegation=True
+    )
+    return str(queued.result["id"])
+
+
 def progress_reporter(ctx) -> Callable[[float, str], None]:
     """A ``progress(fraction, label)`` callback that reports through the operator context."""
 

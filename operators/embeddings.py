@@ -38,8 +38,10 @@ from .common import (
     no_dataset_form,
     overwrite_toggle,
     progress_reporter,
+    queue_sibling,
     require_dataset,
     run_target,
+    whole_number,
 )
 from .forms import detections_fields, dropdown, filled_count, number
 from .results import result_property
@@ -125,6 +127,12 @@ class ComputeEmbeddings(AnnoloopOperator):
                     view=types.DropdownView(),
                 )
         number(inputs, ctx.params, "batch_size", whole=True, default=32, low=1, label="Batch size")
+        number(
+            inputs, ctx.params, "shards", whole=True, default=1, low=1, high=1024,
+            label="Shards",
+            description="Split the run by scene into this many scheduled operations, which "
+            "every worker on this database takes as it frees up",
+        )
         field = ctx.params.get("embeddings_field") or DEFAULT_EMBEDDINGS_FIELD
         embedded = filled_count(dataset, field)
         overwrite_toggle(
@@ -134,13 +142,20 @@ class ComputeEmbeddings(AnnoloopOperator):
         )
         return types.Property(inputs, view=types.View(label="Compute embeddings"))
 
+    def resolve_run_name(self, ctx) -> str | None:
+        shard = ctx.params.get("shard")
+        if shard is None:
+            return None  # FiftyOne's default: the operator's label
+        return f"Embeddings shard {int(shard) + 1} of {int(ctx.params.get('shards', 1))}"
+
     def execute(self, ctx) -> dict:
+        from ..core.runs import process_identity
         from ..selection.embed import compute_embeddings
+        from ..selection.embedding_shards import shard_view, start_sharded_embeddings
 
         params = ctx.params
         patches_field = params.get("patches_field") if params.get("patches", True) else None
-        return compute_embeddings(
-            run_target(ctx),
+        settings = dict(
             slices=params.get("slices") or None,
             model=model_spec(params.get("model_kind", "baseline"), params.get("model_path")),
             embeddings_field=params.get("embeddings_field") or DEFAULT_EMBEDDINGS_FIELD,
@@ -151,6 +166,23 @@ class ComputeEmbeddings(AnnoloopOperator):
             allow_download=bool(params.get("allow_download", False)),
             progress=progress_reporter(ctx),
         )
+        target, shards = run_target(ctx), whole_number(params.get("shards", 1))
+        shard = params.get("shard")
+        if shard is not None:  # one shard of a sharded run, on whichever worker took it
+            view = shard_view(target, whole_number(shard), shards)
+            return {**compute_embeddings(view, **settings), "shard": int(shard), **process_identity()}
+        if shards == 1:
+            return compute_embeddings(target, **settings)
+
+        def queue(k: int) -> str:
+            return queue_sibling(self, ctx, self.operator_name, target.view(), {**params, "shard": k})
+
+        return {
+            **start_sharded_embeddings(target, shards, queue, **settings),
+            "next_step": f"Each of the {shards} shards is a scheduled operation: every "
+            "`fiftyone delegated launch` worker on this database takes shards as it frees up. "
+            "Re-run this form (Overwrite off) to finish whatever a failed shard left.",
+        }
 
     def resolve_output(self, ctx) -> types.Property:
         return result_property(
@@ -163,7 +195,13 @@ class ComputeEmbeddings(AnnoloopOperator):
                 "seconds": "Seconds",
                 "slices": "Per slice",
                 "patches": "Objects",
+                "shards": "Shards",
+                "queued": "Shards queued",
+                "units_per_shard": "Units per shard",
+                "to_embed": "To embed, per slice",
+                "next_step": "Next",
             },
+            markdown_keys=("next_step",),
         )
 
 

@@ -19,7 +19,15 @@ from ..core.names import ZCORE_FIELD
 from ..selection.scoring import default_embeddings_field
 from ..selection.visualization import vector_fields
 from ..selection.algorithms.zcore import ZCoreParams, param_error, shard_count_error
-from .common import AnnoloopOperator, no_dataset_form, overwrite_toggle, progress_reporter, run_target
+from .common import (
+    AnnoloopOperator,
+    no_dataset_form,
+    overwrite_toggle,
+    progress_reporter,
+    queue_sibling,
+    run_target,
+    whole_number,
+)
 from .forms import filled_count
 from .results import result_property
 
@@ -158,7 +166,7 @@ class ComputeZCore(AnnoloopOperator):
             overwrite=bool(params.get("overwrite", False)),
             progress=progress_reporter(ctx),
         )
-        shards = _integer(params.get("shards", 1))
+        shards = whole_number(params.get("shards", 1))
         if shards == 1:
             return {**compute_zcore(target, **settings), "next_step": next_step(score_field)}
         from ..selection.zcore_shards import start_sharded_zcore
@@ -179,21 +187,10 @@ class ComputeZCore(AnnoloopOperator):
 
     def _shard_queue(self, ctx, target, score_field: str):
         """``queue_shard(shard, run_id)``: schedules one shard as a delegated operation."""
-        import fiftyone.operators as foo
-
-        shard_uri = self.uri.rsplit("/", 1)[0] + "/" + ComputeZCoreShard.operator_name
 
         def queue(shard: int, run_id: str) -> str:
-            queued = foo.execute_operator(
-                shard_uri,
-                ctx=dict(
-                    dataset=ctx.dataset,
-                    view=target.view(),
-                    params={"score_field": score_field, "run_id": run_id, "shard": shard},
-                ),
-                request_delegation=True,
-            )
-            return str(queued.result["id"])
+            params = {"score_field": score_field, "run_id": run_id, "shard": shard}
+            return queue_sibling(self, ctx, ComputeZCoreShard.operator_name, target.view(), params)
 
         return queue
 
@@ -230,7 +227,7 @@ class ComputeZCoreShard(AnnoloopOperator):
             ctx.target_view(),
             score_field=p.get("score_field"),
             run_id=p.get("run_id"),
-            shard=_integer(p.get("shard")),
+            shard=whole_number(p.get("shard")),
             progress=progress_reporter(ctx),
         )
 
@@ -268,7 +265,7 @@ def _advanced_inputs(inputs: types.Object, params: dict, defaults: ZCoreParams) 
         inputs, params, defaults, "n_workers", "CPU threads",
         "numpy backend; the scores do not depend on it",
     )
-    shards = _integer(params.get("shards", 1))
+    shards = whole_number(params.get("shards", 1))
     error = shard_count_error(shards, _param_value(params, defaults, "n_sample"))
     inputs.int(
         "shards",
@@ -286,7 +283,7 @@ def _advanced_inputs(inputs: types.Object, params: dict, defaults: ZCoreParams) 
 def _param_value(params: dict, defaults: ZCoreParams, name: str):
     """A setting as the form sent it (unset or cleared: the default)."""
     value = params.get(name)
-    return getattr(defaults, name) if value is None else _integer(value)
+    return getattr(defaults, name) if value is None else whole_number(value)
 
 
 def _param_input(
@@ -310,9 +307,3 @@ def _zcore_params(params: dict, rows: int) -> ZCoreParams:
     defaults = _default_params(rows)
     names = (*HYPERPARAMETERS, "seed", "n_workers")
     return dataclasses.replace(defaults, **{n: _param_value(params, defaults, n) for n in names})
-
-
-def _integer(value):
-    """Form numbers may arrive as floats (``1000.0``); whole ones become ints, others stay
-    as they are for :class:`~..selection.zcore.ZCoreParams` to reject with a clear message."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value

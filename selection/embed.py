@@ -95,6 +95,7 @@ def compute_embeddings(
     device: str | None = None,
     pointcloud_config: PointCloudDescriptorConfig | None = None,
     progress: Progress | None = None,
+    dry_run: bool = False,
 ) -> dict:
     """Embed a collection's samples, objects and scenes, and store them on it.
 
@@ -128,12 +129,15 @@ def compute_embeddings(
         Parameters of the 3D descriptor (defaults suit driving LiDAR in metres).
     progress : callable, optional
         Called as ``progress(fraction, label)`` as work completes.
+    dry_run : bool, default=False
+        Check everything and count the work (``computed`` is then what a run would compute;
+        the model is loaded), but write nothing.
 
     Returns
     -------
     dict
         JSON-ready summary: per slice ``computed`` / ``skipped`` / ``dim`` / ``model``, the
-        patch and scene counts, and the seconds taken.
+        patch and scene counts, the seconds taken and ``dry_run``.
 
     Raises
     ------
@@ -159,10 +163,11 @@ def compute_embeddings(
     units = _plan(run, slices)
     embedder = _load_and_check_models(run, units, model, allow_download, device)
     # Validation is over: from here on, write.
-    groups_summary = _write(run, units, embedder, progress)
+    groups_summary = None if dry_run else _write(run, units, embedder, progress)
     return {
         **_summary(run, units, embedder, groups_summary),
         "seconds": round(time.perf_counter() - started, 3),
+        "dry_run": bool(dry_run),
     }
 
 

@@ -31,8 +31,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import os
-import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -42,7 +40,7 @@ import numpy as np
 
 from ..core.locks import dataset_lock, run_lock
 from ..core.names import ZCORE_FIELD
-from ..core.runs import STATUS_STARTED, Progress, load_record, now, save_record
+from ..core.runs import STATUS_STARTED, Progress, load_record, now, process_identity, save_record
 from ..core.shared_arrays import delete_arrays, load_arrays, save_arrays
 from .algorithms.zcore import (
     ZCoreParams,
@@ -220,9 +218,7 @@ def run_zcore_shard(
                     stored[f"matrix_{i}"] = partial
             save_arrays(dataset, name, stored)
         done = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "parent_pid": os.getppid(),  # the worker, where it runs operations in children
+            **process_identity(),
             "backend": backend,
             "device": device,
             "seconds": round(time.perf_counter() - started, 3),

@@ -1,1 +1,1 @@
-"""Pure geometry shared by every stage (numpy in, numpy out)."""
+"""Pure parts shared by every stage (numpy in, numpy out): camera geometry, work shards."""
