@@ -128,14 +128,19 @@ def owned_fingerprint(label, ignore_keys: Iterable[str]) -> str:
 
 def _read(dataset: fo.Dataset, tags: Sequence[str], fields: Sequence[str], ids=()) -> dict:
     """``{sample id: (tags, {field: label})}`` of the samples tagged with one of ``tags`` or
-    listed in ``ids``, on every slice: one read per slice. A deleted field reads as None."""
+    listed in ``ids``, on every slice: one read per slice. A deleted field reads as None.
+
+    Labels come back as their stored documents (``values()`` of an expression), which
+    fingerprint exactly as ``label.to_dict()`` does but skip building label objects: that
+    was ~90 % of a check's time, ~10 ms per frozen sample.
+    """
     present = [f for f in fields if dataset.get_field(f) is not None]
     match = F("tags").contains(list(tags))
     if ids:
         match = match | F("_id").is_in([ObjectId(i) for i in ids])
     rows = {}
     for view in slice_views(dataset).values():
-        cols = view.match(match).values(["id", "tags", *present])
+        cols = view.match(match).values(["id", "tags", *(F(f) for f in present)])
         for i, sid in enumerate(cols[0]):
             labels = dict.fromkeys(fields)
             labels.update({f: col[i] for f, col in zip(present, cols[2:])})

@@ -176,3 +176,39 @@ def test_a_dataset_without_splits_is_not_checked(demo):
     require_frozen(demo, "train_detector")
     assert not check_frozen(demo).recorded
     assert frozen_sample_ids(demo) == set()
+
+
+def test_a_stored_label_fingerprints_alike_read_raw_or_as_a_label_object():
+    """Checks read labels raw; records made from label objects must still match them."""
+    import datetime
+
+    import numpy as np
+    from bson import ObjectId
+
+    from annoloop.quality.frozen_check import bookkeeping_keys, owned_fingerprint
+
+    dataset = fo.Dataset(unique_name("fingerprint-forms"))
+    try:
+        box = fo.Detection(
+            label="car", bounding_box=[0.1, 0.2, 0.3, 0.4], confidence=0.5,
+            mask=np.eye(4, dtype=bool), annotated_at=datetime.datetime(2026, 1, 2, 3, 4, 5),
+            source_id=ObjectId(), occluded=True, score_list=[0.25, 1.0], nested={"a": 1},
+        )
+        dataset.add_samples([
+            fo.Sample(
+                filepath="/x/a.jpg",
+                gt=fo.Detections(detections=[box, fo.Detection(label="van", bounding_box=[0, 0, 1, 1])]),
+                kind=fo.Classification(label="day", confidence=0.9),
+                lines=fo.Polylines(polylines=[fo.Polyline(label="lane", points=[[(0, 0), (1, 1)]])]),
+            ),
+            fo.Sample(filepath="/x/b.jpg"),
+        ])
+        fields = ["gt", "kind", "lines"]
+        ignore = bookkeeping_keys(dataset, fields)
+        for name in fields:
+            objects, raw = dataset.values(name), dataset.values(F(name))
+            assert [owned_fingerprint(o, ignore) for o in objects] == [
+                owned_fingerprint(r, ignore) for r in raw
+            ], name
+    finally:
+        dataset.delete()
