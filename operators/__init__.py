@@ -6,6 +6,7 @@ from .demo import LoadDemoDataset, SimulateAnnotation
 from .embeddings import ComputeEmbeddings, ComputeVisualization
 from .planning import PlanBatch
 from .quality import CheckGolden, CheckIncomingDrift, CreateSplits, ValidateLabels
+from .scene_attributes import CategorizeScenes
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore, ComputeZCoreShard
 
@@ -25,6 +26,7 @@ OPERATORS = (
     ValidateLabels,
     CheckGolden,
     CheckIncomingDrift,
+    CategorizeScenes,
     TrainDetector,
     ApplyDetector,
     EvaluateModel,
