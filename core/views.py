@@ -27,6 +27,7 @@ from .names import (
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
+from .vector_reads import is_vector_field
 
 #: Frozen split name -> its sample tag, for the splits a model is evaluated on.
 EVALUATION_SPLITS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG}
@@ -116,7 +117,13 @@ def embedding_slice(dataset: fo.Dataset, field: str, slice_name: str | None = No
     """
     views = slice_views(dataset, slice_name) if slice_name else slice_views(dataset)
     for name, view in views.items():
-        if field in view.get_field_schema():
+        found = view.get_field_schema().get(field)
+        if found is not None and not is_vector_field(found):
+            raise ValueError(
+                f"'{field}' holds {type(found).__name__}, not vectors; pass an embeddings "
+                "field that compute_embeddings wrote (e.g. 'embedding')"
+            )
+        if found is not None:
             return name, view
     raise ValueError(
         f"no samples have an embeddings field '{field}'"
