@@ -19,8 +19,9 @@ Frozen splits (test, mining, golden) are read-only inputs:
   needs one. Only the output and confidence fields are written; the known field and the
   frozen label fields never are.
 
-Units are scenes (groups) on grouped datasets, samples on flat ones. A re-run replaces the
-predictions of the units it covers.
+Units are scenes (groups) on grouped datasets, samples on flat ones. A view chooses the units
+that get predictions (a new batch, say); the probe learns from the labeled units of the whole
+dataset. A re-run replaces the predictions of the units it covers.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def categorize_scenes(
     Parameters
     ----------
     samples : Dataset or DatasetView
-        Its units (scenes or samples) are categorized; the probe trains on those of them
-        with a known value outside the frozen splits.
+        Its units (scenes or samples) get predictions; the probe trains on every unit of
+        the dataset with a known value outside the frozen splits, in the view or not.
     attribute : str
         The attribute's name (e.g. ``"time_of_day"``); names the default fields.
     embeddings_field : str, optional
@@ -126,29 +127,35 @@ def categorize_scenes(
 
     report(0.1, f"reading '{field}' and '{known_field}'")
     path = unit_path(dataset)
-    units = sorted(units_where(samples))
-    if not units:
+    scope = sorted(units_where(samples))
+    if not scope:
         raise ValueError("the collection is empty: pass a dataset or a view with samples")
-    read = read_vectors(view, path, field, order=units)
-    missing = int(read.missing[: len(units)].sum())
+    # Every unit of the dataset is read: labeled scenes outside the view still train the
+    # probe, and the golden scenes are its QA wherever the view is.
+    read = read_vectors(view, path, field, order=scope)
+    units = list(read.row)
+    known = _known_values(dataset, path, known_field, set(units))
+    frozen = tagged_units(dataset, FROZEN_SPLIT_TAGS)
+    has_known = np.array([u in known for u in units])
+    in_frozen = np.array([u in frozen for u in units])
+    in_scope = np.arange(len(units)) < len(scope)
+    labeled = has_known & ~in_frozen
+    missing = int((read.missing & (in_scope | labeled)).sum())
     if missing:
         raise ValueError(
             f"{missing} units have no '{field}'; run compute_embeddings first (it embeds "
             "only what is missing)"
         )
-    vectors = read.vectors[: len(units)]
-    known = _known_values(dataset, path, known_field, set(units))
-    frozen = tagged_units(dataset, FROZEN_SPLIT_TAGS)
-    golden = tagged_units(dataset, [GOLDEN_SPLIT_TAG])
+    # Units outside the view without a vector are neither predicted nor learned from.
+    rows = ~read.missing
+    units = [u for u, keep in zip(units, rows) if keep]
     labels = np.array([known.get(u, "") for u in units], dtype=object)
-    has_known = np.array([u in known for u in units])
-    in_frozen = np.array([u in frozen for u in units])
-    labeled = has_known & ~in_frozen
+    has_known, in_frozen, in_scope, labeled = (a[rows] for a in (has_known, in_frozen, in_scope, labeled))
 
     report(0.4, f"fitting the probe on {int(labeled.sum())} labeled units")
     try:
         prediction = fit_attribute_probe(
-            vectors, labels, labeled, min_per_value=min_per_value, attribute=attribute
+            read.vectors[rows], labels, labeled, min_per_value=min_per_value, attribute=attribute
         )
     except ValueError as err:
         unused = int((has_known & in_frozen).sum())
@@ -158,9 +165,10 @@ def categorize_scenes(
         )
         raise ValueError(f"{err}; set '{known_field}' on more scenes{note}") from err
 
+    golden = tagged_units(dataset, [GOLDEN_SPLIT_TAG])
     checked = np.array([u in golden for u in units]) & has_known
     correct = prediction.values == labels.astype(str)
-    per_value = _per_value(prediction, labels, labeled, checked, correct)
+    per_value = _per_value(prediction, labels, labeled, checked, correct, in_scope)
     key = attribute_run_key(output_field)
     result = {
         "run_key": key,
@@ -173,21 +181,21 @@ def categorize_scenes(
         "slice": slice_name,
         "min_per_value": min_per_value,
         "classes": list(prediction.classes),
-        "n_units": len(units),
+        "n_units": len(scope),
         "n_labeled": int(labeled.sum()),
         "n_frozen_known_unused": int((has_known & in_frozen).sum()),
         "n_golden_checked": int(checked.sum()),
         "golden_accuracy": float(correct[checked].mean()) if checked.any() else None,
-        "mean_confidence": float(prediction.confidence.mean()),
+        "mean_confidence": float(prediction.confidence[in_scope].mean()),
         "per_value": per_value,
     }
 
-    report(0.8, f"writing '{output_field}' on {len(units)} units")
+    report(0.8, f"writing '{output_field}' on {len(scope)} units")
     values = dict(zip(units, prediction.values.tolist()))
     confidence = dict(zip(units, prediction.confidence.tolist()))
     with dataset_lock(dataset, "categorize_scenes"):
         dataset.reload()
-        for flat in slice_views(units_view(dataset, units)).values():
+        for flat in slice_views(units_view(dataset, scope)).values():
             ids, owners = flat.values(["id", path])
             flat.set_values(output_field, {i: values[u] for i, u in zip(ids, owners)}, key_field="id")
             flat.set_values(
@@ -196,9 +204,9 @@ def categorize_scenes(
         save_record(
             dataset, key, SCENE_ATTRIBUTES_RUN_METHOD,
             {k: v for k, v in result.items() if k != "per_value"},
-            results={"per_value": per_value, "units": units,
-                     "values": prediction.values.tolist(),
-                     "confidence": prediction.confidence.tolist()},
+            results={"per_value": per_value, "units": scope,
+                     "values": [values[u] for u in scope],
+                     "confidence": [confidence[u] for u in scope]},
         )
     accuracy = result["golden_accuracy"]
     report(1.0, f"{len(units)} units categorized" + (
@@ -261,12 +269,12 @@ def _known_values(dataset: fo.Dataset, path: str, known_field: str, units: set) 
     return {u: next(iter(v)) for u, v in seen.items()}
 
 
-def _per_value(prediction, labels, labeled, checked, correct) -> dict:
-    """Value -> labeled, predicted, golden and golden-correct unit counts."""
+def _per_value(prediction, labels, labeled, checked, correct, in_scope) -> dict:
+    """Value -> labeled, predicted (in the collection), golden and golden-correct unit counts."""
     truth = labels.astype(str)
     counts = {
         "labeled": Counter(truth[labeled].tolist()),
-        "predicted": Counter(prediction.values.tolist()),
+        "predicted": Counter(prediction.values[in_scope].tolist()),
         "golden": Counter(truth[checked].tolist()),
         "golden_correct": Counter(truth[checked & correct].tolist()),
     }

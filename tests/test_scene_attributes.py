@@ -167,3 +167,43 @@ def test_scenes_without_embeddings_are_refused_with_the_step_that_fills_them(dem
     finally:
         for name in SLICES:
             dataset.delete_samples(dataset.select_group_slices(name).match_tags(fresh["tag"]))
+
+
+def test_on_a_flat_dataset_units_are_samples_and_the_attribute_field_holds_the_known_values(demo):
+    dataset, _, _, _ = demo
+    flat = dataset.select_group_slices("left").exclude_fields(
+        [f for f in dataset.get_field_schema() if f.startswith(("predicted_", "sdk_", "op_"))]
+    ).clone(unique_name("attr-flat"))
+    flat.untag_samples(list(FROZEN_SPLIT_TAGS))  # no splits on the copy: every label trains
+    try:
+        ids, true = flat.values(["id", "time_of_day"])
+        labeled = {i for v in set(true) for i in [j for j, t in zip(ids, true) if t == v][:PER_VALUE]}
+        flat.set_values("lighting", {i: t for i, t in zip(ids, true) if i in labeled}, key_field="id")
+        result = categorize_scenes(flat, "lighting")
+        assert result["n_units"] == len(ids) and result["n_labeled"] == len(labeled)
+        assert result["embeddings_field"] == "embedding" and result["slice"] is None
+        predicted = flat.values("predicted_lighting")
+        rest = [k for k, i in enumerate(ids) if i not in labeled]
+        accuracy = np.mean([predicted[k] == true[k] for k in rest])
+        share = max(np.mean([true[k] == v for k in rest]) for v in set(true))
+        assert accuracy >= (1 + share) / 2
+        assert flat.values("lighting") == [t if i in labeled else None for i, t in zip(ids, true)]
+    finally:
+        flat.delete()
+
+
+def test_a_view_gets_predictions_only_on_its_scenes_and_learns_from_labeled_scenes_anywhere(demo):
+    dataset, picked, _, _ = demo
+    scenes = sorted(set(truth(dataset)) - picked)[:5]
+    view = dataset.select_groups(scenes)
+    whole = categorize_scenes(dataset, "time_of_day", known_field=KNOWN, output_field="all_tod")
+    result = categorize_scenes(view, "time_of_day", known_field=KNOWN, output_field="view_tod")
+    assert result["n_units"] == 5 and result["n_labeled"] == whole["n_labeled"]
+    assert result["golden_accuracy"] == whole["golden_accuracy"]
+    assert sum(v["predicted"] for v in result["per_value"].values()) == 5
+    for name in SLICES:
+        flat = dataset.select_group_slices(name)
+        written = {g: v for g, v in zip(*flat.values(["group.id", "view_tod"])) if v is not None}
+        assert set(written) == set(scenes)
+        everywhere = dict(zip(*flat.values(["group.id", "all_tod"])))
+        assert written == {g: everywhere[g] for g in scenes}
