@@ -13,7 +13,7 @@ from annoloop.quality.frozen import create_splits
 from annoloop.quality.frozen_check import check_frozen
 from annoloop.quality.scene_attributes import attribute_run_key, categorize_scenes
 from annoloop.selection.embed import compute_embeddings
-from fo_helpers import run_operator, unique_name
+from fo_helpers import form_properties, run_operator, schedules_by_default, unique_name
 
 KNOWN = "known_time_of_day"
 PER_VALUE = 4
@@ -207,3 +207,14 @@ def test_a_view_gets_predictions_only_on_its_scenes_and_learns_from_labeled_scen
         assert set(written) == set(scenes)
         everywhere = dict(zip(*flat.values(["group.id", "all_tod"])))
         assert written == {g: everywhere[g] for g in scenes}
+
+
+def test_the_form_suggests_the_demo_attribute_and_the_scene_embedding_and_runs_now(demo):
+    dataset, _, _, _ = demo
+    form = form_properties("categorize_scenes", dataset)
+    assert form["attribute"]["default"] == "time_of_day"
+    assert form["embeddings_field"]["default"] == "group_embedding"
+    assert {"known_field", "output_field", "min_per_value"} <= set(form)
+    assert schedules_by_default("categorize_scenes", dataset) is False
+    bad = form_properties("categorize_scenes", dataset, {"min_per_value": 0})["min_per_value"]
+    assert bad["invalid"] and "min_per_value must be between 1 and 10000" in bad["error_message"]
