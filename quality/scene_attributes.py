@@ -35,7 +35,7 @@ import numpy as np
 from ..core.catalog import tagged_units, unit_path, units_where
 from ..core.locks import dataset_lock
 from ..core.names import FROZEN_SPLIT_TAGS, GOLDEN_SPLIT_TAG
-from ..core.runs import Progress, now, save_record
+from ..core.runs import Progress, load_record, now, save_record
 from ..core.vector_reads import read_vectors
 from ..core.views import (
     default_embeddings_field,
@@ -240,12 +240,23 @@ def _check_fields(dataset, attribute, known_field, output_field, confidence_fiel
             f"differ from each other and from the attribute and known fields {sorted(taken)}: "
             "predictions never overwrite what people labeled"
         )
+    previous = load_record(dataset, attribute_run_key(output_field))
     for name, expected in ((output_field, fo.StringField), (confidence_field, fo.FloatField)):
         existing = schema.get(name)
         if existing is not None and not isinstance(existing, expected):
             raise ValueError(
                 f"field '{name}' already exists as {type(existing).__name__}; predictions need "
                 f"a {expected.__name__}: pass another output_field / confidence_field"
+            )
+        # Only a field an earlier categorization wrote may be replaced: an existing string
+        # field may be the scene id, a file path or another attribute's true values.
+        ours = previous is not None and name in (
+            previous.get("output_field"), previous.get("confidence_field")
+        )
+        if existing is not None and not ours:
+            raise ValueError(
+                f"field '{name}' already exists and was not written by categorize_scenes; "
+                "pass another output_field / confidence_field"
             )
     return attribute, known_field, output_field, confidence_field
 

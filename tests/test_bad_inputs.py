@@ -133,6 +133,7 @@ CASES = [
     ("categorize_scenes", {"attribute": "colour"}, r"known field 'colour' does not exist: set it to the true value"),
     ("categorize_scenes", {"attribute": "weather", "output_field": "weather"}, r"must differ from .*predictions never overwrite"),
     ("categorize_scenes", {"attribute": "weather", "output_field": "scene_index"}, r"'scene_index' already exists as IntField; predictions need a StringField"),
+    ("categorize_scenes", {"attribute": "weather", "output_field": "scene_id"}, r"'scene_id' already exists and was not written by categorize_scenes"),
     ("categorize_scenes", {"attribute": "weather", "embeddings_field": "zcore"}, r"'zcore' holds FloatField, not vectors; pass an embeddings field"),
     ("categorize_scenes", {"attribute": "weather", "min_per_value": 1000}, r"fewer than 1000 labeled scenes.*set 'weather' on more scenes"),
     ("categorize_scenes", {"attribute": "weather", "min_per_value": 0}, r"min_per_value must be between 1 and 10000; got 0"),
