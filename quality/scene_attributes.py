@@ -35,7 +35,7 @@ import numpy as np
 from ..core.catalog import tagged_units, unit_path, units_where
 from ..core.locks import dataset_lock
 from ..core.names import FROZEN_SPLIT_TAGS, GOLDEN_SPLIT_TAG
-from ..core.runs import Progress, load_record, now, save_record
+from ..core.runs import Progress, load_record, load_records, now, save_record
 from ..core.vector_reads import read_vectors
 from ..core.views import (
     default_embeddings_field,
@@ -46,7 +46,12 @@ from ..core.views import (
 )
 from .algorithms.scene_attributes import fit_attribute_probe
 
-__all__ = ["SCENE_ATTRIBUTES_RUN_METHOD", "attribute_run_key", "categorize_scenes"]
+__all__ = [
+    "SCENE_ATTRIBUTES_RUN_METHOD",
+    "attribute_run_key",
+    "categorize_scenes",
+    "predicted_attribute_fields",
+]
 
 SCENE_ATTRIBUTES_RUN_METHOD = "annoloop.scene_attributes"
 
@@ -54,6 +59,16 @@ SCENE_ATTRIBUTES_RUN_METHOD = "annoloop.scene_attributes"
 def attribute_run_key(output_field: str) -> str:
     """Run key of the categorization that writes ``output_field``: a valid FiftyOne key."""
     return "annoloop_attr_" + re.sub(r"\W", "_", output_field)
+
+
+def predicted_attribute_fields(dataset: fo.Dataset) -> list[str]:
+    """The output fields of the categorizations recorded on ``dataset`` that still exist,
+    sorted: the scene slices ``evaluate_model`` reports recall on by default."""
+    schema = dataset.get_field_schema()
+    return sorted({
+        r["output_field"] for r in load_records(dataset, SCENE_ATTRIBUTES_RUN_METHOD)
+        if r.get("output_field") in schema
+    })
 
 
 def categorize_scenes(

@@ -11,7 +11,12 @@ from annoloop.demo.algorithms import scenes as sc
 from annoloop.demo.dataset import add_demo_scenes, load_demo_dataset
 from annoloop.quality.frozen import create_splits
 from annoloop.quality.frozen_check import check_frozen
-from annoloop.quality.scene_attributes import attribute_run_key, categorize_scenes
+from annoloop.quality.scene_attributes import (
+    attribute_run_key,
+    categorize_scenes,
+    predicted_attribute_fields,
+)
+from annoloop.training.detector import evaluate_model
 from annoloop.selection.embed import compute_embeddings
 from fo_helpers import form_properties, run_operator, schedules_by_default, unique_name
 
@@ -221,3 +226,37 @@ def test_the_form_suggests_the_demo_attribute_and_the_scene_embedding_and_runs_n
     assert schedules_by_default("categorize_scenes", dataset) is False
     bad = form_properties("categorize_scenes", dataset, {"min_per_value": 0})["min_per_value"]
     assert bad["invalid"] and "min_per_value must be between 1 and 10000" in bad["error_message"]
+
+
+def test_evaluation_reports_recall_per_predicted_attribute_value_of_the_test_scenes(demo):
+    import fiftyone as fo
+
+    dataset, _, _, _ = demo
+    assert "predicted_time_of_day" in predicted_attribute_fields(dataset)
+    test = dataset.select_group_slices("left").match_tags("split:test")
+    ids, oracle, true, predicted = test.values(["id", "oracle", "time_of_day", "predicted_time_of_day"])
+    # A model that finds every object by day and none at night.
+    def found(detections):
+        return fo.Detections(detections=[
+            fo.Detection(label=d.label, bounding_box=d.bounding_box, confidence=1.0)
+            for d in detections.detections
+        ])
+
+    test.set_values(
+        "night_blind",
+        {i: (found(o) if t == "day" else fo.Detections()) for i, o, t in zip(ids, oracle, true)},
+        key_field="id",
+    )
+    result = evaluate_model(
+        dataset, pred_field="night_blind", slice_name="left", gt_field="oracle",
+        eval_key="eval_night_blind", record=False,
+    )
+    recall = result["per_slice_recall"]["predicted_time_of_day"]
+    boxes = {v: [len(o.detections) for o, p in zip(oracle, predicted) if p == v] for v in set(predicted)}
+    by_day = {v: [len(o.detections) for o, p, t in zip(oracle, predicted, true) if p == v and t == "day"]
+              for v in set(predicted)}
+    assert recall == pytest.approx({v: sum(by_day[v]) / sum(boxes[v]) for v in boxes if sum(boxes[v])})
+    assert set(result["per_slice_recall"]) == set(predicted_attribute_fields(dataset))
+    with pytest.raises(ValueError, match=r"slice fields \['nope'\] are not sample fields.*categorize_scenes"):
+        evaluate_model(dataset, pred_field="night_blind", slice_name="left", gt_field="oracle",
+                       eval_key="eval_night_blind", record=False, slice_fields=["nope"])
