@@ -99,7 +99,7 @@ class LedgerRound:
         Name of the training run that produced the model.
     per_slice_recall : dict of str to dict of str to float
         Recall on the frozen test set per value of each scene-attribute field (e.g.
-        ``{"predicted_time_of_day": {"day": 0.61, "night": 0.32}}``): the slices a model may
+        ``{"predicted_time_of_day": {"day": r_day, "night": r_night}}``): the slices a model may
         fail on while its per-class recall looks fine.
     """
 
