@@ -12,7 +12,13 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..core.views import default_embeddings_field
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset, run_target
+from .common import (
+    AnnoloopOperator,
+    no_dataset_form,
+    progress_reporter,
+    require_dataset,
+    run_target,
+)
 from .forms import dropdown, number
 from .results import result_property
 
@@ -72,7 +78,9 @@ class CategorizeScenes(AnnoloopOperator):
         require_dataset(ctx)
         params = ctx.params
         if not params.get("attribute"):
-            raise ValueError("attribute is required: the name of the scene attribute, e.g. time_of_day")
+            raise ValueError(
+                "attribute is required: the name of the scene attribute, e.g. time_of_day"
+            )
         return categorize_scenes(
             run_target(ctx),
             params["attribute"],

@@ -136,7 +136,9 @@ def categorize_scenes(
     fields = _check_fields(dataset, attribute, known_field, output_field, confidence_field)
     attribute, known_field, output_field, confidence_field = fields
     if isinstance(min_per_value, bool) or not isinstance(min_per_value, int) or min_per_value < 1:
-        raise ValueError(f"min_per_value must be a whole number of at least 1; got {min_per_value!r}")
+        raise ValueError(
+            f"min_per_value must be a whole number of at least 1; got {min_per_value!r}"
+        )
     field = embeddings_field or default_embeddings_field(dataset)
     slice_name, view = embedding_slice(dataset, field, slice_name)
 
@@ -165,7 +167,9 @@ def categorize_scenes(
     rows = ~read.missing
     units = [u for u, keep in zip(units, rows) if keep]
     labels = np.array([known.get(u, "") for u in units], dtype=object)
-    has_known, in_frozen, in_scope, labeled = (a[rows] for a in (has_known, in_frozen, in_scope, labeled))
+    has_known, in_frozen, in_scope, labeled = (
+        a[rows] for a in (has_known, in_frozen, in_scope, labeled)
+    )
 
     report(0.4, f"fitting the probe on {int(labeled.sum())} labeled units")
     try:
@@ -212,7 +216,9 @@ def categorize_scenes(
         dataset.reload()
         for flat in slice_views(units_view(dataset, scope)).values():
             ids, owners = flat.values(["id", path])
-            flat.set_values(output_field, {i: values[u] for i, u in zip(ids, owners)}, key_field="id")
+            flat.set_values(
+                output_field, {i: values[u] for i, u in zip(ids, owners)}, key_field="id"
+            )
             flat.set_values(
                 confidence_field, {i: confidence[u] for i, u in zip(ids, owners)}, key_field="id"
             )
@@ -224,7 +230,7 @@ def categorize_scenes(
                      "confidence": [confidence[u] for u in scope]},
         )
     accuracy = result["golden_accuracy"]
-    report(1.0, f"{len(units)} units categorized" + (
+    report(1.0, f"{len(scope)} units categorized" + (
         f"; golden accuracy {accuracy:.0%}" if accuracy is not None else ""
     ))
     return result
