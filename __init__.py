@@ -15,6 +15,7 @@ The same checkout is two things:
   ``check_sensor_links``      LiDAR cuboids against each camera's boxes (``LinkParams``)
   ``check_golden``            golden-set QA of a batch, with drift alarms
   ``check_incoming``          a new batch's embeddings against the pool's: novel samples
+  ``categorize_scenes``       a scene attribute for every scene from a few labeled ones
   ``add_demo_scenes``         a new raw batch of demo scenes (e.g. snow), tagged incoming:*
   ``plan_batch``              the next batch to label: coverage + targeting
   ``send_batch``              a batch to an annotation tool, golden scenes hidden per annotator
@@ -52,6 +53,7 @@ _SDK = {
     "LinkParams": ("quality.algorithms.linking", "LinkParams"),
     "check_golden": ("quality.golden", "check_golden"),
     "check_incoming": ("quality.incoming", "check_incoming"),
+    "categorize_scenes": ("quality.scene_attributes", "categorize_scenes"),
     "add_demo_scenes": ("demo.dataset", "add_demo_scenes"),
     "plan_batch": ("selection.batches", "plan_batch"),
     "send_batch": ("annotation.send", "send_batch"),

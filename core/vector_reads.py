@@ -21,7 +21,7 @@ import numpy as np
 
 import fiftyone as fo
 
-__all__ = ["VectorRead", "read_vectors"]
+__all__ = ["VectorRead", "is_vector_field", "read_vectors"]
 
 #: Samples per chunk: bounds the raw values held at once (~130 MiB at d = 512).
 CHUNK_ROWS = 65536
@@ -35,6 +35,13 @@ class VectorRead:
     vectors: np.ndarray  # (units, dim) float32, zeros where missing
     missing: np.ndarray  # (units,) bool
     extras: list  # per extra field, a list of its raw values by row (None where missing)
+
+
+def is_vector_field(field) -> bool:
+    """Whether a schema field can hold embeddings: a ``VectorField`` or a list of numbers."""
+    return isinstance(field, fo.VectorField) or (
+        isinstance(field, fo.ListField) and isinstance(field.field, (fo.FloatField, fo.IntField))
+    )
 
 
 def read_vectors(

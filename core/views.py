@@ -27,6 +27,7 @@ from .names import (
     QUARANTINE_TAG,
     TEST_SPLIT_TAG,
 )
+from .vector_reads import is_vector_field
 
 #: Frozen split name -> its sample tag, for the splits a model is evaluated on.
 EVALUATION_SPLITS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG}
@@ -96,6 +97,39 @@ def slice_views(
     if samples.media_type == "group":
         return {s: samples.select_group_slices(s) for s in chosen}
     return {s: samples.match(F(name_path) == s) for s in chosen}
+
+
+def default_embeddings_field(dataset: fo.Dataset) -> str:
+    """The embeddings a scene-level check reads by default: the scene vector
+    ``group_embedding`` on grouped datasets, ``embedding`` on flat ones."""
+    return "group_embedding" if dataset.media_type == "group" else "embedding"
+
+
+def embedding_slice(dataset: fo.Dataset, field: str, slice_name: str | None = None):
+    """``(slice, view)``: the flat slice whose samples hold the embeddings ``field`` (one
+    sample per unit), the one chosen or the first that has it; ``(None, dataset)`` on flat
+    datasets.
+
+    Raises
+    ------
+    ValueError
+        When no slice (or not ``slice_name``) has the field: run compute_embeddings first.
+    """
+    views = slice_views(dataset, slice_name) if slice_name else slice_views(dataset)
+    for name, view in views.items():
+        found = view.get_field_schema().get(field)
+        if found is not None and not is_vector_field(found):
+            raise ValueError(
+                f"'{field}' holds {type(found).__name__}, not vectors; pass an embeddings "
+                "field that compute_embeddings wrote (e.g. 'embedding')"
+            )
+        if found is not None:
+            return name, view
+    raise ValueError(
+        f"no samples have an embeddings field '{field}'"
+        + (f" on slice {slice_name!r}" if slice_name else "")
+        + "; run compute_embeddings first or pass embeddings_field="
+    )
 
 
 def camera_slices(dataset: fo.Dataset) -> list[str]:

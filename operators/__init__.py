@@ -12,6 +12,7 @@ from .quality import (
     CreateSplits,
     ValidateLabels,
 )
+from .scene_attributes import CategorizeScenes
 from .training import ApplyDetector, EvaluateModel, TrainDetector
 from .zcore import ComputeZCore, ComputeZCoreShard
 
@@ -32,6 +33,7 @@ OPERATORS = (
     CheckSensorLinks,
     CheckGolden,
     CheckIncomingDrift,
+    CategorizeScenes,
     TrainDetector,
     ApplyDetector,
     EvaluateModel,

@@ -345,6 +345,7 @@ class EvaluateModel(AnnoloopOperator):
                 "fp": "False positives",
                 "fn": "False negatives",
                 "per_class_recall": "Recall per class",
+                "per_slice_recall": "Recall per predicted scene attribute",
                 "plateau": "Plateau signal",
             },
         )

@@ -38,6 +38,7 @@ STEPS = (
     Step("compute_zcore", "ZCore scores", "insights", "Curate"),
     Step("compute_visualization", "Visualization", "bubble_chart", "Curate"),
     Step("check_incoming_drift", "Incoming drift", "new_releases", "Curate"),
+    Step("categorize_scenes", "Scene attributes", "category", "Curate"),
     Step("create_splits", "Splits", "call_split", "Curate"),
     Step("plan_batch", "Plan next batch", "playlist_add", "Plan"),
     Step("simulate_annotation", "Simulate annotation", "draw", "Annotate"),

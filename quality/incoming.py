@@ -25,7 +25,13 @@ from ..core.locks import dataset_lock
 from ..core.names import FROZEN_SPLIT_TAGS, INCOMING_TAG_PREFIX, NOVEL_TAG
 from ..core.runs import Progress, now, save_record
 from ..core.vector_reads import read_vectors
-from ..core.views import root_dataset, slice_views, units_view
+from ..core.views import (
+    default_embeddings_field,
+    embedding_slice,
+    root_dataset,
+    slice_views,
+    units_view,
+)
 from .algorithms import incoming_drift as idr
 
 __all__ = ["INCOMING_RUN_METHOD", "check_incoming", "incoming_run_key"]
@@ -95,10 +101,8 @@ def check_incoming(
     if not isinstance(dataset, fo.Dataset):
         raise ValueError("dataset must be a FiftyOne Dataset (pass the dataset, and the batch)")
     batch_units, name = _batch_units(dataset, batch, name)
-    field = embeddings_field or (
-        "group_embedding" if dataset.media_type == "group" else "embedding"
-    )
-    slice_name, view = _embedding_view(dataset, field, slice_name)
+    field = embeddings_field or default_embeddings_field(dataset)
+    slice_name, view = embedding_slice(dataset, field, slice_name)
     describe_by = list(describe_by)
     schema = view.get_field_schema()
     unknown = [f for f in describe_by if f not in schema]
@@ -225,20 +229,6 @@ def _batch_units(dataset: fo.Dataset, batch, name: str | None) -> tuple[set[str]
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"name must be a non-empty string; got {name!r}")
     return units, name
-
-
-def _embedding_view(dataset: fo.Dataset, field: str, slice_name: str | None):
-    """``(slice, view)``: one sample per unit holding ``field``, the slice chosen or found
-    (``(None, dataset)`` on flat datasets)."""
-    views = slice_views(dataset, slice_name) if slice_name else slice_views(dataset)
-    for name, view in views.items():
-        if field in view.get_field_schema():
-            return name, view
-    raise ValueError(
-        f"no samples have an embeddings field '{field}'"
-        + (f" on slice {slice_name!r}" if slice_name else "")
-        + "; run compute_embeddings first or pass embeddings_field="
-    )
 
 
 def _describe(drift, batch_ids, describe_by, extras, in_batch, in_reference) -> list[dict]:

@@ -35,7 +35,7 @@ from ..core.catalog import UnitCatalog, read_catalog, unit_path, units_where
 from ..core.names import DEFAULT_GT_FIELD, ZCORE_FIELD
 from ..core.views import camera_slices
 from .algorithms.uncertainty import detection_uncertainty
-from ..core.vector_reads import read_vectors
+from ..core.vector_reads import is_vector_field, read_vectors
 
 __all__ = [
     "Pool",
@@ -68,7 +68,7 @@ def embedding_fields(dataset: fo.Dataset, slice_name: str | None = None) -> list
     and lists of numbers."""
     view = dataset.select_group_slices(slice_name) if slice_name else dataset
     return sorted(
-        name for name, field in view.get_field_schema().items() if _is_vector_field(field)
+        name for name, field in view.get_field_schema().items() if is_vector_field(field)
     )
 
 
@@ -102,7 +102,7 @@ def check_embeddings_field(dataset: fo.Dataset, name: str, slice_name: str | Non
     """Refuse an embeddings field that is not a vector field of the slice's samples."""
     reference = dataset.select_group_slices(slice_name) if slice_name else dataset
     field = reference.get_field(name)
-    if field is None or not _is_vector_field(field):
+    if field is None or not is_vector_field(field):
         where = f" on slice '{slice_name}'" if slice_name else ""
         what = "does not exist" if field is None else f"is a {type(field).__name__}, not a vector"
         raise ValueError(
@@ -153,12 +153,6 @@ def check_uncertainty_field(
             f"predictions field '{field}'{where} holds {kind}, not Detections; {_APPLY_TO_POOL}"
         )
     return slice_name
-
-
-def _is_vector_field(field) -> bool:
-    return isinstance(field, fo.VectorField) or (
-        isinstance(field, fo.ListField) and isinstance(field.field, (fo.FloatField, fo.IntField))
-    )
 
 
 def refuse_missing(mask: np.ndarray, field: str, what: str, slice_name, hint: str = "") -> None:

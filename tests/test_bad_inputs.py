@@ -125,8 +125,18 @@ CASES = [
     ("check_incoming_drift", {"batch_tag": BATCH, "k": 0}, r"k must be between 1 and 100; got 0"),
     ("check_incoming_drift", {"batch_tag": BATCH, "fdr": 0.9}, r"fdr must be between 1e-06 and 0\.5; got 0\.9"),
     ("check_incoming_drift", {"batch_tag": BATCH, "embeddings_field": "nope"}, r"no samples have an embeddings field 'nope'.*compute_embeddings"),
+    ("check_incoming_drift", {"batch_tag": BATCH, "embeddings_field": "zcore"}, r"'zcore' holds FloatField, not vectors"),
     ("check_incoming_drift", {"batch_tag": BATCH, "describe_by": ["nope"]}, r"describe_by fields \['nope'\] do not exist"),
     ("check_incoming_drift", {"batch_tag": BATCH, "k": 50}, r"k=50 needs a reference of more than 50 samples; got \d+ \(lower k"),
+    # --- categorize_scenes -------------------------------------------------------------
+    ("categorize_scenes", {"attribute": ""}, r"attribute is required: the name of the scene attribute"),
+    ("categorize_scenes", {"attribute": "colour"}, r"known field 'colour' does not exist: set it to the true value"),
+    ("categorize_scenes", {"attribute": "weather", "output_field": "weather"}, r"must differ from .*predictions never overwrite"),
+    ("categorize_scenes", {"attribute": "weather", "output_field": "scene_index"}, r"'scene_index' already exists as IntField; predictions need a StringField"),
+    ("categorize_scenes", {"attribute": "weather", "output_field": "scene_id"}, r"'scene_id' already exists and was not written by categorize_scenes"),
+    ("categorize_scenes", {"attribute": "weather", "embeddings_field": "zcore"}, r"'zcore' holds FloatField, not vectors; pass an embeddings field"),
+    ("categorize_scenes", {"attribute": "weather", "min_per_value": 1000}, r"fewer than 1000 labeled scenes.*set 'weather' on more scenes"),
+    ("categorize_scenes", {"attribute": "weather", "min_per_value": 0}, r"min_per_value must be between 1 and 10000; got 0"),
     # --- check_golden ------------------------------------------------------------------
     ("check_golden", {"candidate_field": "nope"}, r"'nope' does not exist.*Detections fields are"),
     ("check_golden", {"candidate_field": "ground_truth", "iou": 0.0}, r"iou must be a number in \(0, 1\]; got 0"),

@@ -76,12 +76,27 @@ def test_append_round_leaves_the_input_ledger_unchanged():
         (dict(batch=""), "batch must be a non-empty string"),
         (dict(per_class_recall={"car": 1.3}), "recall must be in"),
         (dict(per_class_recall=[0.5]), "per_class_recall must be a mapping"),
+        (dict(per_slice_recall={"predicted_time_of_day": {"night": 1.5}}), "recall must be in"),
+        (dict(per_slice_recall=[0.5]), "per_slice_recall must be a mapping"),
     ],
 )
 def test_append_round_rejects_bad_inputs_with_a_clear_message(kwargs, message):
     args = dict(batch="b", total_labels=10, map_=0.1, per_class_recall={"car": 0.5})
     with pytest.raises(ValueError, match=message):
         lg.append_round([], **{**args, **kwargs})
+
+
+def test_a_round_keeps_recall_per_scene_attribute_value_through_json_and_old_rounds_load():
+    slices = {"predicted_time_of_day": {"day": 0.8, "night": 0.4}}
+    rounds = lg.append_round(
+        _ledger([40], [0.1]), batch="batch:v1", total_labels=90, map_=0.2,
+        per_class_recall={"car": 0.7}, per_slice_recall=slices,
+    )
+    assert rounds[1].per_slice_recall == slices and rounds[0].per_slice_recall == {}
+    stored = lg.ledger_to_json(rounds)
+    assert lg.ledger_from_json(json.loads(json.dumps(stored))) == rounds
+    old = [{k: v for k, v in r.items() if k != "per_slice_recall"} for r in stored]
+    assert lg.ledger_from_json(old)[1].per_slice_recall == {}
 
 
 def test_the_ledger_round_trips_through_json():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 import fiftyone as fo
 
@@ -276,6 +277,7 @@ def evaluate_model(
     iou: float = 0.5,
     batch_name: str | None = None,
     record: bool = True,
+    slice_fields: Sequence[str] | None = None,
 ) -> dict:
     """Evaluate ``pred_field`` on a frozen split; on the test split, record the ledger round.
 
@@ -301,6 +303,9 @@ def evaluate_model(
         Ledger name of the round's batch (default: :func:`latest_batch` of the run).
     record : bool
         Append the round to the ledger (test split only; needs the run).
+    slice_fields : sequence of str, optional
+        Scene-attribute fields whose every value gets its own recall in the result and the
+        round (``per_slice_recall``); default the fields ``categorize_scenes`` wrote.
 
     Returns
     -------
@@ -315,9 +320,12 @@ def evaluate_model(
         swapped test labels means nothing. Nothing is evaluated or recorded.
     """
     from .algorithms.ledger import plateau_signal, record_round
+    from ..quality.scene_attributes import predicted_attribute_fields
     from .evaluate import evaluate_split
 
     require_frozen(dataset, "evaluate_model")
+    if slice_fields is None:
+        slice_fields = predicted_attribute_fields(dataset)
     pred_field = pred_field or DEFAULT_PRED_FIELD
     if run_name:
         run = _completed_run(dataset, run_name, ", not completed")
@@ -350,6 +358,7 @@ def evaluate_model(
             slice_name=slice_name,
             eval_key=eval_key or split_eval_key(split),
             iou=float(iou),
+            slice_fields=slice_fields,
         )
         result = {**summary.to_dict(), "run_name": run.name if run else None}
         if run is not None:
@@ -362,6 +371,7 @@ def evaluate_model(
                 map_=summary.map,
                 per_class_recall=summary.per_class_recall,
                 train_run=run.name,
+                per_slice_recall=summary.per_slice_recall,
             )
             result["round"] = ledger[-1].to_dict()
             result["plateau"] = plateau_signal(ledger).to_dict()

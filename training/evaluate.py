@@ -14,7 +14,8 @@ numbers and lists only, ready for JSON, an operator's output or the ledger.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 
 import fiftyone as fo
 
@@ -55,6 +56,9 @@ class EvaluationSummary:
         label (``"(none)"``) for unmatched objects.
     confusion_matrix : list of list of int
         Rows are ground truth, columns predictions.
+    per_slice_recall : dict of str to dict of str to float
+        Recall per value of each field of ``slice_fields`` (scene attributes such as
+        ``predicted_time_of_day``), over the values whose samples hold ground truth.
     """
 
     split: str
@@ -73,6 +77,7 @@ class EvaluationSummary:
     per_class: dict[str, dict[str, float]]
     confusion_labels: list[str]
     confusion_matrix: list[list[int]]
+    per_slice_recall: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def per_class_recall(self) -> dict[str, float]:
@@ -93,6 +98,7 @@ def evaluate_split(
     slice_name: str | None = None,
     eval_key: str = DEFAULT_EVAL_KEY,
     iou: float = 0.5,
+    slice_fields: Sequence[str] = (),
 ) -> EvaluationSummary:
     """Evaluate ``pred_field`` against ``gt_field`` on a frozen split of one slice.
 
@@ -113,6 +119,9 @@ def evaluate_split(
         key is replaced.
     iou : float, default=0.5
         IoU threshold of a match, in (0, 1).
+    slice_fields : sequence of str, optional
+        Sample fields (scene attributes, e.g. ``categorize_scenes``' ``predicted_*``) whose
+        every value gets its own recall.
 
     Returns
     -------
@@ -157,6 +166,14 @@ def evaluate_split(
             f"{missing_gt} of {num_samples} {split} samples have no labels in '{gt_field}'; "
             f"label the whole {split} set first"
         )
+    slice_fields = list(slice_fields)
+    schema = evaluated.get_field_schema()
+    unknown = [f for f in slice_fields if f not in schema]
+    if unknown:
+        raise ValueError(
+            f"slice fields {unknown} are not sample fields of '{dataset.name}'; run "
+            "categorize_scenes to predict a scene attribute, or pass existing fields"
+        )
     gt_classes = evaluated.distinct(f"{gt_field}.detections.label")
     if not gt_classes:
         raise ValueError(f"the {split} set holds no ground truth boxes in '{gt_field}'")
@@ -193,4 +210,17 @@ def evaluate_split(
         per_class=per_class,
         confusion_labels=[*classes, results.missing],
         confusion_matrix=[[int(v) for v in row] for row in matrix],
+        per_slice_recall={f: _recall_by_value(evaluated, f, eval_key) for f in slice_fields},
     )
+
+
+def _recall_by_value(evaluated, field_name: str, eval_key: str) -> dict[str, float]:
+    """Recall (matched / all ground truth objects) per value of ``field_name``; samples
+    without a value, and values without ground truth, are left out."""
+    counts: dict[str, list[int]] = {}
+    for value, tp, fn in zip(*evaluated.values([field_name, f"{eval_key}_tp", f"{eval_key}_fn"])):
+        if value is not None:
+            total = counts.setdefault(str(value), [0, 0])
+            total[0] += int(tp or 0)
+            total[1] += int(tp or 0) + int(fn or 0)
+    return {v: tp / n for v, (tp, n) in sorted(counts.items()) if n}

@@ -97,6 +97,10 @@ class LedgerRound:
         mAP gained per 100 training images added (None when no training images were added).
     train_run : str or None
         Name of the training run that produced the model.
+    per_slice_recall : dict of str to dict of str to float
+        Recall on the frozen test set per value of each scene-attribute field (e.g.
+        ``{"predicted_time_of_day": {"day": r_day, "night": r_night}}``): the slices a model may
+        fail on while its per-class recall looks fine.
     """
 
     round: int
@@ -107,6 +111,7 @@ class LedgerRound:
     per_class_recall: dict[str, float] = field(default_factory=dict)
     delta_map_per_100: float | None = None
     train_run: str | None = None
+    per_slice_recall: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (the stored form)."""
@@ -191,6 +196,7 @@ def append_round(
     map_: float,
     per_class_recall: Mapping[str, float],
     train_run: str | None = None,
+    per_slice_recall: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[LedgerRound]:
     """Return a new ledger with one more round computed from the last one.
 
@@ -208,6 +214,8 @@ def append_round(
         The new round's recall per class, each in [0, 1].
     train_run : str, optional
         Name of the training run that produced the model.
+    per_slice_recall : mapping of str to mapping of str to float, optional
+        Recall per value of each scene-attribute field, each in [0, 1].
 
     Returns
     -------
@@ -221,6 +229,9 @@ def append_round(
         raise ValueError(f"total_labels must be an integer >= 0; got {total_labels!r}")
     _check_maps(np.array([map_], dtype=np.float64))
     recall = _check_recall(per_class_recall)
+    if not isinstance(per_slice_recall or {}, Mapping):
+        raise ValueError(f"per_slice_recall must be a mapping; got {type(per_slice_recall)}")
+    slices = {str(f): _check_recall(r) for f, r in (per_slice_recall or {}).items()}
 
     previous_labels = rounds[-1].total_labels if rounds else 0
     previous_map = rounds[-1].map if rounds else 0.0
@@ -235,6 +246,7 @@ def append_round(
         per_class_recall=recall,
         delta_map_per_100=delta,
         train_run=train_run,
+        per_slice_recall=slices,
     )
     return [*rounds, new]
 
@@ -374,6 +386,7 @@ def record_round(
     map_: float,
     per_class_recall: Mapping[str, float],
     train_run: str | None = None,
+    per_slice_recall: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[LedgerRound]:
     """Append a round to the ledger stored on ``dataset`` and return the new ledger.
 
@@ -392,6 +405,7 @@ def record_round(
         map_=map_,
         per_class_recall=per_class_recall,
         train_run=train_run,
+        per_slice_recall=per_slice_recall,
     )
     save_ledger(dataset, ledger)
     return ledger
