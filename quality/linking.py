@@ -114,7 +114,8 @@ def check_sensor_links(
         ``label_field``, ``run_key``, ``checked_at``, ``cuboid_slice``, ``camera_slices``,
         ``params``, ``total`` (``n_images``, ``n_cuboids``, ``n_boxes``, ``n_violations``,
         ``by_rule``), ``per_slice`` (records and quarantined samples per slice),
-        ``skipped`` (``unlabeled_images``, ``uncalibrated_images``, ``malformed_labels``),
+        ``skipped`` (``unlabeled_images``, ``uncalibrated_images``, ``unsized_images``: no
+        ``metadata`` size, run ``compute_metadata()``; ``malformed_labels``),
         ``quarantined``, ``newly_tagged``, ``released`` (samples, all slices) and
         ``violations`` (the first 50: rule, camera slice, scene sample ids, label, detail).
 
@@ -255,7 +256,12 @@ def _read_scene_labels(dataset, views, cuboid_slice, label_field, intrinsics_fie
     by_scene = {g: i for i, g in enumerate(cub.extra["group"]) if cub.present[i]}
     # each cuboid sample's projectable rows (rows follow sample order)
     starts = np.searchsorted(cub.sample, np.arange(len(cub.sample_ids) + 1))
-    skipped = {"unlabeled_images": 0, "uncalibrated_images": 0, "malformed_labels": int((~cuboid_ok).sum())}
+    skipped = {
+        "unlabeled_images": 0,
+        "uncalibrated_images": 0,
+        "unsized_images": 0,  # no metadata.width / height: run dataset.compute_metadata()
+        "malformed_labels": int((~cuboid_ok).sum()),
+    }
     images, K, T, size = [], [], [], []
     cuboid_rows, cuboid_image, box_slice, box_rows, box_image = [], [], [], [], []
     cameras = [s for s in views if s != cuboid_slice]
@@ -276,7 +282,7 @@ def _read_scene_labels(dataset, views, cuboid_slice, label_field, intrinsics_fie
                 continue
             width, height = cam.extra["width"][i], cam.extra["height"][i]
             if not (width and height):
-                skipped["uncalibrated_images"] += 1
+                skipped["unsized_images"] += 1
                 continue
             image = len(images)
             images.append((name, i, c))

@@ -231,14 +231,16 @@ def test_bad_input_names_the_problem_and_writes_nothing(dataset):
     assert dataset.get_field("qa_violations") is None and link_record(dataset, "ground_truth") is None
 
 
-def test_images_without_calibration_are_skipped_and_counted(dataset):
-    view = dataset.select_group_slices("right")
-    view.set_values("camera_intrinsics", [None] * len(view))
+def test_images_without_calibration_or_size_are_skipped_and_counted(dataset):
+    right, left = dataset.select_group_slices("right"), dataset.select_group_slices("left")
+    right.set_values("camera_intrinsics", [None] * len(right))
+    left.limit(5).set_values("metadata", [None] * 5)
 
     result = check_sensor_links(dataset, "ground_truth")
 
-    assert result["skipped"]["uncalibrated_images"] == len(view)
-    assert result["total"]["n_images"] == len(dataset.select_group_slices("left"))
+    assert result["skipped"]["uncalibrated_images"] == len(right)
+    assert result["skipped"]["unsized_images"] == 5
+    assert result["total"]["n_images"] == len(left) - 5
 
 
 COMPARED = ("total", "skipped", "quarantined", "newly_tagged", "per_slice")
