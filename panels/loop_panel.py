@@ -265,7 +265,7 @@ class AnnotationLoopPanel(foo.Panel):
         # View names differ from state keys: the App merges state and data by path.
         panel.md(f"**{s.dataset}** · {charts.overview_line(s.overview)}", name="summary_line")
         self._render_steps(panel)
-        if s.jobs and (s.jobs["active"] or s.jobs["failed"]):
+        if s.jobs and any(s.jobs.get(k) for k in ("active", "failed", "completed")):
             self._render_jobs(panel.v_stack(JOBS, label="Jobs", gap=1, componentsProps=SHRINK), s)
         for path, label, render in (
             (LEDGER, "Ledger of rounds", self._render_ledger),
@@ -324,6 +324,8 @@ class AnnotationLoopPanel(foo.Panel):
             section.view(
                 "timer", types.TimerView(interval=POLL_INTERVAL_MS, on_interval=self.poll_jobs)
             )
+        for i, job in enumerate(s.jobs.get("completed", [])):
+            section.md(jb.completed_line(job), name=f"completed_{i}")
         for i, job in enumerate(failed):
             row = section.grid(f"failed_{i}", gap=1, align_y="center")
             row.view(
