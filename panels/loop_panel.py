@@ -4,8 +4,8 @@ One screen answers "where is my loop, and what do I do next": the ledger of roun
 against labels spent, with the random baseline when one is stored), the plateau signal,
 the latest batch's coverage / targeting split and why, the golden-set history per class
 with drift alarms, what the schema gate holds back, and the delegated jobs (:mod:`.jobs`):
-progress while they run, the error and a "Re-run" button when they fail, fresh data when
-they complete; the panel polls the queue while a job is active. Each step of the loop
+progress while they run, the error and a "Re-run" button when they fail, a line and fresh
+data when they complete; the panel polls the queue while a job is active. Each step of the loop
 (:mod:`.steps`) is a button that opens its operator's form, where "Schedule" queues a
 delegated run; "Annotate this batch" opens the latest batch with the ground-truth label
 schema active, for FiftyOne's in-App annotation. Clicking a ledger row or point, a share of the batch, a golden batch or the
