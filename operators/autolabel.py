@@ -293,6 +293,13 @@ class ReviewAutolabels(AnnoloopOperator):
         label_field_dropdown(inputs, dataset, "autolabel_field", "Auto-labels", default=DEFAULT_OUTPUT_FIELD)
         field = ctx.params.get("autolabel_field") or DEFAULT_OUTPUT_FIELD
         latest = autolabel_runs(dataset, field)
+        if not latest:
+            # The dropdown falls back to another Detections field (the golden labels, say):
+            # say before submit that there is nothing to review in it.
+            inputs.view(
+                "no_autolabels",
+                types.Warning(label=f"No autolabel run wrote '{field}': run autolabel first"),
+            )
         inputs.str(
             "label_field",
             default=(latest[-1]["label_field"] if latest else None) or DEFAULT_GT_FIELD,

@@ -59,16 +59,23 @@ class AnnoloopOperator(foo.Operator):
         )
 
 
-def run_target(ctx, inputs: types.Object | None = None, action: str = "Process"):
+def run_target(
+    ctx,
+    inputs: types.Object | None = None,
+    action: str = "Process",
+    default: str = ViewTarget.DATASET,
+):
     """The samples a run acts on, and (with ``inputs``) the form's choice of them.
 
     The form offers the whole dataset (the default: an open saved view must not silently
     shrink a run), the current view or the selection, and says how many the run covers.
+    ``default`` is the form's preselected target: an operator whose very action is on
+    the open view (simulated annotation of a batch) preselects ``ViewTarget.CURRENT_VIEW``.
     An SDK call without ``view_target`` acts on the ``view=`` it passes (else the dataset);
     with ``view_target`` it follows it.
     """
     if inputs is not None:
-        inputs.view_target(ctx, default_target=ViewTarget.DATASET, action_description=action)
+        inputs.view_target(ctx, default_target=default, action_description=action)
     target = ctx.target_view()
     if inputs is not None:
         inputs.view("target_count", types.Notice(label=f"This run covers {_size(target)}"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fiftyone as fo
 import fiftyone.operators.types as types
+from fiftyone.operators.constants import ViewTarget
 
 from ..demo.algorithms.scenes import SceneConfig
 from ..demo.dataset import DEFAULT_NAME, DEFAULT_NUM_SCENES, DEFAULT_SEED, load_demo_dataset
@@ -99,7 +100,9 @@ class SimulateAnnotation(AnnoloopOperator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         if ctx.dataset is not None:
-            run_target(ctx, inputs, action="Annotate")
+            # Its action is on the open view (a batch the panel's "Annotate this batch"
+            # opened); the whole dataset holds the frozen splits, which it refuses.
+            run_target(ctx, inputs, action="Annotate", default=ViewTarget.CURRENT_VIEW)
         inputs.str(
             "batch",
             required=True,
@@ -128,4 +131,21 @@ class SimulateAnnotation(AnnoloopOperator):
             label_field=ctx.params.get("label_field") or "ground_truth",
             seed=int(ctx.params.get("seed", 0)),
             overwrite=bool(ctx.params.get("overwrite", False)),
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        return result_property(
+            ctx,
+            {
+                "batch": "Batch",
+                "label_field": "Label field",
+                "num_samples": "Samples annotated",
+                "labels": "Labels written",
+                "missed": "Objects missed",
+                "confused": "Classes confused",
+                "renamed": "Classes renamed",
+                "jittered": "Boxes jittered",
+                "false_positives": "False positives",
+                "left_alone": "Samples left alone (a person's labels)",
+            },
         )

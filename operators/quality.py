@@ -373,6 +373,13 @@ class CheckIncomingDrift(AnnoloopOperator):
         if tags:
             dropdown(inputs, "batch_tag", tags, tags[-1], "New batch", "Its tag")
         else:
+            inputs.view(
+                "no_incoming",
+                types.Warning(
+                    label=f"No samples tagged '{INCOMING_TAG_PREFIX}…' yet: tag the newly "
+                    f"arrived samples (e.g. {INCOMING_TAG_PREFIX}week-2) and name the tag here"
+                ),
+            )
             inputs.str(
                 "batch_tag",
                 required=False,  # execute says what is missing and what to pass

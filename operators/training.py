@@ -249,6 +249,13 @@ class ApplyDetector(AnnoloopOperator):
         )
 
 
+def _evaluation_gt_field(dataset, eval_key: str) -> str | None:
+    """The ground-truth field of the dataset's evaluation ``eval_key``; None when absent."""
+    if eval_key not in dataset.list_evaluations():
+        return None
+    return getattr(dataset.get_evaluation_info(eval_key).config, "gt_field", None)
+
+
 class EvaluateModel(AnnoloopOperator):
     operator_name = "evaluate_model"
     operator_label = "annoloop: evaluate model"
@@ -267,13 +274,19 @@ class EvaluateModel(AnnoloopOperator):
         slice_name = slice_dropdown(
             inputs, dataset, ctx.params.get("slice") or (run.params.get("slice") if run else None)
         )
-        label_field_dropdown(
+        split = ctx.params.get("split") or "test"
+        eval_key = ctx.params.get("eval_key") or split_eval_key(split)
+        # FiftyOne replaces an evaluation only with one against the same ground truth, so a
+        # re-run of an existing key defaults to its field.
+        replaced = _evaluation_gt_field(dataset, eval_key)
+        gt_field = label_field_dropdown(
             inputs,
             dataset,
             "gt_field",
             "Ground truth",
-            "Default: the field that labels the frozen test split",
-            default=test_label_field(dataset, slice_name, pred_field),
+            "Default: the field the evaluation it replaces used, else the field that labels "
+            "the frozen test split",
+            default=replaced or test_label_field(dataset, slice_name, pred_field),
         )
         split_choices = types.RadioGroup()
         split_choices.add_choice("test", label="Test set: report the round in the ledger")
@@ -281,14 +294,21 @@ class EvaluateModel(AnnoloopOperator):
         inputs.enum(
             "split", split_choices.values(), default="test", label="Split", view=split_choices
         )
-        split = ctx.params.get("split") or "test"
         inputs.str("eval_key", default=split_eval_key(split), label="Evaluation key")
         number(
             inputs, ctx.params, "iou",
             whole=False, default=0.5, low=0.05, high=0.95, label="IoU threshold",
         )
-        eval_key = ctx.params.get("eval_key") or split_eval_key(split)
-        if eval_key in dataset.list_evaluations():
+        chosen_gt = ctx.params.get("gt_field") or gt_field
+        if replaced and chosen_gt != replaced:
+            inputs.view(
+                "eval_key_notice",
+                types.Warning(
+                    label=f"Evaluation '{eval_key}' was made against '{replaced}': FiftyOne "
+                    f"cannot replace it with one against '{chosen_gt}'; change the key"
+                ),
+            )
+        elif replaced:
             inputs.view(
                 "eval_key_notice",
                 types.Notice(label=f"Evaluation '{eval_key}' exists: this run replaces it"),

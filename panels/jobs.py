@@ -4,8 +4,9 @@ FiftyOne's delegated-operation queue (:class:`DelegatedOperationService`) holds 
 scheduled run with its state, the progress fraction and label the operator reports
 (``ctx.set_progress``, stored as ``status.progress`` / ``status.label``) and, for a failed
 run, the worker's traceback. :func:`read_jobs` turns the queue into plain dicts: the active
-jobs (scheduled, queued, running) and the failed ones that still matter, that is, whose
-operator has not been scheduled or run again since.
+jobs (scheduled, queued, running), and the failed and completed ones that still matter,
+that is, whose operator has not been scheduled or run again since: a scheduled job that
+ends says so in the panel instead of vanishing.
 
 :func:`finished_since` says which previously active jobs are no longer active: the panel
 reloads its data when one of them ends, and :func:`rerun_job` queues a failed one again.
@@ -21,6 +22,7 @@ from .steps import OPERATOR_URI_PREFIX
 __all__ = [
     "ACTIVE_STATES",
     "active_line",
+    "completed_line",
     "error_message",
     "failed_title",
     "finished_since",
@@ -32,6 +34,8 @@ __all__ = [
 ACTIVE_STATES = ("scheduled", "queued", "running")
 #: The failed jobs the panel lists, most recent first.
 MAX_FAILED_SHOWN = 5
+#: The completed jobs the panel lists, most recent first.
+MAX_COMPLETED_SHOWN = 3
 
 
 def error_message(traceback_text: str | None) -> str:
@@ -65,6 +69,8 @@ def _job(doc) -> dict:
     if doc.run_state == "failed":
         job["ended_at"] = doc.failed_at.isoformat() if doc.failed_at else None
         job["error"] = error_message(doc.result.error if doc.result else None)
+    elif doc.run_state == "completed":
+        job["ended_at"] = doc.completed_at.isoformat() if doc.completed_at else None
     return job
 
 
@@ -74,12 +80,13 @@ def read_jobs(dataset: fo.Dataset) -> dict:
     Returns
     -------
     dict
-        ``active``: scheduled, queued and running jobs, oldest first; ``failed``: failed
-        jobs whose operator was not queued or run since, most recent first (at most
-        :data:`MAX_FAILED_SHOWN`). Each job: ``id``, ``operator`` (without the plugin
-        prefix), ``label``, ``state``, ``progress`` (fraction in [0, 1] or None),
-        ``progress_label``, ``queued_at``, ``ended_at`` and ``error`` (ISO timestamps; the
-        error's message, failed jobs only).
+        ``active``: scheduled, queued and running jobs, oldest first; ``failed`` and
+        ``completed``: ended jobs whose operator was not queued or run since, most recent
+        first (at most :data:`MAX_FAILED_SHOWN` and :data:`MAX_COMPLETED_SHOWN`). Each
+        job: ``id``, ``operator`` (without the plugin prefix), ``label``, ``state``,
+        ``progress`` (fraction in [0, 1] or None), ``progress_label``, ``queued_at``,
+        ``ended_at`` (ISO timestamps; ended jobs only) and ``error`` (the error's message,
+        failed jobs only).
     """
     from fiftyone.operators.delegated import DelegatedOperationService
 
@@ -91,17 +98,26 @@ def read_jobs(dataset: fo.Dataset) -> dict:
     ]
     jobs = sorted((_job(d) for d in docs), key=lambda j: j["queued_at"] or "")
     active = [j for j in jobs if j["state"] in ACTIVE_STATES]
-    # A failed job stops mattering once its operator was scheduled or run again after it.
-    last_queued = {}
-    for job in jobs:
-        if job["state"] != "failed":
-            last_queued[job["operator"]] = job["queued_at"] or ""
-    failed = [
-        j
-        for j in reversed(jobs)
-        if j["state"] == "failed" and last_queued.get(j["operator"], "") <= (j["queued_at"] or "")
-    ]
-    return {"active": active, "failed": failed[:MAX_FAILED_SHOWN]}
+
+    def latest(state: str, most: int) -> list[dict]:
+        # An ended job stops mattering once its operator was scheduled or run again after
+        # it (with another outcome: a second failure does not hide the first).
+        last_queued = {}
+        for job in jobs:
+            if job["state"] != state:
+                last_queued[job["operator"]] = job["queued_at"] or ""
+        ended = [
+            j
+            for j in reversed(jobs)
+            if j["state"] == state and last_queued.get(j["operator"], "") <= (j["queued_at"] or "")
+        ]
+        return ended[:most]
+
+    return {
+        "active": active,
+        "failed": latest("failed", MAX_FAILED_SHOWN),
+        "completed": latest("completed", MAX_COMPLETED_SHOWN),
+    }
 
 
 def _when(iso: str | None) -> str:
@@ -117,6 +133,11 @@ def active_line(job: dict) -> str:
     if job["progress_label"]:
         text += f" · {job['progress_label']}"
     return text + f" (queued {_when(job['queued_at'])})"
+
+
+def completed_line(job: dict) -> str:
+    """A completed job in a line (markdown)."""
+    return f"`{job['operator']}` · **completed** at {_when(job['ended_at'])}"
 
 
 def failed_title(job: dict) -> str:

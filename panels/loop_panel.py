@@ -4,8 +4,8 @@ One screen answers "where is my loop, and what do I do next": the ledger of roun
 against labels spent, with the random baseline when one is stored), the plateau signal,
 the latest batch's coverage / targeting split and why, the golden-set history per class
 with drift alarms, what the schema gate holds back, and the delegated jobs (:mod:`.jobs`):
-progress while they run, the error and a "Re-run" button when they fail, fresh data when
-they complete; the panel polls the queue while a job is active. Each step of the loop
+progress while they run, the error and a "Re-run" button when they fail, a line and fresh
+data when they complete; the panel polls the queue while a job is active. Each step of the loop
 (:mod:`.steps`) is a button that opens its operator's form, where "Schedule" queues a
 delegated run; "Annotate this batch" opens the latest batch with the ground-truth label
 schema active, for FiftyOne's in-App annotation. Clicking a ledger row or point, a share of the batch, a golden batch or the
@@ -265,7 +265,7 @@ class AnnotationLoopPanel(foo.Panel):
         # View names differ from state keys: the App merges state and data by path.
         panel.md(f"**{s.dataset}** · {charts.overview_line(s.overview)}", name="summary_line")
         self._render_steps(panel)
-        if s.jobs and (s.jobs["active"] or s.jobs["failed"]):
+        if s.jobs and any(s.jobs.get(k) for k in ("active", "failed", "completed")):
             self._render_jobs(panel.v_stack(JOBS, label="Jobs", gap=1, componentsProps=SHRINK), s)
         for path, label, render in (
             (LEDGER, "Ledger of rounds", self._render_ledger),
@@ -324,6 +324,8 @@ class AnnotationLoopPanel(foo.Panel):
             section.view(
                 "timer", types.TimerView(interval=POLL_INTERVAL_MS, on_interval=self.poll_jobs)
             )
+        for i, job in enumerate(s.jobs.get("completed", [])):
+            section.md(jb.completed_line(job), name=f"completed_{i}")
         for i, job in enumerate(failed):
             row = section.grid(f"failed_{i}", gap=1, align_y="center")
             row.view(

@@ -13,11 +13,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import expect, sync_playwright
 
 from fo_helpers import stop_process_group
@@ -184,19 +186,54 @@ class App:
     # --- operator forms -----------------------------------------------------------------
     def open_operator(self, label: str, *needles: str) -> None:
         """Open an operator's form from the operator browser (the backtick key)."""
-        self.page.locator("body").click(position={"x": 5, "y": 5})
-        self.page.keyboard.press(OPERATOR_BROWSER_KEY)
         search = self.page.locator(OPERATOR_BROWSER_SEARCH).first
-        search.wait_for(timeout=15_000)
+        # The key does nothing until the App has loaded its dataset: press it again.
+        for attempt in range(12):
+            self.page.locator("body").click(position={"x": 5, "y": 5})
+            self.page.keyboard.press(OPERATOR_BROWSER_KEY)
+            try:
+                search.wait_for(timeout=5_000)
+                break
+            except PlaywrightTimeoutError:
+                if attempt == 11:
+                    raise
         search.fill(label)
         self.page.get_by_text(label, exact=True).first.click()
         self.wait_for_text(*needles)
 
+    def form_input(self, label: str):
+        """The input of the open form's field labelled ``label``: the App draws a label as
+        a ``<p>`` beside its input (no ``<label for>``), so the input is the one in the
+        label's nearest enclosing box that holds an input."""
+        literal = f"'{label}'" if "'" not in label else f'"{label}"'
+        return self.page.locator(
+            f"xpath=//p[normalize-space()={literal}]/ancestor::*[.//input][1]//input"
+        ).first
+
     def fill(self, label: str, value: str) -> None:
         """Type ``value`` into the form field labelled ``label``."""
-        field = self.page.get_by_label(label).first
+        field = self.form_input(label)
         field.fill(value)
         field.press("Tab")  # the App resolves the form again on blur
+
+    def set_checked(self, label: str, checked: bool) -> None:
+        """Tick or clear the form's checkbox labelled ``label``."""
+        box = self.form_input(label)
+        # A click, not set_checked: the App re-resolves the form on each change and redraws
+        # the box, which set_checked's own check of the new state can miss.
+        if box.is_checked() != checked:
+            box.click()
+        expect(self.form_input(label)).to_be_checked(checked=checked, timeout=15_000)
+
+    def choose(self, value: str) -> None:
+        """Pick the radio choice whose value is ``value`` (a view target, a split)."""
+        self.page.locator(f"input[type=radio][value='{value}']").first.check()
+
+    def execute_label(self) -> str:
+        """The text of the open form's execute button ("Execute" or "Schedule")."""
+        button = self.page.locator(EXECUTE_BUTTON).last
+        button.wait_for(timeout=15_000)
+        return button.inner_text()
 
     def execute(self) -> None:
         """Submit the open form with the native button in its "Execute" mode."""
@@ -266,3 +303,34 @@ def app_in_browser(dataset, executable: str, log_dir: Path, **page_size) -> Iter
                 yield App(page, session, log_dir)
         finally:
             session.close()
+
+
+def off_loop(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` on a thread of its own, as a worker or a script would
+    call it; its return value.
+
+    Playwright's sync API keeps an event loop running on this thread, and FiftyOne's
+    executor, seeing one, hands back a future instead of running the operation.
+    """
+    outcome = {}
+
+    def call():
+        try:
+            outcome["value"] = function(*args, **kwargs)
+        except BaseException as err:  # re-raised on the test's thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    worker.join(timeout=300)
+    assert not worker.is_alive(), f"{function.__name__} did not return within 300 s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def run_queue(dataset) -> None:
+    """Run the dataset's queued operations once, as a worker does."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    off_loop(DelegatedOperationService().execute_queued_operations, dataset_name=dataset.name)

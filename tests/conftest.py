@@ -114,3 +114,34 @@ def label_studio():
     server = external_label_studio() or start_label_studio(_SESSION_DIR / "label-studio")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser_loop():
+    """The loop dataset of :mod:`test_panels` (built by real annoloop calls, camera images at
+    the demo's size) for a browser test module: one per module, deleted after it."""
+    from fo_helpers import unique_name
+    from test_panels import build_loop_dataset
+
+    built = build_loop_dataset(unique_name("browser"), image_size=(384, 128))
+    yield built
+    built["dataset"].delete()
+
+
+@pytest.fixture(scope="module")
+def app(browser_loop, tmp_path_factory):
+    """One App server, session and headless Chromium page over ``browser_loop`` for a browser
+    test module (:mod:`app_browser`); skips where ``chromium`` is missing and cannot be
+    installed (not root). Fails the module when the App server logged a traceback."""
+    from app_browser import app_in_browser, chromium_executable
+
+    executable = chromium_executable()
+    if executable is None:
+        pytest.skip("Debian's chromium is missing and installing it needs root: "
+                    "run `apt-get install -y chromium`")
+    log_dir = tmp_path_factory.mktemp("app")
+    with app_in_browser(browser_loop["dataset"], executable, log_dir) as app:
+        yield app
+        # Read before the server stops: its shutdown logs cancelled connections.
+        log = (log_dir / "app-server.log").read_text()
+    assert "Traceback" not in log, f"the App server logged an error:\n{log[-4000:]}"

@@ -12,7 +12,6 @@ Screenshots go to ``$ANNOLOOP_ARTIFACTS_DIR`` (default ``<repo>/artifacts/``). W
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,9 @@ from annoloop.panels import loop_charts as charts
 from annoloop.panels import state as st
 from annoloop.panels.loop_panel import PANEL_LABEL
 from annoloop.selection.algorithms.planner import DEFAULT_COVERAGE_METHOD
-from app_browser import app_in_browser, chromium_executable
-from fo_helpers import queue_operator, unique_name, uri
-from test_panels import build_loop_dataset, units
+from app_browser import off_loop, run_queue
+from fo_helpers import queue_operator, uri
+from test_panels import units
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,30 +42,9 @@ def artifacts_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def built():
-    built = build_loop_dataset(unique_name("browser"), image_size=(384, 128))
-    yield built
-    built["dataset"].delete()
-
-
-@pytest.fixture(scope="module")
-def app(built, tmp_path_factory):
-    executable = chromium_executable()
-    if executable is None:
-        pytest.skip("Debian's chromium is missing and installing it needs root: "
-                    "run `apt-get install -y chromium`")
-    log_dir = tmp_path_factory.mktemp("app")
-    with app_in_browser(built["dataset"], executable, log_dir) as app:
-        yield app
-        # Read before the server stops: its shutdown logs cancelled connections.
-        log = (log_dir / "app-server.log").read_text()
-    assert "Traceback" not in log, f"the App server logged an error:\n{log[-4000:]}"
-
-
-def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(app, built):
+def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(app, browser_loop):
     # The ledger as the panel's reader finds it on the dataset, row for row in the table.
-    rounds = st.ledger_state(built["dataset"])["rounds"]
+    rounds = st.ledger_state(browser_loop["dataset"])["rounds"]
     columns = [key for key, _ in charts.LEDGER_COLUMNS]
     expected = [[str(charts.ledger_row(r)[key]) for key in columns] for r in rounds]
     app.show_panel("annotation_loop", PANEL_LABEL, "Ledger of rounds", "Golden set", "Quarantine",
@@ -74,18 +52,18 @@ def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(ap
     assert [row for row in app.table_rows() if row in expected] == expected
     app.screenshot(artifacts_dir() / "annotation_loop_panel.png")
     app.click_cell("batch:v2")
-    view = app.wait_for_view(lambda v: units(v) == set(built["second"]["ids"]))
-    assert units(view) == set(built["second"]["ids"])
+    view = app.wait_for_view(lambda v: units(v) == set(browser_loop["second"]["ids"]))
+    assert units(view) == set(browser_loop["second"]["ids"])
 
 
-def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, built):
+def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, browser_loop):
     # The controls' values arrive after the panel's text, and a Preview clicked before them
     # is undone: wait for the coverage method's value, which nothing else on the page shows.
     app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)",
                    DEFAULT_COVERAGE_METHOD)
     app.click_button("Preview")
     app.wait_for_text("Preview of batch:v3")
-    scene_groups = dict(zip(*built["dataset"].values(["scene_id", "group.id"])))
+    scene_groups = dict(zip(*browser_loop["dataset"].values(["scene_id", "group.id"])))
     names = app.wait_for_cells(lambda cells: any(c in scene_groups for c in cells))
     app.screenshot(artifacts_dir() / "batch_planner_panel.png")
     picked = [n for n in scene_groups if n in names]
@@ -93,8 +71,8 @@ def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, 
     app.wait_for_view(lambda v: units(v) == {scene_groups[picked[0]]})
 
 
-def test_a_form_executes_immediately_from_the_operator_browser(app, built):
-    dataset = built["dataset"]
+def test_a_form_executes_immediately_from_the_operator_browser(app, browser_loop):
+    dataset = browser_loop["dataset"]
     assert not dataset.has_field("qa_violations")
     app.open_operator("annoloop: validate labels (schema gate)", "Violations field")
     app.execute()
@@ -104,12 +82,12 @@ def test_a_form_executes_immediately_from_the_operator_browser(app, built):
 
 
 def test_a_form_scheduled_with_the_native_button_queues_an_operation_a_worker_completes(
-    app, built
+    app, browser_loop
 ):
     # Needs the native Execute / Schedule button (the forms work of issue 15).
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    dataset = built["dataset"]
+    dataset = browser_loop["dataset"]
     service = DelegatedOperationService()
     before = {op.id for op in service.list_operations(dataset_name=dataset.name)}
     app.page.keyboard.press("Escape")
@@ -128,10 +106,10 @@ def test_a_form_scheduled_with_the_native_button_queues_an_operation_a_worker_co
     assert done.run_state == "completed", done.result and done.result.error
 
 
-def test_the_jobs_section_shows_a_queued_job_then_its_failure_and_queues_it_again(app, built):
+def test_the_jobs_section_shows_a_queued_job_then_its_failure_and_queues_it_again(app, browser_loop):
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    dataset, service = built["dataset"], DelegatedOperationService()
+    dataset, service = browser_loop["dataset"], DelegatedOperationService()
     # Scores already in "zcore": a second run that does not overwrite them fails, for real.
     params = {"embeddings_fields": ["embedding"], "group_score": False, "n_sample": 2000}
     annoloop.compute_zcore(dataset, embeddings_fields="embedding", group_score=False,
@@ -157,34 +135,3 @@ def test_the_jobs_section_shows_a_queued_job_then_its_failure_and_queues_it_agai
     finally:
         for op in service.list_operations(dataset_name=dataset.name, operator=uri("compute_zcore")):
             service.delete_operation(op.id)
-
-
-def off_loop(function, *args, **kwargs):
-    """``function(*args, **kwargs)`` on a thread of its own, as a worker or a script would
-    call it; its return value.
-
-    Playwright's sync API keeps an event loop running on this thread, and FiftyOne's
-    executor, seeing one, hands back a future instead of running the operation.
-    """
-    outcome = {}
-
-    def call():
-        try:
-            outcome["value"] = function(*args, **kwargs)
-        except BaseException as err:  # re-raised on the test's thread
-            outcome["error"] = err
-
-    worker = threading.Thread(target=call)
-    worker.start()
-    worker.join(timeout=300)
-    assert not worker.is_alive(), f"{function.__name__} did not return within 300 s"
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("value")
-
-
-def run_queue(dataset) -> None:
-    """Run the dataset's queued operations once, as a worker does."""
-    from fiftyone.operators.delegated import DelegatedOperationService
-
-    off_loop(DelegatedOperationService().execute_queued_operations, dataset_name=dataset.name)

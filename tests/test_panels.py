@@ -433,7 +433,7 @@ def test_read_jobs_lists_annoloop_operations_queued_for_the_dataset(loop):
         assert jobs["failed"] == []
     finally:
         DelegatedOperationService().delete_operation(ObjectId(op_id))
-    assert jb.read_jobs(dataset) == {"active": [], "failed": []}
+    assert jb.read_jobs(dataset) == {"active": [], "failed": [], "completed": []}
 
 
 def test_error_message_is_the_last_line_of_a_traceback_without_the_exception_class():
@@ -679,7 +679,9 @@ def test_a_running_job_shows_its_progress_and_the_panel_polls_until_it_completes
         assert "patch_panel_data" not in requests and state["active_jobs"] == [op_id]
         service.set_completed(ObjectId(op_id))
         requests, state = run_panel("annotation_loop", "poll_jobs", dataset, state=state)
-        assert state["active_jobs"] == [] and state["jobs"] == {"active": [], "failed": []}
+        assert state["active_jobs"] == [] and state["jobs"]["active"] == []
+        (completed,) = state["jobs"]["completed"]
+        assert (completed["id"], completed["state"]) == (op_id, "completed")
         assert "patch_panel_data" in requests, "a completed job reloads the panel's data"
         assert not views_named(json.loads(rendered(requests)), "TimerView")
     finally:
