@@ -86,6 +86,7 @@ class Form:
 #: In loop order: each finds what the previous ones made on the module's dataset.
 RUNS = (
     Form("compute_embeddings", result="Scene embeddings written"),
+    Form("categorize_scenes", result="Scenes categorized"),
     Form("compute_zcore", result="Samples written", checks={"Overwrite": True}),
     Form("compute_visualization", result="Points", checks={"Overwrite": True}),
     Form("plan_batch", result="Picks"),
@@ -95,6 +96,7 @@ RUNS = (
     # which quarantines the mining samples (their labels carry attributes off the schema).
     Form("evaluate_model", result="mAP", choices=("mining",)),
     Form("validate_labels", result="Samples with violations"),
+    Form("check_sensor_links", result="Samples with link violations"),
     Form("check_golden", result="Batches checked"),
     # After the loop's forms: a re-draw over trained scenes archives the ledger's rounds
     # and draws from the 22 scenes no model trained on (2 % of them is no golden scene).
