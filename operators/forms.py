@@ -19,7 +19,7 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 
 from ..core.names import DEFAULT_GT_FIELD
-from ..core.views import camera_slices, default_camera_slice
+from ..core.views import camera_slices, default_camera_slice, default_embeddings_field
 
 __all__ = [
     "detections_fields",
@@ -129,4 +129,20 @@ def slice_dropdown(inputs: types.Object, dataset: fo.Dataset, current: str | Non
         return None
     default = current if current in cameras else default_camera_slice(dataset)
     dropdown(inputs, "slice", cameras, default, "Camera slice")
+    return default
+
+
+def embeddings_dropdown(inputs: types.Object, dataset: fo.Dataset) -> str | None:
+    """The stored embeddings a scene-level check reads (default: the scene vector on grouped
+    datasets); None, with a warning in the form, when nothing is embedded yet."""
+    vectors = sorted(dataset.get_field_schema(ftype=fo.VectorField))
+    if not vectors:
+        inputs.view(
+            "no_embeddings",
+            types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
+        )
+        return None
+    default = default_embeddings_field(dataset)
+    default = default if default in vectors else vectors[0]
+    dropdown(inputs, "embeddings_field", vectors, default, "Embeddings")
     return default

@@ -23,7 +23,7 @@ from .common import (
     require_dataset,
     run_target,
 )
-from .forms import detections_fields, dropdown, label_field_dropdown, number
+from .forms import detections_fields, dropdown, embeddings_dropdown, label_field_dropdown, number
 from .results import result_property
 
 
@@ -361,8 +361,6 @@ class CheckIncomingDrift(AnnoloopOperator):
     )
 
     def resolve_input(self, ctx) -> types.Property:
-        import fiftyone as fo
-
         inputs = types.Object()
         if ctx.dataset is None:
             return no_dataset_form(inputs)
@@ -386,15 +384,8 @@ class CheckIncomingDrift(AnnoloopOperator):
                 label="New batch",
                 description="Tag of the newly arrived samples (e.g. incoming:week-2)",
             )
-        vectors = sorted(dataset.get_field_schema(ftype=fo.VectorField))
-        if not vectors:
-            inputs.view(
-                "no_embeddings",
-                types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
-            )
+        if embeddings_dropdown(inputs, dataset) is None:
             return types.Property(inputs)
-        default = "group_embedding" if "group_embedding" in vectors else vectors[0]
-        dropdown(inputs, "embeddings_field", vectors, default, "Embeddings")
         inputs.list(
             "describe_by",
             types.String(),

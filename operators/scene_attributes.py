@@ -11,7 +11,6 @@ from __future__ import annotations
 import fiftyone as fo
 import fiftyone.operators.types as types
 
-from ..core.views import default_embeddings_field
 from .common import (
     AnnoloopOperator,
     no_dataset_form,
@@ -19,7 +18,7 @@ from .common import (
     require_dataset,
     run_target,
 )
-from .forms import dropdown, number
+from .forms import embeddings_dropdown, number
 from .results import result_property
 
 #: Attributes the form suggests first, when the dataset has them (the demo's).
@@ -48,16 +47,8 @@ class CategorizeScenes(AnnoloopOperator):
             "attribute", default=default, label="Attribute",
             description="Name of the scene attribute (e.g. time_of_day); names the output fields",
         )
-        vectors = sorted(dataset.get_field_schema(ftype=fo.VectorField))
-        if not vectors:
-            inputs.view(
-                "no_embeddings",
-                types.Warning(label="No embeddings stored yet: run compute_embeddings first"),
-            )
+        if embeddings_dropdown(inputs, dataset) is None:
             return types.Property(inputs)
-        field = default_embeddings_field(dataset)
-        field = field if field in vectors else vectors[0]
-        dropdown(inputs, "embeddings_field", vectors, field, "Embeddings")
         inputs.str(
             "known_field", required=False, label="Known values in",
             description="Field set on the scenes someone labeled (default: the attribute "
