@@ -185,7 +185,15 @@ class PlanBatch(AnnoloopOperator):
         return result
 
     def resolve_output(self, ctx) -> types.Property:
-        return result_property(ctx, _RESULT_LABELS)
+        from ..selection.pick_rows import PICK_COLUMNS, pick_row, unit_names
+
+        results = dict(ctx.results or {})
+        picks = results.get("picks") or []
+        if picks and ctx.dataset is not None:  # named, and why, as the planner panel shows them
+            names = unit_names(ctx.dataset, [p["id"] for p in picks])
+            rows = [pick_row(p, names) for p in picks]
+            results["picks"] = [{label: row[key] for key, label in PICK_COLUMNS} for row in rows]
+        return result_property(ctx, _RESULT_LABELS, results=results)
 
 
 def with_form_defaults(dataset, params: dict) -> dict:

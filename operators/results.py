@@ -47,11 +47,17 @@ def result_markdown(results: Mapping, labels: Mapping[str, str]) -> str:
     return "\n\n".join(parts + tables)
 
 
-def result_property(ctx, labels: Mapping[str, str], markdown_keys: tuple[str, ...] = ()) -> types.Property:
+def result_property(
+    ctx,
+    labels: Mapping[str, str],
+    markdown_keys: tuple[str, ...] = (),
+    results: Mapping | None = None,
+) -> types.Property:
     """The result dialog: the table of :func:`result_markdown`, then each of
-    ``markdown_keys`` (text the operator wrote as markdown, e.g. a next step) as it is."""
+    ``markdown_keys`` (text the operator wrote as markdown, e.g. a next step) as it is.
+    ``results`` replaces ``ctx.results`` where the operator reshapes some for people."""
     outputs = types.Object()
-    results = ctx.results or {}
+    results = (ctx.results or {}) if results is None else results
     text = result_markdown(results, labels)
     outputs.md(text or "Nothing to report", name="summary")
     for key in markdown_keys:

@@ -22,7 +22,8 @@ from ..selection.algorithms.planner import COVERAGE_METHODS, DEFAULT_COVERAGE_ME
 from ..selection.request import PlanRequest, plan_defaults
 from . import state as st
 from .loop_charts import pool_line
-from .picks import PICK_COLUMNS, pick_row, thumbnail_urls, unit_names
+from ..selection.pick_rows import PICK_COLUMNS, pick_row, unit_names
+from .picks import thumbnail_urls
 from .widgets import INLINE, SHRINK, dropdown, flex, plot_props, round_label
 
 PANEL_NAME = "batch_planner"

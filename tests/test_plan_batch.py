@@ -673,3 +673,18 @@ def test_bad_input_fails_clearly_and_leaves_nothing_tagged_or_saved(
     with pytest.raises(ExecutionError, match=message):
         plan(dataset, **params)
     assert snapshot(dataset) == before
+
+
+def test_the_result_dialog_names_each_pick_and_says_why_instead_of_showing_object_ids(dataset):
+    import fiftyone.operators as foo
+
+    result = plan(dataset, budget=5, coverage_fraction=0.4, dry_run=True)
+    ctx = ExecutionContext(
+        request_params={"dataset_name": dataset.name, "params": {}, "results": result}
+    )
+    text = foo.OperatorRegistry().get_operator(uri("plan_batch")).resolve_output(ctx).to_json()
+    summary = str(text)
+    assert not any(unit in summary for unit in result["ids"])
+    files = dataset.select_groups(result["ids"]).select_group_slices(dataset.default_group_slice)
+    assert all(name.rsplit("/", 1)[-1] in summary for name in files.values("filepath"))
+    assert "near a missed object" in summary
