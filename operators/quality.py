@@ -44,6 +44,7 @@ class CreateSplits(AnnoloopOperator):
 
     def resolve_input(self, ctx) -> types.Property:
         from ..quality.frozen import DEFAULT_GOLDEN_FIELD, split_defaults
+        from ..quality.resplit import measured_rounds
 
         inputs = types.Object()
         if ctx.dataset is None:
@@ -143,6 +144,16 @@ class CreateSplits(AnnoloopOperator):
             "one, and draw only from scenes no model trained on; needed to re-draw after "
             "training",
         )
+        rounds = sum(len(r) for r in measured_rounds(ctx.dataset).values())
+        if frozen and rounds and ctx.params.get("overwrite") and not ctx.params.get("reset"):
+            inputs.view(
+                "reset_needed",
+                types.Warning(
+                    label=f"The ledger holds {rounds} round{'s' * (rounds != 1)} measured on the "
+                    "current test set: a re-draw needs Reset the ledger (the rounds are "
+                    "archived, not deleted)"
+                ),
+            )
         return types.Property(inputs, view=types.View(label="Create frozen splits"))
 
     def execute(self, ctx) -> dict:

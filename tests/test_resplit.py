@@ -21,7 +21,7 @@ from annoloop.quality.algorithms.scene_groups import duplicate_groups
 from annoloop.quality.frozen_check import frozen_record
 from annoloop.training import runs
 from annoloop.training.algorithms.ledger import record_round
-from fo_helpers import run_operator, unique_name
+from fo_helpers import form_properties, run_operator, unique_name
 
 SLICES = ("left", "right", "pcd")
 SPLITS = (TEST_SPLIT_TAG, MINING_SPLIT_TAG, GOLDEN_SPLIT_TAG)
@@ -140,6 +140,14 @@ def test_ledger_rounds_alone_refuse_a_redraw(dataset):
         redraw(dataset)
     assert "would enter" not in str(refused.value)
     assert state(dataset) == before
+
+
+def test_the_form_says_a_redraw_needs_a_reset_before_submit(dataset):
+    untag_batches(dataset)
+    train_round(dataset)
+    warned = form_properties("create_splits", dataset, {"overwrite": True})
+    assert "holds 1 round measured" in warned["reset_needed"]["view"]["label"]
+    assert "reset_needed" not in form_properties("create_splits", dataset, {"overwrite": True, "reset": True})
 
 
 def test_reset_archives_the_ledger_and_draws_no_trained_scene_into_a_split(dataset):
