@@ -26,6 +26,7 @@ from .common import AnnoloopOperator, no_dataset_form, progress_reporter, requir
 from ..training.autolabel.targets import selected_scenes, tagged_scenes
 from ..training.params import check_slice
 from .forms import dropdown, label_field_dropdown, number, slice_dropdown
+from .results import result_property
 
 DEFAULT_MODEL = "owlv2"
 TARGET_VIEW = "view"
@@ -335,9 +336,12 @@ class ReviewAutolabels(AnnoloopOperator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        outputs = types.Object()
-        outputs.int("n_samples", label="Samples decided")
-        outputs.int("n_accepted", label="Labels accepted")
-        outputs.obj("rejected", label="Not accepted, by reason", view=types.JSONView())
-        outputs.int("n_removed", label="Labels taken back out")
-        return types.Property(outputs)
+        return result_property(
+            ctx,
+            {
+                "n_samples": "Samples decided",
+                "n_accepted": "Labels accepted",
+                "rejected": "Not accepted, by reason",
+                "n_removed": "Labels taken back out",
+            },
+        )

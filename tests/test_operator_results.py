@@ -35,3 +35,16 @@ def test_a_long_list_of_rows_is_cut_and_the_rest_counted():
     text = result_markdown({"picks": rows}, {"picks": "Picks"})
     assert f"| scene-{MAX_ROWS - 1} |" in text and f"scene-{MAX_ROWS} |" not in text
     assert "… and 5 more" in text
+
+
+def test_the_review_result_is_a_table_of_reasons_not_a_json_tree():
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    from fo_helpers import uri
+
+    results = {"n_samples": 4, "n_accepted": 9, "rejected": {"low_confidence": 3}, "n_removed": 0}
+    ctx = ExecutionContext(request_params={"params": {}, "results": results})
+    shown = foo.OperatorRegistry().get_operator(uri("review_autolabels")).resolve_output(ctx).to_json()
+    assert "JSONView" not in str(shown)
+    assert "| low_confidence | 3 |" in str(shown)
