@@ -1,7 +1,8 @@
 """Operator for scene categorization: a scene attribute for every scene from a few labeled ones.
 
 ``categorize_scenes`` fits a linear probe on the embeddings of the scenes whose attribute is
-known and writes a predicted value and confidence on every slice of every scene; the work,
+known (or, with a CLIP-style checkpoint, matches each scene with one text prompt per value:
+:mod:`..selection.zero_shot`) and writes a predicted value and confidence on every slice of every scene; the work,
 its checks and what frozen splits allow are in :mod:`..quality.scene_attributes`. Quick work
 (one logistic regression over the scene vectors), so the form runs it now by default.
 """
@@ -27,7 +28,7 @@ SUGGESTED = ("time_of_day", "weather")
 
 class CategorizeScenes(AnnoloopOperator):
     operator_name = "categorize_scenes"
-    operator_label = "annoloop: categorize scenes (attribute probe)"
+    operator_label = "annoloop: categorize scenes (probe or zero-shot)"
     operator_description = (
         "Predict a scene attribute (time of day, weather, a defect) for every scene from a "
         "few labeled ones; QA on the golden scenes"
@@ -59,8 +60,31 @@ class CategorizeScenes(AnnoloopOperator):
             description="Default: predicted_<attribute> (a string field; its confidence in "
             "<output field>_confidence)",
         )
-        number(inputs, ctx.params, "min_per_value", whole=True, default=2, low=1, high=10_000,
-               label="Labeled scenes per value", description="Fewest each value needs")
+        predictors = types.RadioGroup()
+        predictors.add_choice("probe", label="Linear probe",
+                              description="Learns from the scenes whose value is known")
+        predictors.add_choice("zero_shot", label="Zero-shot (CLIP-style checkpoint)",
+                              description="One text prompt per value; no labeled scene needed")
+        inputs.enum("predictor", predictors.values(), default="probe", label="Predictor",
+                    view=predictors)
+        if ctx.params.get("predictor") == "zero_shot":
+            from ..selection.zero_shot import DEFAULT_PROMPT
+
+            inputs.str(
+                "model_path", required=True, label="Checkpoint",
+                description="The CLIP-style checkpoint (a directory or a cached hub id) that "
+                "wrote the embeddings field above (compute_embeddings, model hf:<it>)",
+            )
+            attribute = ctx.params.get("attribute") or default
+            known = sorted(map(str, dataset.distinct(attribute))) if attribute in schema else []
+            inputs.list("values", types.String(), default=known or None, required=True,
+                        label="Values", description="One prompt each")
+            inputs.str("prompt", default=DEFAULT_PROMPT, label="Prompt",
+                       description="'{}' is the value")
+        else:
+            number(inputs, ctx.params, "min_per_value", whole=True, default=2, low=1,
+                   high=10_000, label="Labeled scenes per value",
+                   description="Fewest each value needs")
         return types.Property(inputs, view=types.View(label="Categorize scenes"))
 
     def execute(self, ctx) -> dict:
@@ -72,14 +96,30 @@ class CategorizeScenes(AnnoloopOperator):
             raise ValueError(
                 "attribute is required: the name of the scene attribute, e.g. time_of_day"
             )
+        field = params.get("embeddings_field") or None
+        zero_shot = {}
+        if params.get("predictor") == "zero_shot":
+            from ..selection.zero_shot import DEFAULT_PROMPT, prompt_embeddings
+
+            if not params.get("model_path") or not field:
+                raise ValueError(
+                    "zero-shot needs model_path (a CLIP-style checkpoint) and the "
+                    "embeddings_field it wrote"
+                )
+            slice_name, prompts = prompt_embeddings(
+                ctx.dataset, field, params["model_path"], params.get("values") or [],
+                prompt=params.get("prompt") or DEFAULT_PROMPT,
+            )
+            zero_shot = {"slice_name": slice_name, "text_embeddings": prompts}
         return categorize_scenes(
             run_target(ctx),
             params["attribute"],
-            embeddings_field=params.get("embeddings_field") or None,
+            embeddings_field=field,
             known_field=params.get("known_field") or None,
             output_field=params.get("output_field") or None,
             min_per_value=params.get("min_per_value", 2),
             progress=progress_reporter(ctx),
+            **zero_shot,
         )
 
     def resolve_output(self, ctx) -> types.Property:
@@ -87,6 +127,7 @@ class CategorizeScenes(AnnoloopOperator):
             ctx,
             {
                 "output_field": "Predictions in",
+                "predictor": "Predictor",
                 "n_units": "Scenes categorized",
                 "n_labeled": "Labeled scenes the probe learned from",
                 "n_frozen_known_unused": "Labeled frozen scenes (not learned from)",

@@ -9,6 +9,12 @@ confidence on every slice of every scene, plus a run record. A predicted attribu
 attribute like any other: ``create_splits(strata_fields=["predicted_time_of_day"])``
 stratifies by it.
 
+Zero-shot, with a CLIP-style checkpoint and no labeled scene: pass ``text_embeddings`` (one
+prompt embedding per value, :func:`annoloop.selection.zero_shot.prompt_embeddings`) and an
+embeddings field that checkpoint wrote; each scene takes the value of the closest prompt
+(:func:`.algorithms.scene_attributes.zero_shot_attribute`), and known values, where set, are
+only the QA.
+
 Frozen splits (test, mining, golden) are read-only inputs:
 
 * their known values never train the probe (a test scene must not shape what is measured
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import fiftyone as fo
 import numpy as np
@@ -44,7 +51,7 @@ from ..core.views import (
     slice_views,
     units_view,
 )
-from .algorithms.scene_attributes import fit_attribute_probe
+from .algorithms.scene_attributes import fit_attribute_probe, zero_shot_attribute
 
 __all__ = [
     "SCENE_ATTRIBUTES_RUN_METHOD",
@@ -81,9 +88,12 @@ def categorize_scenes(
     confidence_field: str | None = None,
     min_per_value: int = 2,
     slice_name: str | None = None,
+    text_embeddings: Mapping[str, Sequence[float]] | None = None,
+    temperature: float = 100.0,
     progress: Progress | None = None,
 ) -> dict:
-    """Predict ``attribute`` for every scene of ``samples`` from the scenes labeled with it.
+    """Predict ``attribute`` for every scene of ``samples`` from the scenes labeled with it,
+    or zero-shot from one text prompt per value.
 
     Parameters
     ----------
@@ -108,6 +118,13 @@ def categorize_scenes(
     slice_name : str, optional
         Grouped datasets: the slice whose samples carry the embeddings; default the first
         slice that has the field.
+    text_embeddings : mapping of str to vector, optional
+        Zero-shot instead of the probe: ``{value: its prompt's embedding}`` in the space of
+        ``embeddings_field`` (a CLIP-style model's; see
+        :func:`annoloop.selection.zero_shot.prompt_embeddings`). No labeled scene is needed;
+        known values, where set, are only the QA, and ``known_field`` may then be absent.
+    temperature : float, default=100.0
+        Zero-shot only: scale of the similarities before the softmax.
     progress : callable, optional
         Called as ``progress(fraction, label)``.
 
@@ -133,7 +150,10 @@ def categorize_scenes(
             f"samples must be a FiftyOne dataset or view; got {type(samples).__name__}"
         )
     dataset = root_dataset(samples)
-    fields = _check_fields(dataset, attribute, known_field, output_field, confidence_field)
+    zero_shot = text_embeddings is not None
+    fields = _check_fields(
+        dataset, attribute, known_field, output_field, confidence_field, need_known=not zero_shot
+    )
     attribute, known_field, output_field, confidence_field = fields
     if isinstance(min_per_value, bool) or not isinstance(min_per_value, int) or min_per_value < 1:
         raise ValueError(
@@ -151,7 +171,11 @@ def categorize_scenes(
     # probe, and the golden scenes are its QA wherever the view is.
     read = read_vectors(view, path, field, order=scope)
     units = list(read.row)
-    known = _known_values(dataset, path, known_field, set(units))
+    known = (
+        _known_values(dataset, path, known_field, set(units))
+        if dataset.get_field(known_field) is not None
+        else {}
+    )
     frozen = tagged_units(dataset, FROZEN_SPLIT_TAGS)
     has_known = np.array([u in known for u in units])
     in_frozen = np.array([u in frozen for u in units])
@@ -171,18 +195,17 @@ def categorize_scenes(
         a[rows] for a in (has_known, in_frozen, in_scope, labeled)
     )
 
-    report(0.4, f"fitting the probe on {int(labeled.sum())} labeled units")
-    try:
-        prediction = fit_attribute_probe(
-            read.vectors[rows], labels, labeled, min_per_value=min_per_value, attribute=attribute
+    if zero_shot:
+        report(0.4, f"matching {len(units)} units with {len(text_embeddings)} prompts")
+        labeled = np.zeros(len(units), bool)  # nothing trains a zero-shot prediction
+        prediction = zero_shot_attribute(
+            read.vectors[rows], list(text_embeddings.values()), list(text_embeddings),
+            temperature=temperature,
         )
-    except ValueError as err:
-        unused = int((has_known & in_frozen).sum())
-        note = (
-            f" ({unused} labeled units lie in frozen splits and never train the probe)"
-            if unused else ""
-        )
-        raise ValueError(f"{err}; set '{known_field}' on more scenes{note}") from err
+    else:
+        report(0.4, f"fitting the probe on {int(labeled.sum())} labeled units")
+        prediction = _fit_probe(read.vectors[rows], labels, labeled, has_known & in_frozen,
+                                min_per_value, attribute, known_field)
 
     golden = tagged_units(dataset, [GOLDEN_SPLIT_TAG])
     checked = np.array([u in golden for u in units]) & has_known
@@ -198,7 +221,8 @@ def categorize_scenes(
         "confidence_field": confidence_field,
         "embeddings_field": field,
         "slice": slice_name,
-        "min_per_value": min_per_value,
+        "predictor": "zero_shot" if zero_shot else "probe",
+        "min_per_value": None if zero_shot else min_per_value,
         "classes": list(prediction.classes),
         "n_units": len(scope),
         "n_labeled": int(labeled.sum()),
@@ -236,7 +260,24 @@ def categorize_scenes(
     return result
 
 
-def _check_fields(dataset, attribute, known_field, output_field, confidence_field) -> tuple:
+def _fit_probe(vectors, labels, labeled, frozen_known, min_per_value, attribute, known_field):
+    """The probe's prediction, or a ValueError that says which scenes to label."""
+    try:
+        return fit_attribute_probe(
+            vectors, labels, labeled, min_per_value=min_per_value, attribute=attribute
+        )
+    except ValueError as err:
+        unused = int(frozen_known.sum())
+        note = (
+            f" ({unused} labeled units lie in frozen splits and never train the probe)"
+            if unused else ""
+        )
+        raise ValueError(f"{err}; set '{known_field}' on more scenes{note}") from err
+
+
+def _check_fields(
+    dataset, attribute, known_field, output_field, confidence_field, need_known: bool = True
+) -> tuple:
     """The four field names, defaults filled in, or a ValueError saying what to change."""
     if not isinstance(attribute, str) or not attribute.isidentifier():
         raise ValueError(
@@ -246,7 +287,7 @@ def _check_fields(dataset, attribute, known_field, output_field, confidence_fiel
     output_field = output_field or f"predicted_{attribute}"
     confidence_field = confidence_field or f"{output_field}_confidence"
     schema = dataset.get_field_schema()
-    if known_field not in schema:
+    if need_known and known_field not in schema:
         raise ValueError(
             f"known field '{known_field}' does not exist: set it to the true value on a few "
             "scenes per value (any slice), or pass known_field="

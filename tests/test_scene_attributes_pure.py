@@ -61,3 +61,19 @@ def test_scene_means_average_the_slices_of_each_scene():
     scenes, means = scene_means(emb, np.array(["b", "b", "a"]))
     assert list(scenes) == ["a", "b"]
     np.testing.assert_allclose(means, [[10, 10], [1, 3]])
+
+
+def test_zero_shot_gives_each_scene_the_value_whose_prompt_is_closest():
+    from annoloop.quality.algorithms.scene_attributes import zero_shot_attribute
+
+    rng = np.random.default_rng(0)
+    prompts = rng.normal(size=(3, 16))
+    truth = rng.integers(0, 3, 40)
+    images = prompts[truth] + 0.3 * rng.normal(size=(40, 16))
+    values = ["fog", "clear", "rain"]  # not sorted: classes come back sorted, rows follow
+    prediction = zero_shot_attribute(images, prompts, values)
+    assert prediction.classes == ("clear", "fog", "rain")
+    assert prediction.values.tolist() == [values[i] for i in truth]
+    assert ((prediction.confidence > 1 / 3) & (prediction.confidence <= 1)).all()
+    with pytest.raises(ValueError, match="one text embedding per value"):
+        zero_shot_attribute(images, prompts[:2], values)

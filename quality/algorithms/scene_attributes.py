@@ -4,6 +4,10 @@
 few scenes whose attribute value is known and predicts a value and a confidence (the winning
 class probability) for every scene. Embeddings per sample are averaged per scene first
 (:func:`scene_means`), so all slices of a scene get one answer.
+
+:func:`zero_shot_attribute` needs no labeled scene: with a CLIP-style model, each value's
+text prompt is embedded in the images' space, and each scene takes the value whose prompt
+is most similar (softmax over scaled cosine similarities as the confidence).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AttributePrediction", "fit_attribute_probe", "scene_means"]
+__all__ = ["AttributePrediction", "fit_attribute_probe", "scene_means", "zero_shot_attribute"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +123,65 @@ def fit_attribute_probe(
         confidence=proba[np.arange(len(x)), best],
         classes=tuple(str(c) for c in probe.classes_),
     )
+
+
+def zero_shot_attribute(
+    embeddings: np.ndarray,
+    text_embeddings: np.ndarray,
+    values,
+    *,
+    temperature: float = 100.0,
+) -> AttributePrediction:
+    """Each scene's value by the prompt closest to its image embedding (CLIP-style).
+
+    Parameters
+    ----------
+    embeddings : ndarray, shape (n_scenes, dim)
+        Image embeddings in the model's joint space.
+    text_embeddings : ndarray, shape (n_values, dim)
+        One prompt embedding per value, same space.
+    values : sequence of str, length n_values
+    temperature : float, default=100.0
+        Scale of the cosine similarities before the softmax (CLIP's trained logit scale is
+        about 100).
+
+    Returns
+    -------
+    AttributePrediction
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = zero_shot_attribute(np.array([[1.0, 0.1], [0.0, 1.0]]), np.eye(2), ["day", "night"])
+    >>> p.values.tolist()
+    ['day', 'night']
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    t = np.asarray(text_embeddings, dtype=np.float64)
+    names = [str(v) for v in values]
+    if x.ndim != 2 or t.ndim != 2 or x.shape[1] != t.shape[1] or len(t) != len(names):
+        raise ValueError(
+            f"embeddings {x.shape} and text_embeddings {t.shape} must share their dimension, "
+            f"with one text embedding per value ({len(names)})"
+        )
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ValueError(f"values must be at least two distinct names; got {names}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive number; got {temperature!r}")
+    order = np.argsort(names)
+    t = t[order]
+    logits = temperature * _unit_rows(x) @ _unit_rows(t).T
+    logits -= logits.max(axis=1, keepdims=True)
+    proba = np.exp(logits)
+    proba /= proba.sum(axis=1, keepdims=True)
+    best = proba.argmax(axis=1)
+    classes = tuple(names[i] for i in order)
+    return AttributePrediction(
+        values=np.asarray(classes, dtype=object)[best].astype(str),
+        confidence=proba[np.arange(len(x)), best],
+        classes=classes,
+    )
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)

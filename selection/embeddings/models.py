@@ -192,6 +192,7 @@ class TransformersEmbedder(_TorchEmbedder):
 
         local_only = not allow_download
         self.name = f"hf:{model}"
+        self._source, self._local_only = source, local_only
         self._model = self._prepare(AutoModel.from_pretrained(source, local_files_only=local_only))
         try:
             self._processor = AutoImageProcessor.from_pretrained(
@@ -203,6 +204,27 @@ class TransformersEmbedder(_TorchEmbedder):
         self._image_size = int(
             getattr(getattr(config, "vision_config", config), "image_size", 224) or 224
         )
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm text embeddings in the images' space (``get_text_features``: CLIP-style
+        checkpoints, with their tokenizer), for zero-shot classification."""
+        import torch
+        from transformers import AutoTokenizer
+
+        if not hasattr(self._model, "get_text_features"):
+            raise ValueError(
+                f"{self.name} has no text tower: zero-shot needs a CLIP-style checkpoint "
+                "(image and text encoders in one space, e.g. openai/clip-vit-base-patch32)"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(self._source, local_files_only=self._local_only)
+        tokens = tokenizer(list(texts), padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = self._model.get_text_features(
+                input_ids=tokens["input_ids"].to(self.device),
+                attention_mask=tokens["attention_mask"].to(self.device),
+            )
+        out = out if isinstance(out, torch.Tensor) else out.pooler_output
+        return l2_normalize(out.float().cpu().numpy())
 
     def _pixel_values(self, images: Sequence[np.ndarray]):
         if self._processor is not None:
