@@ -325,15 +325,21 @@ def _read_scene_labels(dataset, views, cuboid_slice, label_field, intrinsics_fie
 
 def _link(scene: _SceneLabels, params: LinkParams):
     cub = scene.rows[scene.cuboid_slice]
-    box_label = [scene.rows[s].label[r] for s, r in zip(scene.box_slice, scene.box_rows.tolist())]
-    boxes = [scene.rows[s].geometry[r] for s, r in zip(scene.box_slice, scene.box_rows.tolist())]
+    # One gather per camera slice (its boxes' rows), not one per box.
+    of_slice = np.array(scene.box_slice, dtype=object)
+    box_label = np.empty(len(of_slice), dtype=object)
+    boxes = np.zeros((len(of_slice), 4))
+    for name in scene.cameras:
+        at = of_slice == name
+        box_label[at] = scene.rows[name].label[scene.box_rows[at]]
+        boxes[at] = scene.rows[name].geometry[scene.box_rows[at]]
     return link_labels(
         scene.cuboid_image,
         cub.label[scene.cuboid_rows],
         cub.geometry[scene.cuboid_rows],
         scene.box_image,
-        np.array(box_label, dtype=object),
-        np.array(boxes, float).reshape(-1, 4),
+        box_label,
+        boxes,
         scene.K,
         scene.T,
         scene.size,
