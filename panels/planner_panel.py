@@ -63,9 +63,14 @@ class BatchPlannerPanel(foo.Panel):
     def set_option(self, ctx) -> None:
         """Store a changed control under its own name; the preview no longer matches it."""
         path = ctx.params.get("path")
-        if path:
-            # Controls sit in stacks, so the App reports nested paths ("controls.budget").
-            ctx.panel.state.set({path.rsplit(".", 1)[-1]: ctx.params.get("value"), "preview": None})
+        if not path:
+            return
+        # Controls sit in stacks, so the App reports nested paths ("controls.budget").
+        name, value = path.rsplit(".", 1)[-1], ctx.params.get("value")
+        # The App also reports each control's initial value, possibly after a Preview was
+        # clicked: an unchanged value must not discard that preview.
+        if ctx.panel.state.get(name) != value:
+            ctx.panel.state.set({name: value, "preview": None})
 
     def preview(self, ctx) -> None:
         s = ctx.panel.state

@@ -49,6 +49,26 @@ Math.max(0, ...[...document.querySelectorAll('[class*="_scrollable_"]')]
   .map(e => e.scrollHeight - e.clientHeight))
 """
 
+# The page pixel of the point with a given id, from a Plotly graph's own axes: the graph div
+# carries its data and laid-out axes (``d2p`` maps data to pixels inside the plot area);
+# the plot is scrolled into the viewport first, where a mouse can reach it.
+PLOT_POINT_PIXEL = """
+(pointId) => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const layout = gd._fullLayout;
+    if (!layout || !gd.data) continue;
+    for (const trace of gd.data) {
+      const i = (trace.ids || []).indexOf(pointId);
+      if (i < 0) continue;
+      gd.scrollIntoView({block: 'center'});
+      const box = gd.getBoundingClientRect();
+      return {x: box.left + layout._size.l + layout.xaxis.d2p(trace.x[i]),
+              y: box.top + layout._size.t + layout.yaxis.d2p(trace.y[i])};
+    }
+  }
+  return null;
+}
+"""
 
 def chromium_executable() -> str | None:
     """Debian's chromium, installed with apt-get when missing and running as root; None when
@@ -169,6 +189,17 @@ class App:
     def click_cell(self, text: str) -> None:
         """Click the first table cell whose text is ``text`` (a ledger row, a pick)."""
         self.page.locator("td", has_text=text).first.click()
+
+    def click_plot_point(self, point_id: str, timeout: float = 30.0) -> None:
+        """Click the plotted point whose trace ``ids`` hold ``point_id``, in the first plot
+        that has it. Plotly draws points on a canvas (``scattergl``) or under its drag layer,
+        with no element to click, so the point's pixel comes from the plot's own axes and a
+        real mouse moves there: Plotly picks the point under the cursor, as for a user."""
+        at = _poll(lambda: self.page.evaluate(PLOT_POINT_PIXEL, point_id), lambda p: p is not None,
+                   f"no plot shows the point {point_id}", timeout)
+        self.page.mouse.move(at["x"] - 3, at["y"] - 3)
+        self.page.mouse.move(at["x"], at["y"])
+        self.page.mouse.click(at["x"], at["y"])
 
     def click_button(self, label: str) -> None:
         self.page.get_by_role("button", name=label).first.click()

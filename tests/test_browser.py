@@ -56,7 +56,9 @@ def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(ap
     assert units(view) == set(browser_loop["second"]["ids"])
 
 
-def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, browser_loop):
+def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_or_its_point_opens_it(
+    app, browser_loop
+):
     # The controls' values arrive after the panel's text, and a Preview clicked before them
     # is undone: wait for the coverage method's value, which nothing else on the page shows.
     app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)",
@@ -69,6 +71,10 @@ def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_opens_it(app, 
     picked = [n for n in scene_groups if n in names]
     app.click_cell(picked[0])
     app.wait_for_view(lambda v: units(v) == {scene_groups[picked[0]]})
+    # The embeddings plot marks each pick by its group id; clicking another pick's point
+    # opens that one.
+    app.click_plot_point(scene_groups[picked[-1]])
+    app.wait_for_view(lambda v: units(v) == {scene_groups[picked[-1]]})
 
 
 def test_a_form_executes_immediately_from_the_operator_browser(app, browser_loop):

@@ -571,6 +571,19 @@ def test_the_planner_shows_the_planners_message_for_a_budget_too_large(loop):
     assert "Cannot plan this batch" in rendered(requests)
 
 
+def test_a_preview_survives_a_control_reporting_its_unchanged_value_but_not_a_change(loop):
+    # The App reports each control's initial value too, possibly after Preview was clicked.
+    dataset = loop["dataset"]
+    _, state = run_panel("batch_planner", "on_load", dataset)
+    _, state = run_panel("batch_planner", "preview", dataset, state=state)
+    _, state = run_panel("batch_planner", "set_option", dataset, state=state,
+                         path="controls.budget", value=state["budget"])
+    assert state["preview"]["batch"] == "batch:v3"
+    _, state = run_panel("batch_planner", "set_option", dataset, state=state,
+                         path="controls.budget", value=state["budget"] - 1)
+    assert state["preview"] is None
+
+
 def test_the_picks_table_names_samples_and_rounds_numbers_without_raw_ids(loop):
     dataset = loop["dataset"]
     _, state = run_panel("batch_planner", "on_load", dataset)
