@@ -9,14 +9,14 @@ finds what the previous ones made (a planned batch to annotate, a gate run to ch
 Forms that run here: each is opened, submitted once with "Execute" (its result dialog must
 show, as a table, without an error) and once with "Schedule" (a delegated operation must be
 queued with the form's parameters; it is deleted after the check, so no later worker runs
-it). Forms checked up to their form and the message naming what is missing, since what
-they need cannot be had in the suite: ``send_batch`` and ``load_batch`` (a Label Studio
-server; ``test_labelstudio*`` runs them against a real one), ``check_incoming_drift`` (no
-samples tagged as an incoming batch), ``apply_detector`` (no trained run: training is too
-heavy for a browser test), ``autolabel`` (missing checkpoint: no model weights here) and
-``review_autolabels`` (no auto-labels). ``train_detector`` is scheduled only (the form's
-preselected choice), never run. ``compute_zcore_shard`` is unlisted (queued by
-``compute_zcore``, not a user action) and has no form in the operator browser.
+it). What a form needs beyond the loop is made as a user would make it, right before: a
+real Label Studio server for ``send_batch`` and ``load_batch`` (the session's, on
+loopback), samples tagged as an incoming batch for ``check_incoming_drift``, weights saved
+from a random-init YOLOv8n for ``apply_detector`` and a random-init OWLv2 checkpoint on
+disk for ``autolabel``. Before any of that exists, the forms that need it are checked to
+say what is missing. ``train_detector`` is scheduled only (the form's preselected choice),
+never run: training is too heavy for a browser test. ``compute_zcore_shard`` is unlisted
+(queued by ``compute_zcore``, not a user action) and has no form in the operator browser.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import fiftyone as fo
 import pytest
 from bson import ObjectId
 
+from annoloop.benchmarks.bench_autolabel import random_checkpoint
+from annoloop.core.names import INCOMING_TAG_PREFIX
 from annoloop.operators import OPERATORS
 from annoloop.panels import state as st
 from annoloop.panels.loop_panel import PANEL_LABEL
@@ -69,6 +72,8 @@ class Form:
     choices: tuple = ()  # radio values to pick
     on_latest_batch: bool = False  # the App's view is the latest planned batch
     missing: str = ""  # the form's message saying what a run needs
+    # Makes what the run needs beyond the loop: (dataset, pytest request) -> more fill.
+    setup: Callable | None = None
 
     def __str__(self) -> str:
         return self.operator
@@ -83,30 +88,35 @@ class Form:
         return {names[label]: checked for label, checked in self.checks.items()}
 
 
-#: In loop order: each finds what the previous ones made on the module's dataset.
-RUNS = (
-    Form("compute_embeddings", result="Scene embeddings written"),
-    Form("categorize_scenes", result="Scenes categorized"),
-    Form("compute_zcore", result="Samples written", checks={"Overwrite": True}),
-    Form("compute_visualization", result="Points", checks={"Overwrite": True}),
-    Form("plan_batch", result="Picks"),
-    Form("simulate_annotation", result="Labels written", on_latest_batch=True),
-    # The mining split holds the module's predictions (the test split has none, and no
-    # training run made them, so there is no round to record there). Before the gate,
-    # which quarantines the mining samples (their labels carry attributes off the schema).
-    Form("evaluate_model", result="mAP", choices=("mining",)),
-    Form("validate_labels", result="Samples with violations"),
-    Form("check_sensor_links", result="Samples with link violations"),
-    Form("check_golden", result="Batches checked"),
-    # After the loop's forms: a re-draw over trained scenes archives the ledger's rounds
-    # and draws from the 22 scenes no model trained on (2 % of them is no golden scene).
-    Form("create_splits", result="Scenes and samples per split",
-         checks={"Overwrite": True, "Reset the ledger": True}, fill={"Golden set": "3"}),
-    # Last: its run opens the new dataset in the App (its test opens the loop's again).
-    Form("load_demo_dataset", result="Scenes", fill={"Dataset name": DEMO_NAME, "Scenes": "3"}),
-)
+def random_yolo_weights(dataset, request) -> dict:
+    out = request.getfixturevalue("tmp_path_factory").mktemp("yolo")
+    return {"Weights": random_checkpoint("trained", "tiny", out)[0],
+            "Predictions field": "random_predictions"}
 
-NOT_RUN_HERE = (
+
+def random_owlv2_checkpoint(dataset, request) -> dict:
+    out = request.getfixturevalue("tmp_path_factory").mktemp("owlv2")
+    return {"Checkpoint": random_checkpoint("owlv2", "tiny", out)[0]}
+
+
+def incoming_batch(dataset, request) -> dict:
+    """The last 6 scenes, every slice, tagged as a newly arrived batch."""
+    arrived = dataset.distinct("group.id")[-6:]
+    for slice_name in dataset.group_slices:
+        dataset.select_groups(arrived).select_group_slices(slice_name).tag_samples(
+            INCOMING_TAG_PREFIX + "browser"
+        )
+    return {}
+
+
+def label_studio_server(dataset, request) -> dict:
+    server = request.getfixturevalue("label_studio")
+    return {"Annotators": "alice,bob", "Server URL": server.url, "API key": server.api_key}
+
+
+#: Forms whose needs the loop does not meet, each with what it says is missing, checked
+#: before ``RUNS`` makes those needs.
+MISSING = (
     Form("send_batch", missing="Server URL"),
     Form("load_batch", missing="Send a batch first (send_batch)"),
     Form("check_incoming_drift", missing="No samples tagged 'incoming:…' yet"),
@@ -115,20 +125,58 @@ NOT_RUN_HERE = (
     Form("review_autolabels", missing="No autolabel run wrote 'autolabels'"),
 )
 
+#: In loop order: each finds what the previous ones made on the module's dataset.
+RUNS = (
+    Form("compute_embeddings", result="Scene embeddings written"),
+    Form("categorize_scenes", result="Scenes categorized"),
+    Form("compute_zcore", result="Samples written", checks={"Overwrite": True}),
+    Form("compute_visualization", result="Points", checks={"Overwrite": True}),
+    Form("plan_batch", result="Picks"),
+    Form("send_batch", result="Batch scenes", setup=label_studio_server),
+    Form("load_batch", result="Labels"),
+    Form("simulate_annotation", result="Labels written", on_latest_batch=True),
+    Form("autolabel", result="Images labeled now", setup=random_owlv2_checkpoint),
+    Form("review_autolabels", result="Samples decided"),
+    Form("apply_detector", result="Boxes", setup=random_yolo_weights),
+    # The mining split holds the module's predictions (the test split has none, and no
+    # training run made them, so there is no round to record there). Before the gate,
+    # which quarantines the mining samples (their labels carry attributes off the schema).
+    Form("evaluate_model", result="mAP", choices=("mining",)),
+    Form("validate_labels", result="Samples with violations"),
+    Form("check_sensor_links", result="Samples with link violations"),
+    Form("check_golden", result="Batches checked"),
+    Form("check_incoming_drift", result="Batch p-value", setup=incoming_batch),
+    # After the loop's forms: a re-draw over trained scenes archives the ledger's rounds
+    # and draws from the 22 scenes no model trained on (2 % of them is no golden scene).
+    Form("create_splits", result="Scenes and samples per split",
+         checks={"Overwrite": True, "Reset the ledger": True}, fill={"Golden set": "3"}),
+    # Last: its run opens the new dataset in the App (its test opens the loop's again).
+    Form("load_demo_dataset", result="Scenes", fill={"Dataset name": DEMO_NAME, "Scenes": "3"}),
+)
+
 
 def test_every_listed_operator_with_a_form_has_its_case_here():
-    forms = {f.operator for f in RUNS + NOT_RUN_HERE} | {"train_detector"}
+    forms = {f.operator for f in RUNS} | {"train_detector"}
     listed = {op.operator_name for op in OPERATORS if not op.unlisted}
     assert forms == listed
 
 
+@pytest.mark.parametrize("form", MISSING, ids=str)
+def test_a_form_says_what_a_run_needs_before_submit(form, app, browser_loop):
+    open_form(app, form, browser_loop["dataset"], form.missing)
+    app.page.keyboard.press("Escape")
+
+
 @pytest.mark.parametrize("form", RUNS, ids=str)
-def test_a_form_runs_now_and_is_scheduled_from_the_operator_browser(form, app, browser_loop):
+def test_a_form_runs_now_and_is_scheduled_from_the_operator_browser(
+    form, app, browser_loop, request
+):
     from fiftyone.operators.delegated import DelegatedOperationService
 
     dataset = browser_loop["dataset"]
+    fill = form.setup(dataset, request) if form.setup else {}
     preselected = "Schedule" if schedules_by_default(form.operator, dataset) else "Execute"
-    open_form(app, form, dataset)
+    open_form(app, form, dataset, fill=fill)
     assert preselected in app.execute_label(), "the App preselects the operator's default mode"
     app.execute()
     shown = wait_for_result(app, form.result)
@@ -140,7 +188,7 @@ def test_a_form_runs_now_and_is_scheduled_from_the_operator_browser(form, app, b
 
     service = DelegatedOperationService()
     before = {op.id for op in service.list_operations(dataset_name=dataset.name)}
-    open_form(app, form, dataset)
+    open_form(app, form, dataset, fill=fill)
     app.schedule()
     (queued,) = poll(lambda: [op for op in service.list_operations(dataset_name=dataset.name)
                               if op.id not in before])
@@ -152,12 +200,6 @@ def test_a_form_runs_now_and_is_scheduled_from_the_operator_browser(form, app, b
         service.delete_operation(queued.id)
         if form.operator == "load_demo_dataset" and fo.dataset_exists(DEMO_NAME):
             fo.load_dataset(DEMO_NAME).delete()
-
-
-@pytest.mark.parametrize("form", NOT_RUN_HERE, ids=str)
-def test_a_form_that_cannot_run_here_says_what_it_needs_before_submit(form, app, browser_loop):
-    open_form(app, form, browser_loop["dataset"], form.missing)
-    app.page.keyboard.press("Escape")
 
 
 def test_training_is_scheduled_by_default_and_its_form_queues_it(app, browser_loop):
@@ -222,11 +264,12 @@ def test_a_running_job_shows_its_progress_and_label_in_the_panel(app, browser_lo
 # --- helpers --------------------------------------------------------------------------------
 
 
-def open_form(app, form: Form, dataset, *needles: str) -> None:
+def open_form(app, form: Form, dataset, *needles: str, fill: dict | None = None) -> None:
     """Open the form from the operator browser on the view a user would open it on, once it
-    shows its first fields (and ``needles``), and fill it in as ``form`` says."""
+    shows its first fields (and ``needles``), and fill it in as ``form`` says, then with
+    ``fill``."""
     app.page.keyboard.press("Escape")  # a form or dialog left open by a failed test
-    fill = dict(form.fill)
+    fill = {**form.fill, **(fill or {})}
     if form.on_latest_batch:  # as the panel's "Annotate this batch" opens it
         batch = st.batch_composition(dataset)["batch"]
         app.session.view = st.batch_view(dataset, batch)
