@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import fiftyone as fo
 
 from .names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS, QUARANTINE_TAG
-from .views import root_dataset, slice_views
+from .views import root_dataset, slice_views, unique_values
 
 __all__ = [
     "UnitCatalog",
@@ -49,7 +49,7 @@ def units_where(samples: fo.core.collections.SampleCollection, narrow: Callable 
     return {
         u
         for view in slice_views(samples).values()
-        for u in (view if narrow is None else narrow(view)).distinct(path)
+        for u in unique_values(view if narrow is None else narrow(view), path)
     }
 
 

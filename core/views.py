@@ -33,6 +33,15 @@ from .vector_reads import is_vector_field
 EVALUATION_SPLITS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG}
 
 
+def unique_values(collection: fo.core.collections.SampleCollection, path: str) -> set:
+    """The distinct values of the scalar ``path`` (an id, a name) in ``collection``.
+
+    Read as a stream of values, not with ``distinct()``: that returns every value in one
+    MongoDB document, which fails past its 16 MB limit (about 600k ids).
+    """
+    return set(collection.values(path))
+
+
 def root_dataset(samples: fo.core.collections.SampleCollection) -> fo.Dataset:
     """The dataset that ``samples`` (a dataset or any view of it) belongs to."""
     if isinstance(samples, fo.Dataset):
@@ -204,12 +213,14 @@ def units_view(samples: fo.core.collections.SampleCollection, unit_ids: Sequence
 
     Scenes are matched on the group id rather than with ``select_groups``: the App
     re-applies a view's stages to one flat slice to page and count its grid, where
-    ``SelectGroups`` fails (FiftyOne 1.22: "unsupported operand type(s) for +").
+    ``SelectGroups`` fails (FiftyOne 1.22: "unsupported operand type(s) for +"). The match is
+    a query, not an expression: MongoDB then looks each id up in a sorted set, where an
+    ``$expr`` ``$in`` scans the whole list for every sample (minutes at 10^6 samples).
     """
     ids = list(unit_ids)
     dataset = root_dataset(samples)
     if dataset.media_type == "group":
-        return samples.match(F(f"{dataset.group_field}._id").is_in([ObjectId(u) for u in ids]))
+        return samples.match({f"{dataset.group_field}._id": {"$in": [ObjectId(u) for u in ids]}})
     return samples.select(ids)
 
 

@@ -8,6 +8,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone.operators.constants import ViewTarget
 
+from ..core.views import unique_values
+
 #: SDK parameter that forces a mode: ``params={"delegate": True}`` queues the run,
 #: ``False`` runs it now (as voxel51's brain plugin does). The App uses its own
 #: Execute / Schedule button instead (:meth:`AnnoloopOperator.resolve_execution_options`).
@@ -84,7 +86,7 @@ def run_target(
 
 def _size(collection) -> str:
     if collection.media_type == "group":
-        return f"{len(collection.distinct('group.id')):,} scenes"
+        return f"{len(unique_values(collection, 'group.id')):,} scenes"
     return f"{collection.count():,} samples"
 
 

@@ -6,6 +6,7 @@ import fiftyone as fo
 import fiftyone.operators.types as types
 from fiftyone.operators.constants import ViewTarget
 
+from ..core.views import unique_values
 from ..demo.algorithms.scenes import SceneConfig
 from ..demo.dataset import DEFAULT_NAME, DEFAULT_NUM_SCENES, DEFAULT_SEED, load_demo_dataset
 from .common import AnnoloopOperator, overwrite_toggle, progress_reporter, run_target
@@ -82,7 +83,7 @@ class LoadDemoDataset(AnnoloopOperator):
         ctx.trigger("open_dataset", {"dataset": dataset.name})
         return {
             "dataset": dataset.name,
-            "num_groups": len(dataset.distinct("group.id")),
+            "num_groups": len(unique_values(dataset, "group.id")),
             "slices": dataset.group_slices,
         }
 

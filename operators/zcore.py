@@ -16,6 +16,7 @@ import os
 import fiftyone.operators.types as types
 
 from ..core.names import ZCORE_FIELD
+from ..core.views import unique_values
 from ..selection.scoring import default_embeddings_field
 from ..selection.visualization import vector_fields
 from ..selection.algorithms.zcore import ZCoreParams, param_error, shard_count_error
@@ -235,7 +236,7 @@ class ComputeZCoreShard(AnnoloopOperator):
 def pool_size(target, per_group: bool) -> int:
     """Rows ZCore scores in ``target``: its scenes when scoring scenes, else its samples."""
     if per_group and target.media_type == "group":
-        return len(target.distinct("group.id"))
+        return len(unique_values(target, "group.id"))
     return target.count()
 
 

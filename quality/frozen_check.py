@@ -135,9 +135,11 @@ def _read(dataset: fo.Dataset, tags: Sequence[str], fields: Sequence[str], ids=(
     was ~90 % of a check's time, ~10 ms per frozen sample.
     """
     present = [f for f in fields if dataset.get_field(f) is not None]
-    match = F("tags").contains(list(tags))
+    # A query, not an expression: an ``$expr`` ``$in`` of the members scans the whole list
+    # for every sample (4 minutes at 10^6 samples with 11k members).
+    match = {"tags": {"$in": list(tags)}}
     if ids:
-        match = match | F("_id").is_in([ObjectId(i) for i in ids])
+        match = {"$or": [match, {"_id": {"$in": [ObjectId(i) for i in ids]}}]}
     rows = {}
     for view in slice_views(dataset).values():
         cols = view.match(match).values(["id", "tags", *(F(f) for f in present)])

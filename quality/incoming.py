@@ -30,6 +30,7 @@ from ..core.views import (
     embedding_slice,
     root_dataset,
     slice_views,
+    unique_values,
     units_view,
 )
 from .algorithms import incoming_drift as idr
@@ -221,7 +222,7 @@ def _batch_units(dataset: fo.Dataset, batch, name: str | None) -> tuple[set[str]
         if not name:
             raise ValueError("a batch given as a view needs a name= for its run record and saved view")
         path = unit_path(dataset)
-        units = {u for flat in slice_views(batch).values() for u in flat.distinct(path)}
+        units = {u for flat in slice_views(batch).values() for u in unique_values(flat, path)}
         if not units:
             raise ValueError("the batch view is empty; select the new samples first")
     else:
