@@ -3,9 +3,9 @@
 ``collection.values(field)`` on a ``VectorField`` deserialises every vector with
 ``np.load`` into its own array: at 10^6 x 512 that is ~2.2 GiB of small arrays before
 stacking them into the 2 GiB matrix the planner needs, and most of the time goes into
-``np.load``'s header parsing. Here the field is read in chunks of raw values (FiftyOne's
-``values(..., _raw=True)``: the stored bytes, zlib-compressed ``.npy``), each decoded
-straight into its row of the matrix. The ``.npy`` header is parsed once; a vector whose
+``np.load``'s header parsing. Here the field is read in one pass of stored values (the
+zlib-compressed ``.npy`` bytes), block by block, each vector decoded straight into its row
+of the matrix. The ``.npy`` header is parsed once; a vector whose
 header differs (another dtype or shape) is decoded by numpy in full, so every stored form
 reads right. Lists of numbers (a ``ListField``) are read as they come.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,7 @@ def read_vectors(
     extra_fields : sequence of str, optional
         Scalar fields read along (e.g. ZCore scores).
     chunk_rows : int, default=CHUNK_ROWS
+        Samples decoded per block.
 
     Raises
     ------
@@ -77,34 +79,91 @@ def read_vectors(
         When the field holds vectors of different lengths (naming them).
     """
     row = {u: i for i, u in enumerate(order)}
-    for unit in collection.values(unit_path):
-        row.setdefault(unit, len(row))
-    missing = np.ones(len(row), dtype=bool)
-    extras = [[None] * len(row) for _ in extra_fields]
-    vectors, lengths = None, set()
-    paths = [unit_path, field, *extra_fields]
-    for start in range(0, collection.count(), chunk_rows):
-        chunk = collection.skip(start).limit(chunk_rows).values(paths, _raw=True)
-        rows = np.array([row[str(u)] for u in chunk[0]], dtype=np.int64)
-        decoded = _decode(chunk[1])
-        lengths.update(len(v) for v in decoded if v is not None)
-        if len(lengths) > 1:
+    table = _Table(len(row), len(extra_fields))
+    # One pass over the collection: each block's vectors are decompressed on a second
+    # thread (zlib releases the GIL) while the next block comes from MongoDB.
+    with ThreadPoolExecutor(max_workers=1) as decoder:
+        pending = None
+        for units, raws, extras in _blocks(collection, [unit_path, field, *extra_fields], chunk_rows):
+            rows = [row.setdefault(u, len(row)) for u in units]
+            job = decoder.submit(_decode, raws)
+            if pending is not None:
+                table.put(*pending[0], pending[1].result(), field)
+            pending = ((rows, extras), job)
+        if pending is not None:
+            table.put(*pending[0], pending[1].result(), field)
+    return table.read(row)
+
+
+class _Table:
+    """The matrix :func:`read_vectors` fills, grown as units beyond ``order`` arrive."""
+
+    def __init__(self, n_rows: int, n_extras: int):
+        self.n_rows, self.vectors, self.lengths = n_rows, None, set()
+        self.missing = np.ones(n_rows, dtype=bool)
+        self.extras = [[None] * n_rows for _ in range(n_extras)]
+
+    def put(self, rows: list, extras: list, decoded: list, field: str) -> None:
+        self.lengths.update(len(v) for v in decoded if v is not None)
+        if len(self.lengths) > 1:
             raise ValueError(
-                f"'{field}' holds vectors of {len(lengths)} different lengths "
-                f"{sorted(lengths)}; one field must hold one embedding space"
+                f"'{field}' holds vectors of {len(self.lengths)} different lengths "
+                f"{sorted(self.lengths)}; one field must hold one embedding space"
             )
-        if vectors is None and lengths:
-            vectors = np.zeros((len(row), next(iter(lengths))), dtype=np.float32)
-        for r, vector in zip(rows.tolist(), decoded):
+        self._grow(max(rows, default=-1) + 1)
+        if self.vectors is None and self.lengths:
+            self.vectors = np.zeros((len(self.missing), next(iter(self.lengths))), np.float32)
+        for r, vector in zip(rows, decoded):
             if vector is not None:
-                vectors[r] = vector
-                missing[r] = False
-        for column, values in zip(extras, chunk[2:]):
-            for r, value in zip(rows.tolist(), values):
+                self.vectors[r] = vector
+                self.missing[r] = False
+        for column, values in zip(self.extras, extras):
+            for r, value in zip(rows, values):
                 column[r] = value
-    if vectors is None:
-        vectors = np.zeros((len(row), 1), dtype=np.float32)
-    return VectorRead(row, vectors, missing, extras)
+
+    def _grow(self, n_rows: int) -> None:
+        if n_rows <= len(self.missing):
+            return
+        size = max(n_rows, len(self.missing) + len(self.missing) // 2)  # amortised doubling
+        self.missing = np.concatenate([self.missing, np.ones(size - len(self.missing), bool)])
+        if self.vectors is not None:
+            grown = np.zeros((size, self.vectors.shape[1]), np.float32)
+            grown[: len(self.vectors)] = self.vectors
+            self.vectors = grown
+        for column in self.extras:
+            column.extend([None] * (size - len(column)))
+
+    def read(self, row: dict) -> VectorRead:
+        n = len(row)
+        self._grow(n)
+        vectors = self.vectors if self.vectors is not None else np.zeros((len(self.missing), 1), np.float32)
+        return VectorRead(row, vectors[:n], self.missing[:n], [c[:n] for c in self.extras])
+
+
+def _blocks(collection, paths: Sequence[str], chunk_rows: int):
+    """``(unit ids, raw vectors, [raw extra values])`` per block of ``chunk_rows`` samples,
+    from one cursor over ``collection``: stored values as MongoDB holds them (FiftyOne's
+    ``values(_raw=True)`` would hold every block at once, and paging with ``skip`` rescans
+    the skipped samples for every block)."""
+    db_paths = [collection._handle_db_field(p) for p in paths]
+    cursor = collection._aggregate(pipeline=[{"$project": {p: True for p in db_paths}}])
+    columns = [[] for _ in paths]
+    for doc in cursor:
+        for column, path in zip(columns, db_paths):
+            column.append(_get(doc, path))
+        if len(columns[0]) == chunk_rows:
+            yield [str(u) for u in columns[0]], columns[1], columns[2:]
+            columns = [[] for _ in paths]
+    if columns[0]:
+        yield [str(u) for u in columns[0]], columns[1], columns[2:]
+
+
+def _get(doc: dict, path: str):
+    for key in path.split("."):
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
 
 
 def _decode(raws: list) -> list:
