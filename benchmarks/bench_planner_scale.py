@@ -140,6 +140,7 @@ def _build(args: argparse.Namespace, n: int) -> dict:
         progress=False,
     )
     dataset.info["bench_setting"], dataset.info["bench_pool"] = setting, 0
+    dataset.save()  # _add_pool reloads the dataset
     _add_pool(dataset, centres, 0, n, args.seed)
     return dict(case="build", n=n, samples=len(dataset), wall_s=time.perf_counter() - start)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import fiftyone as fo
 
 from .names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS, QUARANTINE_TAG
+from .raw_reads import stream_columns
 from .views import root_dataset, slice_views, unique_values
 
 __all__ = [
@@ -35,6 +36,10 @@ __all__ = [
     "unit_path",
     "units_where",
 ]
+
+
+#: Samples per block of the catalog's read of every sample's unit and tags.
+_BLOCK_ROWS = 100_000
 
 
 def unit_path(dataset: fo.Dataset) -> str:
@@ -68,9 +73,11 @@ def labeled_units(dataset: fo.Dataset, label_field: str = DEFAULT_GT_FIELD) -> s
 
 def quarantined_units(dataset: fo.Dataset) -> set[str]:
     """Units with a ``qa:quarantine`` tag on a sample, or on any label of any field."""
-    return tagged_units(dataset, [QUARANTINE_TAG]) | units_where(
-        dataset, lambda view: view.match_labels(tags=QUARANTINE_TAG)
-    )
+    return tagged_units(dataset, [QUARANTINE_TAG]) | _label_quarantined_units(dataset)
+
+
+def _label_quarantined_units(dataset: fo.Dataset) -> set[str]:
+    return units_where(dataset, lambda view: view.match_labels(tags=QUARANTINE_TAG))
 
 
 @dataclass(frozen=True)
@@ -131,23 +138,27 @@ def read_catalog(dataset: fo.Dataset, label_field: str = DEFAULT_GT_FIELD) -> Un
     dataset = root_dataset(dataset)
     units: set[str] = set()
     batched: set[str] = set()
+    quarantined: set[str] = set()
     splits: dict[str, set[str]] = {tag: set() for tag in FROZEN_SPLIT_TAGS}
     path = unit_path(dataset)
     for view in slice_views(dataset).values():
         # One read of every sample's tags per slice instead of one query per tag.
-        for unit, tags in zip(*view.values([path, "tags"])):
-            units.add(unit)
-            tags = tags or ()
-            if any(t.startswith(BATCH_TAG_PREFIX) for t in tags):
-                batched.add(unit)
-            for tag in tags:
-                if tag in splits:
-                    splits[tag].add(unit)
+        for block_units, block_tags in stream_columns(view, [path, "tags"], _BLOCK_ROWS):
+            for unit, tags in zip(map(str, block_units), block_tags):
+                units.add(unit)
+                tags = tags or ()
+                if any(t.startswith(BATCH_TAG_PREFIX) for t in tags):
+                    batched.add(unit)
+                if QUARANTINE_TAG in tags:
+                    quarantined.add(unit)
+                for tag in tags:
+                    if tag in splits:
+                        splits[tag].add(unit)
     return UnitCatalog(
         grouped=dataset.media_type == "group",
         units=frozenset(units),
         labeled=frozenset(labeled_units(dataset, label_field)),
         batched=frozenset(batched),
         splits={tag: frozenset(s) for tag, s in splits.items()},
-        quarantined=frozenset(quarantined_units(dataset)),
+        quarantined=frozenset(quarantined | _label_quarantined_units(dataset)),
     )

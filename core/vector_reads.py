@@ -22,6 +22,8 @@ import numpy as np
 
 import fiftyone as fo
 
+from .raw_reads import stream_columns
+
 __all__ = ["VectorRead", "is_vector_field", "read_vectors"]
 
 #: Samples per chunk: bounds the raw values held at once (~130 MiB at d = 512).
@@ -84,8 +86,9 @@ def read_vectors(
     # thread (zlib releases the GIL) while the next block comes from MongoDB.
     with ThreadPoolExecutor(max_workers=1) as decoder:
         pending = None
-        for units, raws, extras in _blocks(collection, [unit_path, field, *extra_fields], chunk_rows):
-            rows = [row.setdefault(u, len(row)) for u in units]
+        paths = [unit_path, field, *extra_fields]
+        for units, raws, *extras in stream_columns(collection, paths, chunk_rows):
+            rows = [row.setdefault(str(u), len(row)) for u in units]
             job = decoder.submit(_decode, raws)
             if pending is not None:
                 table.put(*pending[0], pending[1].result(), field)
@@ -138,32 +141,6 @@ class _Table:
         self._grow(n)
         vectors = self.vectors if self.vectors is not None else np.zeros((len(self.missing), 1), np.float32)
         return VectorRead(row, vectors[:n], self.missing[:n], [c[:n] for c in self.extras])
-
-
-def _blocks(collection, paths: Sequence[str], chunk_rows: int):
-    """``(unit ids, raw vectors, [raw extra values])`` per block of ``chunk_rows`` samples,
-    from one cursor over ``collection``: stored values as MongoDB holds them (FiftyOne's
-    ``values(_raw=True)`` would hold every block at once, and paging with ``skip`` rescans
-    the skipped samples for every block)."""
-    db_paths = [collection._handle_db_field(p) for p in paths]
-    cursor = collection._aggregate(pipeline=[{"$project": {p: True for p in db_paths}}])
-    columns = [[] for _ in paths]
-    for doc in cursor:
-        for column, path in zip(columns, db_paths):
-            column.append(_get(doc, path))
-        if len(columns[0]) == chunk_rows:
-            yield [str(u) for u in columns[0]], columns[1], columns[2:]
-            columns = [[] for _ in paths]
-    if columns[0]:
-        yield [str(u) for u in columns[0]], columns[1], columns[2:]
-
-
-def _get(doc: dict, path: str):
-    for key in path.split("."):
-        if not isinstance(doc, dict):
-            return None
-        doc = doc.get(key)
-    return doc
 
 
 def _decode(raws: list) -> list:
