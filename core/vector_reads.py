@@ -82,11 +82,11 @@ def read_vectors(
     """
     row = {u: i for i, u in enumerate(order)}
     table = _Table(len(row), len(extra_fields))
+    paths = [unit_path, field, *extra_fields]
     # One pass over the collection: each block's vectors are decompressed on a second
     # thread (zlib releases the GIL) while the next block comes from MongoDB.
     with ThreadPoolExecutor(max_workers=1) as decoder:
         pending = None
-        paths = [unit_path, field, *extra_fields]
         for units, raws, *extras in stream_columns(collection, paths, chunk_rows):
             rows = [row.setdefault(str(u), len(row)) for u in units]
             job = decoder.submit(_decode, raws)
@@ -102,7 +102,7 @@ class _Table:
     """The matrix :func:`read_vectors` fills, grown as units beyond ``order`` arrive."""
 
     def __init__(self, n_rows: int, n_extras: int):
-        self.n_rows, self.vectors, self.lengths = n_rows, None, set()
+        self.vectors, self.lengths = None, set()
         self.missing = np.ones(n_rows, dtype=bool)
         self.extras = [[None] * n_rows for _ in range(n_extras)]
 

@@ -36,8 +36,9 @@ EVALUATION_SPLITS = {"test": TEST_SPLIT_TAG, "mining": MINING_SPLIT_TAG}
 def unique_values(collection: fo.core.collections.SampleCollection, path: str) -> set:
     """The distinct values of the scalar ``path`` (an id, a name) in ``collection``.
 
-    Read as a stream of values, not with ``distinct()``: that returns every value in one
-    MongoDB document, which fails past its 16 MB limit (about 600k ids).
+    Read with ``values()``, whose result comes in cursor batches, not with ``distinct()``:
+    that returns every value in one MongoDB document, which fails past its 16 MB limit
+    (about 600k ids).
     """
     return set(collection.values(path))
 

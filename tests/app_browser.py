@@ -70,6 +70,7 @@ PLOT_POINT_PIXEL = """
 }
 """
 
+
 def chromium_executable() -> str | None:
     """Debian's chromium, installed with apt-get when missing and running as root; None when
     it is missing and cannot be installed."""

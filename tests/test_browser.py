@@ -59,8 +59,8 @@ def test_the_annotation_loop_panel_shows_its_ledger_and_a_click_opens_a_round(ap
 def test_the_batch_planner_previews_a_batch_and_a_click_on_a_pick_or_its_point_opens_it(
     app, browser_loop
 ):
-    # The controls' values arrive after the panel's text, and a Preview clicked before them
-    # is undone: wait for the coverage method's value, which nothing else on the page shows.
+    # The controls' values arrive after the panel's text: wait for the coverage method's
+    # value, which nothing else on the page shows, so Preview is clicked on a loaded panel.
     app.show_panel("batch_planner", "next batch batch:v3", "Preview (dry run)",
                    DEFAULT_COVERAGE_METHOD)
     app.click_button("Preview")
