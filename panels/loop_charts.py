@@ -7,7 +7,8 @@ the panel shows beside them. :mod:`.loop_panel` places them.
 
 from __future__ import annotations
 
-from .widgets import format_gain, format_map, format_rate, round_label
+from ..core.display import format_rate
+from .widgets import format_gain, format_map, round_label
 
 __all__ = [
     "BATCH_PLOT_HEIGHT",

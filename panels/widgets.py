@@ -53,11 +53,6 @@ def format_map(value: float) -> str:
     return f"{value:.3f}"
 
 
-def format_rate(value: float | None) -> str:
-    """A rate in [0, 1] as the panel shows it, or an em dash when undefined."""
-    return "—" if value is None else f"{value:.2f}"
-
-
 def format_gain(value: float | None) -> str:
     """mAP gained per 100 training images, signed, or an em dash for a round without new ones."""
     return "—" if value is None else f"{value:+.4f}"

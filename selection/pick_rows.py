@@ -12,6 +12,8 @@ import os
 
 import fiftyone as fo
 
+from ..core.display import format_rate
+
 __all__ = ["PICK_COLUMNS", "pick_row", "unit_names"]
 
 #: (key, label) of the picks table's columns; :func:`pick_row` fills them.
@@ -50,14 +52,9 @@ def pick_row(pick: dict, names: dict) -> dict:
         "name": names.get(pick["id"], "—"),
         "source": pick["source"],
         "why": why,
-        "distance": _rate(pick.get("distance_to_failure")),
-        "score": _rate(pick.get("score")),
+        "distance": format_rate(pick.get("distance_to_failure")),
+        "score": format_rate(pick.get("score")),
     }
-
-
-def _rate(value: float | None) -> str:
-    # As the panels show every rate: two decimals, an em dash when undefined.
-    return "—" if value is None else f"{value:.2f}"
 
 
 def unit_names(dataset: fo.Dataset, units: list) -> dict:
