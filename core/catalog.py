@@ -25,10 +25,12 @@ import fiftyone as fo
 
 from .names import BATCH_TAG_PREFIX, DEFAULT_GT_FIELD, FROZEN_SPLIT_TAGS, QUARANTINE_TAG
 from .raw_reads import stream_columns
+from .vector_reads import read_vectors
 from .views import root_dataset, slice_views, unique_values
 
 __all__ = [
     "UnitCatalog",
+    "label_tagged",
     "labeled_units",
     "quarantined_units",
     "read_catalog",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-#: Samples per block of the catalog's read of every sample's unit and tags.
+#: Samples per block of the catalog's read of the samples that carry a state.
 _BLOCK_ROWS = 100_000
 
 
@@ -77,7 +79,35 @@ def quarantined_units(dataset: fo.Dataset) -> set[str]:
 
 
 def _label_quarantined_units(dataset: fo.Dataset) -> set[str]:
-    return units_where(dataset, lambda view: view.match_labels(tags=QUARANTINE_TAG))
+    return units_where(
+        dataset, lambda view: view.mongo([{"$match": {"$expr": label_tagged(view, QUARANTINE_TAG)}}])
+    )
+
+
+def label_tagged(view: fo.core.collections.SampleCollection, tag: str) -> dict:
+    """A MongoDB expression, per sample of the flat ``view``: whether any label of any of
+    its (sample-level) label fields carries ``tag``. The catalog evaluates it in the same
+    scan as the tags; ``match_labels(tags=...)`` would be a scan of its own."""
+    anywhere = []
+    for name in view._get_label_fields():
+        path = "$" + view._handle_db_field(name)
+        label_list = getattr(view.get_field(name).document_type, "_LABEL_LIST_FIELD", None)
+        if label_list is None:
+            anywhere.append({"$in": [tag, {"$ifNull": [f"{path}.tags", []]}]})
+        else:
+            anywhere.append(
+                {
+                    "$anyElementTrue": [
+                        {
+                            "$map": {
+                                "input": {"$ifNull": [f"{path}.{label_list}", []]},
+                                "in": {"$in": [tag, {"$ifNull": ["$$this.tags", []]}]},
+                            }
+                        }
+                    ]
+                }
+            )
+    return {"$or": anywhere} if anywhere else {"$literal": False}
 
 
 @dataclass(frozen=True)
@@ -137,28 +167,40 @@ def read_catalog(dataset: fo.Dataset, label_field: str = DEFAULT_GT_FIELD) -> Un
     """
     dataset = root_dataset(dataset)
     units: set[str] = set()
-    batched: set[str] = set()
-    quarantined: set[str] = set()
+    states = {"batched": set(), "labeled": set(), "quarantined": set()}
     splits: dict[str, set[str]] = {tag: set() for tag in FROZEN_SPLIT_TAGS}
     path = unit_path(dataset)
     for view in slice_views(dataset).values():
-        # One read of every sample's tags per slice instead of one query per tag.
-        for block_units, block_tags in stream_columns(view, [path, "tags"], _BLOCK_ROWS):
-            for unit, tags in zip(map(str, block_units), block_tags):
-                units.add(unit)
+        # Every unit, from the local cache of unit lists when it is fresh: returning 10^6
+        # documents costs MongoDB and pymongo ~10 s, scanning them for the few that carry
+        # a state ~1.5 s.
+        units.update(read_vectors(view, path, None).row)
+        flagged = label_tagged(view, QUARANTINE_TAG)
+        computed = {"_annoloop_quarantined": flagged}
+        anything = [{"tags.0": {"$exists": True}}, {"$expr": flagged}]
+        if view.get_field(label_field) is not None:
+            # "Set" means not None (an empty Detections is labeled), as exists() means.
+            db_field = view._handle_db_field(label_field)
+            computed["_annoloop_labeled"] = {"$gt": ["$" + db_field, None]}
+            anything.append({db_field: {"$ne": None}})
+        with_state = view.mongo([{"$match": {"$or": anything}}])
+        for block_units, block_tags, quarantined, *labeled in stream_columns(
+            with_state, [path, "tags"], _BLOCK_ROWS, computed
+        ):
+            for i, (unit, tags) in enumerate(zip(map(str, block_units), block_tags)):
                 tags = tags or ()
                 if any(t.startswith(BATCH_TAG_PREFIX) for t in tags):
-                    batched.add(unit)
-                if QUARANTINE_TAG in tags:
-                    quarantined.add(unit)
+                    states["batched"].add(unit)
+                if quarantined[i] or QUARANTINE_TAG in tags:
+                    states["quarantined"].add(unit)
+                if labeled and labeled[0][i]:
+                    states["labeled"].add(unit)
                 for tag in tags:
                     if tag in splits:
                         splits[tag].add(unit)
     return UnitCatalog(
         grouped=dataset.media_type == "group",
         units=frozenset(units),
-        labeled=frozenset(labeled_units(dataset, label_field)),
-        batched=frozenset(batched),
         splits={tag: frozenset(s) for tag, s in splits.items()},
-        quarantined=frozenset(quarantined | _label_quarantined_units(dataset)),
+        **{state: frozenset(members) for state, members in states.items()},
     )

@@ -22,7 +22,14 @@ import fiftyone.operators.types as types
 from ..training import runs
 from ..core.names import DEFAULT_GT_FIELD, GOLDEN_SPLIT_TAG
 from ..core.views import frozen_slice
-from .common import AnnoloopOperator, no_dataset_form, progress_reporter, require_dataset
+from .common import (
+    AnnoloopOperator,
+    no_dataset_form,
+    progress_reporter,
+    queue_sibling,
+    require_dataset,
+    whole_number,
+)
 from ..training.autolabel.targets import selected_scenes, tagged_scenes
 from ..training.params import check_slice
 from .forms import dropdown, label_field_dropdown, number, slice_dropdown
@@ -194,6 +201,12 @@ class Autolabel(AnnoloopOperator):
             label="Write every",
             description="Samples per database write: the most a stopped worker has to redo",
         )
+        number(
+            inputs, ctx.params, "shards", whole=True, default=1, low=1, high=1024,
+            label="Shards",
+            description="Split the run by scene into this many scheduled operations, which "
+            "every worker on this database takes as it frees up",
+        )
         inputs.bool(
             "overwrite",
             default=False,
@@ -209,15 +222,22 @@ class Autolabel(AnnoloopOperator):
             )
         return types.Property(inputs, view=types.View(label="Autolabel with a foundation model"))
 
+    def resolve_run_name(self, ctx) -> str | None:
+        shard = ctx.params.get("shard")
+        if shard is None:
+            return None  # FiftyOne's default: the operator's label
+        return f"Autolabel shard {int(shard) + 1} of {int(ctx.params.get('shards', 1))}"
+
     def execute(self, ctx) -> dict:
         from ..training.autolabel.run import DEFAULT_OUTPUT_FIELD, autolabel
+        from ..training.autolabel.shards import run_autolabel_shard, start_sharded_autolabel
 
         dataset = require_dataset(ctx)
         p = ctx.params
         model = p.get("model") or DEFAULT_MODEL
         options = {"text_encoder": p["text_encoder"]} if model == "yolo_world" and p.get("text_encoder") else {}
-        return autolabel(
-            target_samples(ctx, dataset),
+        target = target_samples(ctx, dataset)
+        settings = dict(
             model=model,
             checkpoint=p.get("checkpoint") or None,
             classes=p.get("classes"),
@@ -235,6 +255,27 @@ class Autolabel(AnnoloopOperator):
             model_options=options,
             progress=progress_reporter(ctx),
         )
+        shards = whole_number(p.get("shards", 1))
+        if p.get("shard") is not None:  # one shard of a sharded run, on whichever worker took it
+            return run_autolabel_shard(
+                target, run_id=p["run_id"], shard=whole_number(p["shard"]), **settings
+            )
+        if shards == 1:
+            return autolabel(target, **settings)
+
+        def queue(shard: int, run_id: str) -> str:
+            # The shard's target is this call's, as a view: "view" reproduces it exactly.
+            params = {**p, "target": TARGET_VIEW, "shard": shard, "run_id": run_id}
+            return queue_sibling(self, ctx, self.operator_name, target.view(), params)
+
+        return {
+            **start_sharded_autolabel(target, shards=shards, queue_shard=queue, **settings),
+            "status": "queued",
+            "next_step": f"Each of the {shards} shards is a scheduled operation: every "
+            "`fiftyone delegated launch` worker on this database takes shards as it frees up; "
+            "the last one to finish completes the run. Re-run this form to finish whatever a "
+            "failed shard left.",
+        }
 
     def resolve_output(self, ctx) -> types.Property:
         outputs = types.Object()
@@ -247,6 +288,10 @@ class Autolabel(AnnoloopOperator):
         outputs.obj("off_schema", label="Off-schema boxes dropped", view=types.JSONView())
         outputs.float("images_per_second", label="Images per second")
         outputs.obj("golden", label="Golden-set scores", view=types.JSONView())
+        outputs.int("shards", label="Shards")
+        outputs.list("queued", types.Number(), label="Shards queued")
+        outputs.list("units_per_shard", types.Number(), label="Scenes per shard")
+        outputs.str("next_step", label="Next", view=types.MarkdownView())
         return types.Property(outputs)
 
 

@@ -151,7 +151,8 @@ class ComputeEmbeddings(AnnoloopOperator):
     def execute(self, ctx) -> dict:
         from ..core.runs import process_identity
         from ..selection.embed import compute_embeddings
-        from ..selection.embedding_shards import shard_view, start_sharded_embeddings
+        from ..core.unit_shards import shard_view
+        from ..selection.embedding_shards import start_sharded_embeddings
 
         params = ctx.params
         patches_field = params.get("patches_field") if params.get("patches", True) else None

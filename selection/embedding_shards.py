@@ -3,13 +3,13 @@
 Embedding one sample never depends on another, and a scene embedding only on its own
 samples, so a run splits by unit (scene on grouped datasets, sample on flat ones) with
 nothing to combine: each shard is ``compute_embeddings`` on the units whose key falls in it
-(:func:`..core.algorithms.key_shards.key_shards`), writes its own vectors, and builds its
+(:mod:`..core.unit_shards`), writes its own vectors, and builds its
 scenes' embeddings itself. Shards are operations on FiftyOne's own delegated queue, so every
 ``fiftyone delegated launch`` worker on the same MongoDB takes them as it frees up.
 
 :func:`start_sharded_embeddings` checks the call once (a dry run: bad input fails before
 anything is queued) and queues one operation per non-empty shard through ``queue_shard``,
-which the operator supplies. :func:`shard_view` is what a shard embeds. Recovery is the
+which the operator supplies; :func:`..core.unit_shards.shard_view` is what a shard embeds. Recovery is the
 embeddings' own: vectors are written in chunks and a re-run computes only what is missing,
 so a killed shard is re-run (``fiftyone delegated rerun <id>``) or the whole sharded run
 started again, and finished work is never redone.
@@ -21,25 +21,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..core.algorithms.key_shards import key_shards
-from ..core.catalog import unit_path, units_where
-from ..core.views import root_dataset, units_view
+from ..core.catalog import unit_path
+from ..core.unit_shards import shard_sizes
+from ..core.views import root_dataset
 from .embed import compute_embeddings
 
-__all__ = ["shard_view", "start_sharded_embeddings"]
-
-
-def _units(collection) -> np.ndarray:
-    return np.array(sorted(units_where(collection)), dtype=object)
-
-
-def shard_view(collection, shard: int, n_shards: int):
-    """The units of ``collection`` (every slice of each scene) that shard ``shard`` embeds."""
-    units = _units(collection)
-    of_unit = key_shards(units, n_shards)  # checks n_shards
-    if isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) or not 0 <= shard < n_shards:
-        raise ValueError(f"shard must be a whole number in [0, {n_shards}); got {shard!r}")
-    return units_view(collection, units[of_unit == shard].tolist())
+__all__ = ["start_sharded_embeddings"]
 
 
 def start_sharded_embeddings(
@@ -76,13 +63,12 @@ def start_sharded_embeddings(
         raise ValueError(f"shards must be a whole number >= 2; got {shards!r}")
     settings.pop("progress", None)
     work = compute_embeddings(collection, dry_run=True, **settings)
-    units = _units(collection)
-    counts = np.bincount(key_shards(units, shards), minlength=shards)
+    counts = shard_sizes(collection, shards)
     operations = [queue_shard(k) for k in range(shards) if counts[k]]
     return {
         "shards": shards,
         "queued": len(operations),
-        "units_per_shard": counts.tolist(),
+        "units_per_shard": counts,
         "unit": "sample" if unit_path(root_dataset(collection)) == "id" else "scene",
         "to_embed": {key: entry["computed"] for key, entry in work["slices"].items()},
         "operations": operations,

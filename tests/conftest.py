@@ -85,6 +85,7 @@ os.environ["FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS"] = "true"
 os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["ANNOLOOP_TEST_SESSION_DIR"] = str(_SESSION_DIR)
+os.environ["ANNOLOOP_VECTOR_CACHE"] = str(_SESSION_DIR / "vectors")
 # FiftyOne, Ultralytics and Hugging Face keep config and caches under HOME.
 os.environ["HOME"] = str(_SESSION_DIR / "home")
 

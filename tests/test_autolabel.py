@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bson import ObjectId
 from fiftyone import ViewField as F
+from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
 from annoloop.benchmarks.bench_autolabel import random_checkpoint
@@ -508,3 +510,92 @@ def test_a_killed_worker_is_resumed_by_a_new_one_without_duplicates(demo, datase
     assert set(left(dataset).values("autolabels.run")) == {record["run_id"]}
     got = {scene: labels for scene, labels in zip(left(dataset).values("scene_id"), labels_by_sample(dataset).values())}
     assert got == expected, "every sample labeled once, exactly as an uninterrupted run"
+
+
+# ------------------------------------------------------------------------ sharded runs
+
+
+def start_sharded(dataset, checkpoint, shards: int, **params) -> dict:
+    return run(dataset, **owl_params(checkpoint, shards=shards, **params))
+
+
+def execute_queued(operations, order=reversed):
+    """Run queued operations in this process, as a worker would; their documents."""
+    service = DelegatedOperationService()
+    docs = []
+    for op in order(operations):
+        service.execute_operation(service.get(ObjectId(op)))
+        docs.append(service.get(ObjectId(op)))
+    return docs
+
+
+def test_shards_run_in_any_order_make_one_run_with_the_labels_of_an_unsharded_one(demo, dataset, owlvit):
+    reference = demo.clone(unique_name("autolabel-plain"))
+    plain = autolabel(reference, slice_name="left", **owl_params(owlvit))
+    expected = dict(zip(left(reference).values("scene_id"), labels_by_sample(reference).values()))
+    reference.delete()
+
+    started = start_sharded(dataset, owlvit, 3)
+    assert started["status"] == "queued" and sum(started["units_per_shard"]) == NUM_SCENES
+    assert started["queued"] == [k for k in range(3) if started["units_per_shard"][k]]
+    docs = execute_queued(list(started["operations"].values()))
+    assert [d.run_state for d in docs] == [ExecutionRunState.COMPLETED] * len(docs), [d.result for d in docs]
+    assert [d.result.result["completed"] for d in docs] == [False] * (len(docs) - 1) + [True]
+    dataset.reload()
+    (record,) = autolabel_runs(dataset)
+    assert record["run_id"] == started["run_id"] and record["status"] == "completed"
+    summary = record["summary"]
+    assert summary["n_labeled"] == summary["n_run_samples"] == NUM_SCENES
+    assert summary["n_detections"] == plain["n_detections"]
+    assert sorted(summary["shards"]["done"]) == [str(k) for k in started["queued"]]
+    found = dict(zip(left(dataset).values("scene_id"), labels_by_sample(dataset).values()))
+    assert found == expected
+
+
+def test_a_bad_sharded_call_fails_before_any_shard_is_queued(dataset, owlvit):
+    service = DelegatedOperationService()
+    before = len(service.list_operations(dataset_name=dataset.name))
+    with pytest.raises(ExecutionError, match="min_confidence"):
+        start_sharded(dataset, owlvit, 3, min_confidence=2.0)
+    assert len(service.list_operations(dataset_name=dataset.name)) == before
+    dataset.reload()
+    assert autolabel_runs(dataset) == []
+
+
+def test_a_failed_shard_leaves_the_run_open_and_starting_again_queues_only_that_shard(dataset, owlvit):
+    started = start_sharded(dataset, owlvit, 3)
+    broken = left(dataset).first()
+    real_path, broken.filepath = broken.filepath, "/no/such/image.jpg"
+    broken.save()
+    docs = execute_queued(list(started["operations"].values()), order=list)
+    failed = [d for d in docs if d.run_state == ExecutionRunState.FAILED]
+    assert len(failed) == 1 and "/no/such/image.jpg" in str(failed[0].result.error)
+    dataset.reload()
+    assert autolabel_runs(dataset)[0]["status"] == "failed"
+
+    broken.filepath = real_path
+    broken.save()
+    again = start_sharded(dataset, owlvit, 3)
+    assert again["run_id"] == started["run_id"]
+    assert len(again["queued"]) == 1 and sorted(again["resumed"]) == sorted(
+        set(started["queued"]) - set(again["queued"])
+    )
+    (doc,) = execute_queued(list(again["operations"].values()))
+    assert doc.run_state == ExecutionRunState.COMPLETED and doc.result.result["completed"]
+    dataset.reload()
+    (record,) = autolabel_runs(dataset)
+    assert record["status"] == "completed" and record["summary"]["n_run_samples"] == NUM_SCENES
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_sharded_autolabel_run(dataset, owlvit):
+    started = start_sharded(dataset, owlvit, 4)
+    ops = [ObjectId(op) for op in started["operations"].values()]
+    with delegated_worker() as (first, log), delegated_worker() as (second, _):
+        docs = [wait_for_delegated(op, log_path=log) for op in ops]
+    assert all(d.run_state == ExecutionRunState.COMPLETED for d in docs), [d.result for d in docs]
+    assert {d.result.result["parent_pid"] for d in docs} == {first.pid, second.pid}
+    assert sum(d.result.result["completed"] for d in docs) == 1
+    dataset.reload()
+    assert [r["status"] for r in autolabel_runs(dataset)] == ["completed"]
+    assert left(dataset).match(F("autolabels.run") == started["run_id"]).count() == NUM_SCENES

@@ -12,7 +12,7 @@ from fiftyone.operators.executor import ExecutionError, ExecutionRunState
 
 from annoloop.core.algorithms.key_shards import key_shards
 from annoloop.demo.dataset import load_demo_dataset
-from annoloop.selection.embedding_shards import shard_view
+from annoloop.core.unit_shards import shard_view
 from fo_helpers import delegated_worker, run_operator, unique_name, wait_for_delegated
 
 SLICES = ("left", "right", "pcd")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import numpy as np
 import pytest
 
@@ -56,3 +58,86 @@ def test_vectors_of_different_lengths_are_refused_naming_the_lengths():
     dataset = _dataset([np.zeros(3, np.float32), np.zeros(5, np.float32)])
     with pytest.raises(ValueError, match=r"2 different lengths \[3, 5\]"):
         read_vectors(dataset, "id", "embedding")
+
+
+# --- the local cache ----------------------------------------------------------------------
+
+
+def _equal_to_fiftyone(read, collection, field="embedding"):
+    """Every unit's row holds what FiftyOne itself decodes (zeros and missing where unset)."""
+    units, vectors = collection.values(["id", field])
+    assert sorted(read.row) == sorted(units)
+    for unit, vector in zip(units, vectors):
+        r = read.row[unit]
+        assert read.missing[r] == (vector is None)
+        np.testing.assert_array_equal(read.vectors[r], 0.0 if vector is None else vector)
+
+
+def test_a_cached_read_follows_every_kind_of_write_through_fiftyone():
+    rng = np.random.default_rng(2)
+    dataset = _dataset([rng.standard_normal(5).astype(np.float32) for _ in range(20)])
+    _equal_to_fiftyone(read_vectors(dataset, "id", "embedding"), dataset)
+
+    dataset.take(4, seed=1).set_values("embedding", [np.full(5, 7.0, np.float32)] * 4)
+    _equal_to_fiftyone(read_vectors(dataset, "id", "embedding"), dataset)
+
+    first = dataset.first()
+    first["embedding"] = None
+    first.save()
+    dataset.add_samples([fo.Sample(filepath="/x/new.jpg", embedding=np.ones(5, np.float32))])
+    dataset.take(3, seed=2).tag_samples("batch:r1")
+    _equal_to_fiftyone(read_vectors(dataset, "id", "embedding"), dataset)
+
+    dataset.delete_samples(dataset.skip(5).limit(2))
+    _equal_to_fiftyone(read_vectors(dataset, "id", "embedding"), dataset)
+
+    dataset.delete_sample_field("embedding")
+    dataset.set_values("embedding", [rng.standard_normal(3).astype(np.float32) for _ in range(len(dataset))])
+    read = read_vectors(dataset, "id", "embedding")
+    assert read.vectors.shape == (len(dataset), 3)
+    _equal_to_fiftyone(read, dataset)
+
+
+def test_the_cache_serves_unchanged_samples_without_reading_them_again():
+    """A raw MongoDB write leaves FiftyOne's stamps alone, so the cache (as documented)
+    keeps what it read of samples written long before: proof they are not read again,
+    while a sample written since is."""
+    dataset = _dataset([np.zeros(4, np.float32) for _ in range(6)])
+    an_hour_ago = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1)
+    dataset._sample_collection.update_many({}, {"$set": {"last_modified_at": an_hour_ago}})
+    read_vectors(dataset, "id", "embedding")
+    raw = fo.Sample(filepath="/z.jpg", embedding=np.ones(4, np.float32)).to_mongo_dict()["embedding"]
+    dataset._sample_collection.update_many({}, {"$set": {"embedding": raw}})
+    recent = dataset.first()
+    recent.tags.append("seen")
+    recent.save()
+    read = read_vectors(dataset, "id", "embedding")
+    assert [bool(read.vectors[read.row[u]].any()) for u in dataset.values("id")] == [True] + [False] * 5
+    dataset.set_values("embedding", dataset.values("embedding"))  # a FiftyOne write: seen
+    assert read_vectors(dataset, "id", "embedding").vectors.all()
+
+
+def test_each_slice_has_its_own_cache_and_units_without_a_sample_are_not_kept(monkeypatch):
+    dataset = fo.Dataset(unique_name("sliced"))
+    dataset.add_group_field("group", default="left")
+    samples = []
+    for i in range(4):
+        group = fo.Group()
+        for name, value in (("left", i), ("right", -i)):
+            samples.append(
+                fo.Sample(filepath=f"/s/{i}{name}.jpg", group=group.element(name),
+                          embedding=np.full(3, value, np.float32))
+            )
+    dataset.add_samples(samples)
+    for name in ("left", "right"):
+        view = dataset.select_group_slices(name)
+        for _ in range(2):  # the second read comes from the cache
+            read = read_vectors(view, "group.id", "embedding", order=["no-such-unit"])
+            assert read.missing[0] and len(read.row) == 5
+            _units = [u for u in read.row if u != "no-such-unit"]
+            assert sorted(_units) == sorted(view.values("group.id"))
+            assert {float(read.vectors[read.row[u]][0]) for u in _units} == {
+                float(v[0]) for v in view.values("embedding")
+            }
+    monkeypatch.setenv("ANNOLOOP_VECTOR_CACHE", "off")
+    assert read_vectors(dataset.select_group_slices("left"), "group.id", "embedding").vectors.shape == (4, 3)

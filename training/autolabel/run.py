@@ -37,18 +37,23 @@ boxes of a trained detector's classes that no prompt names, are dropped and coun
 two prompts of that class) are suppressed above :data:`.base.NMS_IOU` (:mod:`.vocabulary`
 maps the prompts, :mod:`.labeling` turns boxes into labels and writes them).
 
-This module keeps the run records beside the run (callers read both from here), which
-leaves it near 450 lines, a quarter of them :func:`autolabel`'s docstring.
+The steps of a run are public for :mod:`.shards`, which runs the same steps per shard:
+:func:`check_autolabel` (everything checked, nothing written), :func:`label_pending`,
+:func:`run_summary` and :func:`complete_run`. This module keeps the run records beside the
+run (callers read both from here), which leaves it near 600 lines, a fifth of them
+:func:`autolabel`'s docstring.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import fiftyone as fo
 import numpy as np
@@ -80,6 +85,12 @@ AUTOLABEL_RUN_KEY_PREFIX = "annoloop_autolabel_"
 DEFAULT_OUTPUT_FIELD = "autolabels"
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+#: :func:`autolabel`'s settings, in the order :func:`check_autolabel` unpacks them.
+_SETTINGS = (
+    "model", "checkpoint", "classes", "prompts", "label_field", "min_confidence",
+    "class_thresholds", "slice_name", "output_field", "batch_size", "chunk_size", "device",
+    "overwrite", "score_golden", "model_options",
+)
 
 
 # ----------------------------------------------------------------------------- vocabulary
@@ -121,7 +132,7 @@ def autolabel_run(dataset: fo.Dataset, run_id: str) -> dict:
     return record
 
 
-def _save_run(dataset: fo.Dataset, record: dict, *, new: bool) -> None:
+def save_run(dataset: fo.Dataset, record: dict, *, new: bool) -> None:
     key = _run_key(record["run_id"])
     if new:
         save_record(dataset, key, AUTOLABEL_RUN_METHOD, record, overwrite=False)
@@ -279,12 +290,67 @@ def autolabel(
         holding other labels or recorded as frozen, and other bad parameters. Nothing is
         written then.
     """
+    settings = {k: v for k, v in locals().items() if k not in ("samples", "progress")}
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
+    call = check_autolabel(samples, **settings)
+    dataset = call.dataset
+    # One run per output field at a time: a second call for the same field fails at once
+    # naming the holder; a killed run's lock lapses and a re-run resumes its record.
+    with run_lock(dataset, f"autolabel:{output_field}", "autolabel", f"autolabel into '{output_field}'"):
+        dataset.reload()
+        record = unfinished_run(dataset, output_field, call.fingerprint)
+        resumed = record is not None
+        run_id = record["run_id"] if record else f"{model}_{uuid.uuid4().hex[:10]}"
+        labeled = label_pending(call, call.views, run_id, record, report)
+        record = record or labeled.record
+        summary = run_summary(call, run_id, labeled, started, resumed=resumed, n_target=call.n_target)
+        summary["status"] = STATUS_COMPLETED if record else "up_to_date"
+        if record:  # a run that labeled something now, or an interrupted one that had nothing left
+            complete_run(dataset, record, summary, score_golden)
+        report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
+        return summary
+
+
+@dataclass
+class AutolabelCall:
+    """A checked :func:`autolabel` call: what it labels and how (nothing written yet)."""
+
+    dataset: fo.Dataset
+    slice_view: fo.DatasetView  # the whole camera slice (summaries count over it)
+    views: list  # what to label: the target less its frozen samples (+ golden ones)
+    n_target: int
+    n_frozen: int
+    vocabulary: Vocabulary
+    thresholds: dict
+    exists: bool  # the output field exists already
+    params: dict  # what defines the run (its fingerprint)
+    fingerprint: str
+    label_field: str | None
+    batch_size: int
+    chunk_size: int
+    device: str | None
+    overwrite: bool
+    score_golden: bool
+
+    @property
+    def output_field(self) -> str:
+        return self.params["output_field"]
+
+
+def check_autolabel(samples, **settings) -> AutolabelCall:
+    """Check an :func:`autolabel` call, given its keyword arguments (``progress`` aside),
+    without labeling or writing anything; raises what :func:`autolabel` raises."""
+    call = inspect.signature(autolabel).bind(samples, **settings)
+    call.apply_defaults()
+    (
+        model, checkpoint, classes, prompts, label_field, min_confidence, class_thresholds,
+        slice_name, output_field, batch_size, chunk_size, device, overwrite, score_golden,
+        model_options,
+    ) = (call.arguments[name] for name in _SETTINGS)
     min_confidence, batch_size, chunk_size = _check_options(
         model, min_confidence, batch_size, chunk_size, overwrite
     )
-    model_options = dict(model_options or {})
     dataset = root_dataset(samples)
     target = camera_slice(samples, slice_name)
     slice_view = camera_slice(dataset, slice_name)
@@ -292,78 +358,97 @@ def autolabel(
     thresholds = _check_thresholds(class_thresholds, vocabulary.classes)
     exists = _check_output_field(slice_view, output_field, label_field)
     views, n_target, n_frozen = _targets(dataset, target, slice_name, score_golden)
-    source = resolve_checkpoint(model, checkpoint, dataset)
-
     params = {
         "model": model,
-        "checkpoint": source,
+        "checkpoint": resolve_checkpoint(model, checkpoint, dataset),
         "vocabulary": vocabulary.to_dict(),
         "min_confidence": min_confidence,
         "class_thresholds": thresholds,
         "output_field": output_field,
         "slice": slice_name,
-        "model_options": model_options,
+        "model_options": dict(model_options or {}),
     }
-    # One run per output field at a time: a second call for the same field fails at once
-    # naming the holder; a killed run's lock lapses and a re-run resumes its record.
-    with run_lock(dataset, f"autolabel:{output_field}", "autolabel", f"autolabel into '{output_field}'"):
-        dataset.reload()
-        fingerprint = _fingerprint(params)
-        record = _unfinished_run(dataset, output_field, fingerprint)
-        resumed = record is not None
-        run_id = record["run_id"] if record else f"{model}_{uuid.uuid4().hex[:10]}"
-        ids, paths = pending(views, output_field, exists, overwrite, run_id)
+    return AutolabelCall(
+        dataset, slice_view, views, n_target, n_frozen, vocabulary, thresholds, exists, params,
+        _fingerprint(params), label_field, batch_size, chunk_size, device, overwrite, score_golden,
+    )
 
-        labeler = Labeler(
-            vocabulary, thresholds, min_confidence, {"model": model, "checkpoint": source, "run": run_id}
-        )
-        loop_seconds, device_used = 0.0, None
-        if ids:
-            detector = load_detector(model, source, device=device, dataset=dataset, **model_options)
-            device_used = getattr(detector, "device", None)
-            if record is None:
-                record = _start_run(dataset, run_id, fingerprint, label_field, params)
-            if not exists:
-                with dataset_lock(dataset, "autolabel"):
-                    dataset.reload()
-                    if dataset.get_field(output_field) is None:
-                        dataset.add_sample_field(
-                            output_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections
-                        )
-            loop_seconds = _timed_or_failed(
-                dataset,
-                record,
-                lambda: label_samples(
-                    slice_view, output_field, detector, labeler, ids, paths, batch_size, chunk_size, report
-                ),
-            )
 
-        summary = summarise(slice_view, output_field, run_id)
-        summary.update(
-            run_id=run_id,
-            run_key=_run_key(run_id),
-            status=STATUS_COMPLETED if record else "up_to_date",
-            resumed=resumed,
-            model=model,
-            checkpoint=source,
-            device=device_used,
-            output_field=output_field,
-            label_field=label_field,
-            slice=slice_name,
-            n_target=n_target,
-            n_skipped_frozen=n_frozen,
-            n_skipped=n_target - len(ids),
-            n_labeled=len(ids),
-            below_threshold=labeler.below_threshold,
-            classes_without_prompt=[c for c in vocabulary.classes if c not in vocabulary.prompt_class],
-            seconds=time.perf_counter() - started,
-            images_per_second=len(ids) / loop_seconds if loop_seconds > 0 else None,
-            golden=None,
-        )
-        if record:  # a run that labeled something now, or an interrupted one that had nothing left
-            _complete(dataset, record, summary, score_golden)
-        report(1.0, f"{summary['n_detections']} boxes on {summary['n_run_samples']} images")
-        return summary
+@dataclass
+class Labeled:
+    """What :func:`label_pending` did."""
+
+    n_pending: int
+    record: dict | None  # the run's record (started now when there was something to label)
+    labeler: Labeler
+    loop_seconds: float
+    device: str | None
+
+
+def label_pending(call: AutolabelCall, views: list, run_id: str, record: dict | None, report) -> Labeled:
+    """Label the samples of ``views`` not yet done (see :func:`.labeling.pending`) under
+    run ``run_id``, starting its record when there is something to label and none yet."""
+    dataset, field, params = call.dataset, call.output_field, call.params
+    ids, paths = pending(views, field, call.exists, call.overwrite, run_id)
+    labeler = Labeler(
+        call.vocabulary, call.thresholds, params["min_confidence"],
+        {"model": params["model"], "checkpoint": params["checkpoint"], "run": run_id},
+    )
+    if not ids:
+        return Labeled(0, record, labeler, 0.0, None)
+    detector = load_detector(
+        params["model"], params["checkpoint"], device=call.device, dataset=dataset,
+        **params["model_options"],
+    )
+    if record is None:
+        record = start_run(dataset, run_id, call.fingerprint, call.label_field, params)
+    if not call.exists:
+        with dataset_lock(dataset, "autolabel"):
+            dataset.reload()
+            if dataset.get_field(field) is None:
+                dataset.add_sample_field(field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    loop_seconds = _timed_or_failed(
+        dataset,
+        record,
+        lambda: label_samples(
+            call.slice_view, field, detector, labeler, ids, paths, call.batch_size,
+            call.chunk_size, report,
+        ),
+    )
+    return Labeled(len(ids), record, labeler, loop_seconds, getattr(detector, "device", None))
+
+
+def run_summary(
+    call: AutolabelCall, run_id: str, labeled: Labeled, started: float, *, resumed: bool, n_target: int
+) -> dict:
+    """The result of a call (see :func:`autolabel`'s Returns), totals read back from MongoDB."""
+    params = call.params
+    summary = summarise(call.slice_view, call.output_field, run_id)
+    summary.update(
+        run_id=run_id,
+        run_key=_run_key(run_id),
+        resumed=resumed,
+        model=params["model"],
+        checkpoint=params["checkpoint"],
+        device=labeled.device,
+        output_field=call.output_field,
+        label_field=call.label_field,
+        slice=params["slice"],
+        n_target=n_target,
+        n_skipped_frozen=call.n_frozen,
+        n_skipped=n_target - labeled.n_pending,
+        n_labeled=labeled.n_pending,
+        below_threshold=labeled.labeler.below_threshold,
+        classes_without_prompt=[
+            c for c in call.vocabulary.classes if c not in call.vocabulary.prompt_class
+        ],
+        seconds=time.perf_counter() - started,
+        images_per_second=(
+            labeled.n_pending / labeled.loop_seconds if labeled.loop_seconds > 0 else None
+        ),
+        golden=None,
+    )
+    return summary
 
 
 def _check_options(model: str, min_confidence, batch_size, chunk_size, overwrite) -> tuple:
@@ -424,7 +509,7 @@ def _targets(dataset: fo.Dataset, target, slice_name: str | None, score_golden: 
     return views, n_target, len(left_out)
 
 
-def _unfinished_run(dataset: fo.Dataset, output_field: str, fingerprint: str) -> dict | None:
+def unfinished_run(dataset: fo.Dataset, output_field: str, fingerprint: str) -> dict | None:
     """The latest unfinished run with these parameters (to resume), or None."""
     unfinished = [
         r
@@ -434,7 +519,7 @@ def _unfinished_run(dataset: fo.Dataset, output_field: str, fingerprint: str) ->
     return unfinished[-1] if unfinished else None
 
 
-def _start_run(dataset, run_id: str, fingerprint: str, label_field, params: dict) -> dict:
+def start_run(dataset, run_id: str, fingerprint: str, label_field, params: dict) -> dict:
     """Save and return the ``started`` record of a new run."""
     record = {
         "run_id": run_id,
@@ -447,7 +532,7 @@ def _start_run(dataset, run_id: str, fingerprint: str, label_field, params: dict
         "summary": {},
         **params,
     }
-    _save_run(dataset, record, new=True)
+    save_run(dataset, record, new=True)
     return record
 
 
@@ -458,19 +543,23 @@ def _timed_or_failed(dataset: fo.Dataset, record: dict, label) -> float:
         label()
     except BaseException as err:
         error = f"{type(err).__name__}: {err}"
-        _save_run(dataset, {**record, "status": STATUS_FAILED, "error": error}, new=False)
+        # The stored record, not this call's copy: shards of the run may have updated it.
+        with dataset_lock(dataset, "autolabel"):
+            dataset.reload()
+            current = autolabel_run(dataset, record["run_id"])
+            save_run(dataset, {**current, "status": STATUS_FAILED, "error": error}, new=False)
         raise
     return time.perf_counter() - loop_start
 
 
-def _complete(dataset: fo.Dataset, record: dict, summary: dict, score_golden: bool) -> None:
+def complete_run(dataset: fo.Dataset, record: dict, summary: dict, score_golden: bool) -> None:
     """Score on the golden set when asked (into ``summary``), then mark the run completed."""
     if score_golden:
         summary["golden"] = _score_golden(
             dataset, summary["output_field"], summary["run_id"], summary["slice"]
         )
     done = {**record, "status": STATUS_COMPLETED, "finished_at": now(), "summary": summary}
-    _save_run(dataset, done, new=False)
+    save_run(dataset, done, new=False)
 
 
 def _score_golden(dataset: fo.Dataset, output_field: str, run_id: str, slice_name: str | None) -> dict:
