@@ -12,8 +12,9 @@ adds up, and then the whole field is read again.
 The cache trusts FiftyOne's stamps: writes that bypass FiftyOne (raw MongoDB updates), or a
 single write call still running :data:`CLOCK_MARGIN` after a read began, may go unseen.
 Set ``ANNOLOOP_VECTOR_CACHE=off`` to read MongoDB every time, or to a folder to keep the
-cache there (default ``$XDG_CACHE_HOME/annoloop/vectors``); its files take 4 bytes per
-value of every cached field (2 GB for 10^6 x 512) and go when their dataset is deleted.
+cache there (default ``$XDG_CACHE_HOME/annoloop/vectors``, one folder per database); its
+files take 4 bytes per value of every cached field (2 GB for 10^6 x 512), and a deleted
+dataset's files go the next time a cache of its database is saved.
 """
 
 from __future__ import annotations
@@ -151,9 +152,8 @@ def cache_for(
     collection: fo.core.collections.SampleCollection, unit_path: str, field: str | None
 ) -> VectorCache | None:
     """The cache of ``field`` (None: of the units alone) of ``collection``, or None when
-    caching is off or the
-    collection is not a whole dataset or one whole slice of it (a filtered view's samples
-    change with the filter, not with their stamps)."""
+    caching is off or the collection is not a whole dataset or one whole slice of it (a
+    filtered view's samples change with the filter, not with their stamps)."""
     root = cache_root()
     stages = getattr(collection, "_stages", [])
     if root is None or len(stages) > 1:
@@ -167,14 +167,13 @@ def cache_for(
         slice_name = collection.group_slice if dataset.media_type == "group" else None
     key = json.dumps([dataset._doc.id, slice_name, unit_path, field], default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-    return VectorCache(collection, slice_name, root / str(dataset._doc.id) / digest)
+    database = root / fo.config.database_name
+    return VectorCache(collection, slice_name, database / str(dataset._doc.id) / digest)
 
 
-def _forget_deleted_datasets(root: Path) -> None:
+def _forget_deleted_datasets(database: Path) -> None:
     """Remove the caches of datasets that no longer exist in this database."""
-    if not root.is_dir():
-        return
     alive = {str(i) for i in foo.get_db_conn().datasets.distinct("_id")}
-    for folder in root.iterdir():
+    for folder in database.iterdir():
         if folder.is_dir() and folder.name not in alive and len(folder.name) == 24:
             shutil.rmtree(folder, ignore_errors=True)
