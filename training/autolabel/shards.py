@@ -31,6 +31,7 @@ from ...core.runs import Progress, now, process_identity
 from ...core.unit_shards import shard_sizes, shard_view
 from ..runs import STATUS_COMPLETED, STATUS_STARTED
 from .run import (
+    AUTOLABEL_RUN_KEY_PREFIX,
     Labeled,
     save_run,
     start_run,
@@ -99,12 +100,13 @@ def start_sharded_autolabel(samples, *, shards: int, queue_shard: QueueShard, **
     todo = [k for k in with_work if str(k) not in done]
     queued = {str(k): queue_shard(k, record["run_id"]) for k in todo}
     with dataset_lock(dataset, "autolabel"):
+        dataset.reload()  # a shard may have finished since the queueing began
         record = autolabel_run(dataset, record["run_id"])
         record["sharding"]["operations"].update(queued)
         save_run(dataset, record, new=False)
     return {
         "run_id": record["run_id"],
-        "run_key": f"annoloop_autolabel_{record['run_id']}",
+        "run_key": AUTOLABEL_RUN_KEY_PREFIX + record["run_id"],
         "output_field": field,
         "shards": shards,
         "units_per_shard": sizes,
