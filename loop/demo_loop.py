@@ -63,6 +63,7 @@ class LoopConfig:
     night_fraction: float = 0.3
     rounds: int = 3
     budget: int = 30
+    model: str = "yolov8n"
     steps: int = 150
     imgsz: int = 384
     train_batch: int = 8
@@ -249,6 +250,7 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -
                 dataset,
                 run_name=run_name,
                 slice="left",
+                model=config.model,
                 steps=config.steps,
                 imgsz=config.imgsz,
                 rect=True,

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from annoloop.core.efficientnet_lite0 import EFFICIENTNET_PIP_COMMAND
 from annoloop.selection.algorithms.image_features import l2_normalize
 from annoloop.selection.embeddings.models import (
     EFFICIENTNET_LITE0,
-    EFFICIENTNET_PIP_COMMAND,
     EfficientNetLite0Embedder,
     load_image_model,
     read_rgb,

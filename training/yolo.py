@@ -2,8 +2,10 @@
 
 Model source, in order: an explicit ``checkpoint`` (a local ``.pt``; missing is an error),
 else ``<model>.pt`` when it is present in the working directory or Ultralytics' weights
-directory, else ``<model>.yaml`` built with random weights. Nothing is downloaded, so the
-same code runs offline and with real checkpoints; the result records which source was used.
+directory, else ``<model>.yaml`` built with random weights, except ``yolov8n-lite0``
+(:mod:`.lite0_detector`), whose backbone starts from ImageNet weights installed with a pip
+package. Nothing is downloaded, so the same code runs offline and with real checkpoints; the
+result records which source was used.
 
 Training runs on the first CUDA device when there is one, else on the CPU, with Ultralytics'
 plots off (they would try to download fonts). A ``progress(fraction, label)`` callback is
@@ -22,10 +24,12 @@ from pathlib import Path
 import fiftyone as fo
 from fiftyone import ViewField as F
 
+from ..core.efficientnet_lite0 import EFFICIENTNET_PIP_COMMAND, missing_efficientnet_modules
 from ..core.media import unreadable_images
 from ..core.runs import Progress
 from ..core.names import DEFAULT_PRED_FIELD
 from ..core.views import camera_slice
+from .lite0_detector import LITE0_DETECTOR, LITE0_DETECTOR_YAML, register_lite0_backbone
 
 __all__ = [
     "MODEL_CHOICES",
@@ -38,7 +42,9 @@ __all__ = [
 ]
 
 #: Model names offered in forms; any Ultralytics detection model name works in the SDK.
-MODEL_CHOICES = ("yolov8n", "yolov8s", "yolov8m", "yolo11n", "yolo11s", "yolo11m")
+MODEL_CHOICES = (
+    LITE0_DETECTOR, "yolov8n", "yolov8s", "yolov8m", "yolo11n", "yolo11s", "yolo11m"
+)
 #: Samples whose predictions are written to the database in one bulk ``set_values``.
 _WRITE_CHUNK = 1024
 
@@ -130,7 +136,7 @@ def resolve_model_source(model: str = "yolov8n", checkpoint: str | None = None) 
     Returns
     -------
     str
-        A checkpoint path, or ``"<model>.yaml"`` for a randomly initialised model.
+        A checkpoint path, or the model's YAML (random weights, but for the Lite0 backbone).
     """
     if checkpoint:
         path = Path(checkpoint).expanduser()
@@ -142,6 +148,14 @@ def resolve_model_source(model: str = "yolov8n", checkpoint: str | None = None) 
             f"model must be a bare Ultralytics model name such as 'yolov8n'; got {model!r} "
             "(pass a file as `checkpoint`)"
         )
+    if model == LITE0_DETECTOR:
+        missing = missing_efficientnet_modules()
+        if missing:
+            raise ValueError(
+                f"model '{LITE0_DETECTOR}' needs the Python packages {', '.join(missing)} "
+                f"(not installed); run: {EFFICIENTNET_PIP_COMMAND}"
+            )
+        return str(LITE0_DETECTOR_YAML)
     from ultralytics.utils import WEIGHTS_DIR
 
     for directory in (Path.cwd(), Path(WEIGHTS_DIR)):
@@ -231,6 +245,8 @@ def train_yolo(
 
     from ultralytics import YOLO
 
+    # Fine-tuning rebuilds the model from the YAML a checkpoint carries, Lite0's included.
+    register_lite0_backbone()
     detector = YOLO(source)
 
     epoch_seconds: list[float] = []

