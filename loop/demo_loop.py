@@ -63,7 +63,8 @@ class LoopConfig:
     night_fraction: float = 0.3
     rounds: int = 3
     budget: int = 30
-    model: str = "yolov8n"
+    model: str = "yolov8n-lite0"
+    freeze: int = 1
     steps: int = 150
     imgsz: int = 384
     train_batch: int = 8
@@ -94,6 +95,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rounds", type=int, default=defaults.rounds, help="labeling rounds per strategy")
     parser.add_argument("--budget", type=int, default=defaults.budget, help="scenes labeled per round")
+    parser.add_argument("--model", default=defaults.model, help="detector (train_detector's model choices)")
+    parser.add_argument(
+        "--freeze", type=int, default=defaults.freeze, help="detector layers kept frozen (1: Lite0's backbone)"
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps, help="YOLO optimizer steps per round")
     parser.add_argument("--imgsz", type=int, default=defaults.imgsz, help="YOLO image size")
 
@@ -105,6 +110,8 @@ def config_from_arguments(args: argparse.Namespace, **fields) -> LoopConfig:
         night_fraction=args.night_fraction,
         rounds=args.rounds,
         budget=args.budget,
+        model=args.model,
+        freeze=args.freeze,
         steps=args.steps,
         imgsz=args.imgsz,
         **fields,
@@ -251,6 +258,7 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -
                 run_name=run_name,
                 slice="left",
                 model=config.model,
+                freeze=config.freeze,
                 steps=config.steps,
                 imgsz=config.imgsz,
                 rect=True,

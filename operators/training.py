@@ -47,7 +47,7 @@ class TrainDetector(AnnoloopOperator):
     operator_description = "Fine-tune a YOLO detector on the labeled, gate-passing, non-frozen samples"
 
     def resolve_input(self, ctx) -> types.Property:
-        from ..training.yolo import MODEL_CHOICES
+        from ..training.yolo import LITE0_DETECTOR, MODEL_CHOICES
 
         inputs = types.Object()
         dataset = ctx.dataset
@@ -67,7 +67,8 @@ class TrainDetector(AnnoloopOperator):
             MODEL_CHOICES,
             DEFAULT_MODEL,
             "Model",
-            description="Starts from <model>.pt when present locally, else random weights",
+            description=f"{LITE0_DETECTOR}: YOLOv8n on an ImageNet-pretrained backbone "
+            "(offline); others start from <model>.pt when present locally, else random weights",
         )
         starts = [r.name for r in weighted_runs(dataset)]
         dropdown(
@@ -117,6 +118,17 @@ class TrainDetector(AnnoloopOperator):
             low=0.0,
             label="Warm-up epochs",
             description="Learning-rate warm-up; 1 is enough when fine-tuning an earlier run",
+        )
+        number(
+            inputs,
+            ctx.params,
+            "freeze",
+            whole=True,
+            default=0,
+            low=0,
+            label="Frozen layers",
+            description="The first layers keep their starting weights: 1 freezes "
+            f"{LITE0_DETECTOR}'s pretrained backbone (faster steps, less to learn)",
         )
         inputs.bool(
             "rect",

@@ -99,8 +99,8 @@ def lite0_rounds():
 
 def test_train_detector_trains_the_lite0_model_and_fine_tunes_it(lite0_rounds):
     dataset, first, second = lite0_rounds
-    assert first["model_source"] == str(LITE0_DETECTOR_YAML)
-    assert second["model_source"] == first["weights"]
+    assert runs.get_run(dataset, "lite1").outputs["model_source"] == str(LITE0_DETECTOR_YAML)
+    assert runs.get_run(dataset, "lite2").outputs["model_source"] == first["weights"]
     tuned = torch.load(second["weights"], map_location="cpu", weights_only=False)["model"]
     assert type(tuned.model[0]).__name__ == "TorchVision"
     run_operator("apply_detector", {"run_name": "lite2", "target": "test", "conf": 0.01}, dataset=dataset)

@@ -120,6 +120,7 @@ def train_detector(
             imgsz=params["imgsz"],
             batch=params["batch"],
             warmup_epochs=params["warmup_epochs"],
+            freeze=params["freeze"],
             rect=params["rect"],
             mosaic=0.0 if params["rect"] else 1.0,
             val_each_epoch=params["val_each_epoch"],

@@ -18,6 +18,7 @@ from ..core.names import DEFAULT_EVAL_KEY, DEFAULT_GT_FIELD, MINING_EVAL_KEY
 from ..core.views import camera_slice, default_camera_slice
 from ..quality.labels import detections_field
 from . import runs
+from .lite0_detector import LITE0_DETECTOR
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -36,7 +37,7 @@ __all__ = [
     "train_params",
 ]
 
-DEFAULT_MODEL = "yolov8n"
+DEFAULT_MODEL = LITE0_DETECTOR
 TARGET_TEST = "test"
 TARGET_MINING = "mining"
 TARGET_POOL = "pool"
@@ -64,6 +65,7 @@ TRAIN_PARAMS = (
     "imgsz",
     "batch",
     "warmup_epochs",
+    "freeze",
     "rect",
     "val_fraction",
     "val_each_epoch",
@@ -130,6 +132,7 @@ def train_params(
     imgsz: int | None = None,
     batch: int = 16,
     warmup_epochs: float = 3.0,
+    freeze: int = 0,
     rect: bool = False,
     val_fraction: float = 0.2,
     val_each_epoch: bool = True,
@@ -169,6 +172,8 @@ def train_params(
     for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    if isinstance(freeze, bool) or not isinstance(freeze, (int, float)) or int(freeze) != freeze or freeze < 0:
+        raise ValueError(f"freeze must be an integer >= 0 (layers kept frozen); got {freeze!r}")
     val_fraction = float(val_fraction)
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction!r}")
@@ -189,6 +194,7 @@ def train_params(
         "rect": bool(rect),
         "val_each_epoch": bool(val_each_epoch),
         "warmup_epochs": float(warmup_epochs),
+        "freeze": int(freeze),
         "seed": int(seed),
         "output_dir": output_dir,
     }
