@@ -1,13 +1,14 @@
 """How many optimizer steps, at which resolution, does the demo detector need to learn?
 
 Builds the main job's demo (same scenes, splits and seed), gives ``--labels`` random pool
-scenes their true (oracle) labels, then trains YOLOv8n from random weights through the
+scenes their true (oracle) labels, then trains each ``--models`` detector through the
 ``train_detector`` operator for each step count, at the images' native 384x128 with
-rectangular batches, and once at the previous default (256 px square, mosaic) with the same
+rectangular batches, and once at 256 px square with mosaic (the first default) with the same
 steps as the main job; each model is evaluated on the frozen test split. This is the curve
-the main job's ``--steps`` and ``--imgsz`` defaults were read from.
+the main job's ``--steps``, ``--imgsz`` and model defaults were read from.
 
     bash scripts/run.sh python benchmarks/bench_training_steps.py --steps 50 150 300
+    bash scripts/run.sh python benchmarks/bench_training_steps.py --models yolov8n-lite0 yolov8n --no-square
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models", nargs="+", default=[defaults.model], help="detectors to compare (MODEL_CHOICES)"
     )
+    parser.add_argument(
+        "--freeze", type=int, nargs="+", default=[0], help="frozen layers to compare (1: Lite0's backbone)"
+    )
     parser.add_argument("--no-square", action="store_true", help="skip the 256 px square run")
     args = parser.parse_args(argv)
 
@@ -55,16 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     labeled = pool.select(ids.tolist())
     labeled.set_values("ground_truth", labeled.values("oracle"))
 
-    settings = [(model, steps, 384, True) for model in args.models for steps in args.steps]
+    detectors = [(model, freeze) for model in args.models for freeze in args.freeze]
+    settings = [(*detector, steps, 384, True) for detector in detectors for steps in args.steps]
     if not args.no_square:
-        settings += [(model, args.square_steps, 256, False) for model in args.models]
+        settings += [(*detector, args.square_steps, 256, False) for detector in detectors]
     rows = []
-    for model, steps, imgsz, rect in settings:
-        run_name = f"{model.replace('-', '_')}_steps{steps}_{imgsz}{'_rect' if rect else ''}"
+    for model, freeze, steps, imgsz, rect in settings:
+        run_name = (
+            f"{model.replace('-', '_')}_freeze{freeze}_steps{steps}_{imgsz}{'_rect' if rect else ''}"
+        )
         started = time.perf_counter()
         trained = run_operator(
-            "train_detector", dataset, run_name=run_name, slice="left", model=model, steps=steps,
-            imgsz=imgsz, rect=rect, batch=defaults.train_batch, val_fraction=0.1,
+            "train_detector", dataset, run_name=run_name, slice="left", model=model, freeze=freeze,
+            steps=steps, imgsz=imgsz, rect=rect, batch=defaults.train_batch, val_fraction=0.1,
             val_each_epoch=False, warmup_epochs=1.0, seed=args.seed, overwrite=True,
         )
         seconds = time.perf_counter() - started
@@ -73,18 +80,19 @@ def main(argv: list[str] | None = None) -> int:
             "evaluate_model", dataset, run_name=run_name, gt_field="oracle", record=False
         )
         rows.append(
-            (model, steps, imgsz, rect, trained["epochs"], seconds, evaluation["map"], night_recall(dataset))
+            (model, freeze, steps, imgsz, rect, trained["epochs"], seconds, evaluation["map"],
+             night_recall(dataset))
         )
         print(f"{run_name}: test mAP {evaluation['map']:.4f} in {seconds:.0f} s", flush=True)
     fo.delete_dataset(name)
 
     print(f"\n{args.labels} labeled demo scenes, seed {args.seed}, test split of the main job\n")
-    print("| model | steps | imgsz | batches | epochs | train s | test mAP | night recall |")
-    print("|---|---:|---:|---|---:|---:|---:|---:|")
-    for model, steps, imgsz, rect, epochs, seconds, map_, night in rows:
+    print("| model | frozen layers | steps | imgsz | batches | epochs | train s | test mAP | night recall |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for model, freeze, steps, imgsz, rect, epochs, seconds, map_, night in rows:
         night_cell = "-" if night is None else f"{night:.3f}"
         print(
-            f"| {model} | {steps} | {imgsz} | {'rectangular' if rect else 'square, mosaic'} "
+            f"| {model} | {freeze} | {steps} | {imgsz} | {'rectangular' if rect else 'square, mosaic'} "
             f"| {epochs} | {seconds:.0f} | {map_:.4f} | {night_cell} |"
         )
     return 0

@@ -15,9 +15,10 @@ copies of one prepared dataset (same frozen test, mining and golden sets, same e
 The **test** split only reports: each round predicts and evaluates it for the ledger, and
 nothing the planner reads is computed on it.
 
-The detector starts from the model YAML (random weights: no checkpoint can be downloaded
-here) and each round fine-tunes the previous round's weights on all labels so far, for a
-fixed number of optimizer steps (rounds are sized by steps, not epochs, so a small round
+The detector is ``yolov8n-lite0`` (YOLOv8n's neck and head on EfficientNet-Lite0, whose
+ImageNet weights install offline with a pip package) with its backbone frozen: the first
+round trains neck and head from the ImageNet features, and each later round fine-tunes the
+previous round's weights on all labels so far, for a fixed number of optimizer steps (rounds are sized by steps, not epochs, so a small round
 still trains), at the images' native 384x128 with rectangular batches so the demo's 8-15 px
 objects keep their pixels.
 

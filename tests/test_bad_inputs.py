@@ -154,6 +154,7 @@ CASES = [
     ("train_detector", {"slice": "left", "imgsz": 30}, r"imgsz must be at least 32; got 30"),
     ("train_detector", {"slice": "left", "epochs": 0}, r"epochs must be at least 1; got 0"),
     ("train_detector", {"slice": "left", "batch": 2.5}, r"batch must be a whole number; got 2\.5"),
+    ("train_detector", {"slice": "left", "freeze": -1}, r"freeze must be at least 0; got -1"),
     ("train_detector", {"slice": "left", "val_fraction": 1.5}, r"val_fraction must be between 0\.01 and 0\.99; got 1\.5"),
     # --- apply_detector ----------------------------------------------------------------
     ("apply_detector", {"run_name": "nope"}, r"no training run 'nope'.*runs: \[\]"),

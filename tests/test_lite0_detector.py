@@ -20,6 +20,7 @@ from annoloop.core.efficientnet_lite0 import (
     load_efficientnet_lite0,
     missing_efficientnet_modules,
 )
+from annoloop.operators.loop_defaults import NO_START
 from annoloop.training import runs
 from annoloop.training.lite0_detector import (
     LITE0_DETECTOR,
@@ -106,6 +107,46 @@ def test_train_detector_trains_the_lite0_model_and_fine_tunes_it(lite0_rounds):
     run_operator("apply_detector", {"run_name": "lite2", "target": "test", "conf": 0.01}, dataset=dataset)
     test = dataset.select_group_slices("left").match_tags("split:test")
     assert test.exists("predictions").count() == len(test)
+
+
+def test_a_frozen_backbone_keeps_its_imagenet_weights_while_the_head_trains(lite0_rounds):
+    dataset, first, _ = lite0_rounds
+    frozen = run_operator(
+        "train_detector",
+        {
+            **TINY_TRAINING, "run_name": "lite_frozen", "model": LITE0_DETECTOR, "freeze": 1,
+            "start_from": NO_START,  # the form's default would continue from the latest run
+        },
+        dataset=dataset,
+    ).result
+    assert runs.get_run(dataset, "lite_frozen").params["freeze"] == 1
+
+    def weights(path):
+        model = torch.load(path, map_location="cpu", weights_only=False)["model"]
+        return {name: value.float() for name, value in model.named_parameters()}
+
+    start, free, kept = lite0_stages().state_dict(), weights(first["weights"]), weights(frozen["weights"])
+    backbone = [name for name in kept if name.startswith("model.0.m.")]
+    head = [name for name in kept if not name.startswith("model.0.")]
+    assert backbone and head
+    for name in backbone:  # "model.0.m.<stage>...": the TorchVision layer's flattened stages
+        reference = _flattened(start)[name.removeprefix("model.0.m.")]
+        # Ultralytics saves checkpoints in half precision.
+        torch.testing.assert_close(kept[name], reference.half().float(), rtol=1e-3, atol=1e-6)
+    assert any(not torch.equal(free[name], kept[name]) for name in backbone)  # unfrozen: moved
+
+
+def _flattened(stages_state: dict) -> dict:
+    """``lite0_stages`` names (stem ``0.<i>``, stages ``<s>.``) as the TorchVision layer's
+    flattened ``Sequential`` names them (stem parts 0-2, then stages from 3)."""
+    renamed = {}
+    for name, value in stages_state.items():
+        head, _, rest = name.partition(".")
+        if head == "0":
+            renamed[rest] = value
+        else:
+            renamed[f"{int(head) + 2}.{rest}"] = value
+    return renamed
 
 
 def test_a_lite0_checkpoint_predicts_without_annoloop(lite0_rounds, tmp_path):

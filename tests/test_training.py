@@ -2,7 +2,8 @@
 
 The dataset is built here with Pillow (two camera slices of 96 x 64 images, one red "car"
 and one green "pedestrian" box per image), so these tests depend on nothing but FiftyOne
-and Ultralytics. Training is yolov8n from its YAML (random weights), one epoch at 64 px.
+and Ultralytics. Training is the default detector (yolov8n-lite0: its backbone from ImageNet
+weights, the rest random), one epoch at 64 px.
 """
 
 from __future__ import annotations
