@@ -36,7 +36,7 @@ _IMAGENET = "imagenet"
 def lite0_stages(*, pretrained: bool = True):
     """EfficientNet-Lite0 without its classifier, as ``Sequential(stem, stage 1, ..., stage 7)``.
 
-    Each stage is the run of blocks that share an output width (strides 2, 2, 2, 2, 1, 2, 1
+    Each stage is the run of blocks that share an output width (strides 1, 2, 2, 2, 1, 2, 1
     after a stride-2 stem: the stages end at strides 2, 4, 8, 16, 16, 32 and 32 with 16, 24,
     40, 80, 112, 192 and 320 channels). The stem takes 0-1 pixels: Lite0's normalisation
     ``(x - mean) / std`` is folded into its convolution's weights and a new bias.
