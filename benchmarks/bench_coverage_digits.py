@@ -5,6 +5,7 @@ embedded as its standardised raw pixels. A ``--budget`` share of the pool is sel
 
 * random: uniform without replacement (the baseline);
 * k-center: ``kcenter.kcenter_greedy`` (cold start, first centre from the seed);
+* typical: ``typical.typical_picks`` (TypiClust: most typical row of each k-means cluster);
 * ZCore: the highest ``zcore.zcore_scores`` (``--zcore-samples`` draws, other
   hyperparameters at their defaults, so ``redund_nn`` is capped at pool size - 1);
 
@@ -37,7 +38,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
-from annoloop.selection.algorithms import kcenter, zcore
+from annoloop.selection.algorithms import kcenter, typical, zcore
 
 
 def _accuracy(x_train, y_train, x_test, y_test) -> float:
@@ -67,12 +68,16 @@ def embed_digits(model: str, size: int, batch_size: int = 64) -> tuple[np.ndarra
 
 
 def _select(features: np.ndarray, budget: int, seed: int, zcore_samples: int):
-    """k-center and ZCore picks of ``budget`` rows of ``features``, and the seconds each took."""
+    """k-center, typical and ZCore picks of ``budget`` rows of ``features``, and the seconds
+    each took."""
     selections, seconds = {}, {}
     features = features.astype(np.float32)
     start = time.perf_counter()
     selections["k-center"] = kcenter.kcenter_greedy(features, budget, seed=seed).indices
     seconds["k-center"] = time.perf_counter() - start
+    start = time.perf_counter()
+    selections["typical"] = typical.typical_picks(features, budget, seed=seed).indices
+    seconds["typical"] = time.perf_counter() - start
     start = time.perf_counter()
     scores = zcore.zcore_scores(features, zcore.ZCoreParams(n_sample=zcore_samples, seed=seed))
     selections["ZCore"] = np.argsort(-scores, kind="stable")[:budget]

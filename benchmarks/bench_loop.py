@@ -48,8 +48,8 @@ def _cell(values) -> str:
 def per_round_table(results: list[dict], strategies: list[str]) -> str:
     rounds = len(results[0]["strategies"][strategies[0]]["rounds"])
     lines = [
-        "| strategy | round | labels | test mAP | night recall | coverage / targeting |",
-        "|---|---:|---:|---:|---:|---|",
+        "| strategy | round | labels | test mAP | night recall | night picks | coverage / targeting |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
     for strategy in strategies:
         for i in range(rounds):
@@ -57,7 +57,8 @@ def per_round_table(results: list[dict], strategies: list[str]) -> str:
             shares = {f"{r['n_coverage']}/{r['n_targeting']}" for r in rows}
             lines.append(
                 f"| {strategy} | {i + 1} | {rows[0]['labels']} | {_cell([r['map'] for r in rows])} "
-                f"| {_cell([r['night_recall'] for r in rows])} | {', '.join(sorted(shares))} |"
+                f"| {_cell([r['night_recall'] for r in rows])} "
+                f"| {_cell([r.get('night_picks') for r in rows])} | {', '.join(sorted(shares))} |"
             )
     return "\n".join(lines)
 
@@ -150,7 +151,7 @@ def print_tables(results: list[dict], strategies: list[str]) -> None:
         f"scenes ({config['night_fraction']:.0%} night), {config['rounds']} rounds x "
         f"{config['budget']} scenes, {config.get('model', 'yolov8n')} "
         f"({config.get('freeze', 0)} frozen layers), {config['steps']} steps per round at imgsz "
-        f"{config['imgsz']}\n"
+        f"{config['imgsz']}, {config.get('coverage_method', 'kcenter')} coverage\n"
     )
     print(per_round_table(results, strategies))
     print()

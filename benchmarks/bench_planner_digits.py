@@ -14,7 +14,7 @@ a validation set (20 %, the "evaluation" whose errors are the failures) and the 
 
 Reported: test accuracy after round 2 and the mean test recall of the 3 classes with the
 lowest validation recall after round 1 (the classes the failures point at), mean +/- std over
-the seeds; for both coverage methods (``kcenter``, and ``zcore`` scores from
+the seeds; for each coverage method (``kcenter``, ``typical``, and ``zcore`` scores from
 ``selection.zcore`` when that module exists). The baseline is measured in the same run.
 
 With ``--model`` (a ``load_image_model`` spec such as ``efficientnet_lite0``), the planner and
@@ -152,7 +152,7 @@ def main() -> None:
 
         z, name, seconds = embed_digits(args.model, args.image_size)
         space = f"{name} embeddings ({z.shape[1]}-d, {seconds:.0f} s)"
-    methods = ["kcenter"] + (["zcore"] if zcore is not None else [])
+    methods = ["kcenter", "typical"] + (["zcore"] if zcore is not None else [])
     results = {m: [_run_seed(x, y, z, s, m, args) for s in range(args.seeds)] for m in methods}
 
     first = results["kcenter"][0]

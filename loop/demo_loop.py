@@ -74,10 +74,19 @@ class LoopConfig:
     mining_fraction: float = 0.15
     golden_scenes: int = 10
     zcore_samples: int = 100_000
+    #: Coverage method of the strategies whose plans do not fix one (annoloop, targeting's
+    #: cold start, uncertainty).
+    coverage_method: str = "kcenter"
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     log_file: str | None = None
 
     def __post_init__(self) -> None:
+        from ..selection.algorithms.planner import COVERAGE_METHODS
+
+        if self.coverage_method not in COVERAGE_METHODS:
+            raise ValueError(
+                f"coverage_method must be one of {COVERAGE_METHODS}; got {self.coverage_method!r}"
+            )
         unknown = [s for s in self.strategies if s not in STRATEGY_PLANS]
         if unknown or not self.strategies:
             raise ValueError(
@@ -102,6 +111,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=defaults.steps, help="YOLO optimizer steps per round")
     parser.add_argument("--imgsz", type=int, default=defaults.imgsz, help="YOLO image size")
+    parser.add_argument(
+        "--coverage-method",
+        default=defaults.coverage_method,
+        help="plan_batch coverage method of annoloop, targeting's cold start and uncertainty",
+    )
 
 
 def config_from_arguments(args: argparse.Namespace, **fields) -> LoopConfig:
@@ -115,6 +129,7 @@ def config_from_arguments(args: argparse.Namespace, **fields) -> LoopConfig:
         freeze=args.freeze,
         steps=args.steps,
         imgsz=args.imgsz,
+        coverage_method=args.coverage_method,
         **fields,
     )
 
@@ -228,8 +243,9 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -
             embeddings_field="group_embedding",
             seed=config.seed + round_index,
             round_index=round_index,
-            **plan_defaults,
+            coverage_method=config.coverage_method,
         )
+        plan_params.update(plan_defaults)  # random and coverage fix their own method
         if round_index == 0:
             plan_params.pop("targeting_source", None)  # cold start: no model to target yet
         elif plan_defaults.get("targeting_source") == "failures":
@@ -299,6 +315,7 @@ def run_strategy(dataset, strategy: str, config: LoopConfig, log: Log = print) -
                 "map": evaluation["map"],
                 "per_class_recall": evaluation.get("per_class_recall", {}),
                 "night_recall": night_recall(dataset),
+                "night_picks": night_picks(dataset, batch),
                 "state": evaluation.get("plateau", {}).get("state"),
             }
         )
@@ -336,6 +353,13 @@ def night_recall(dataset) -> float | None:
     night = test_set(dataset, "left").match(F("time_of_day") == "night")
     tp, fn = sum(night.values("eval_tp")), sum(night.values("eval_fn"))
     return tp / (tp + fn) if tp + fn else None
+
+
+def night_picks(dataset, batch: str) -> int:
+    """How many of the scenes picked for ``batch`` are night scenes (the rare slice)."""
+    from fiftyone import ViewField as F
+
+    return dataset.match_tags(batch).match(F("time_of_day") == "night").count()
 
 
 def run_demo_loop(config: LoopConfig, log: Log = print) -> dict:

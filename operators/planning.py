@@ -26,6 +26,7 @@ from .results import result_property
 
 _METHOD_HELP = {
     "kcenter": "k-center greedy over the embeddings (recommended)",
+    "typical": "Most typical row of each dense cluster nothing labeled covers (small budgets)",
     "zcore": (
         "Highest ZCore scores with redundancy control "
         f"(needs the '{ZCORE_FIELD}' field)"

@@ -83,6 +83,7 @@ FAILURE_KINDS = ("fn", "confusion", "fp")
 _FAILURE_WORDS = {"fn": "missed objects", "confusion": "class confusions", "fp": "false positives"}
 _COVERAGE_WORDS = {
     "kcenter": "k-center greedy, the farthest from everything labeled or queued",
+    "typical": "the most typical scene of each dense cluster that nothing labeled covers",
     "zcore": "the highest ZCore scores, sparse and non-redundant regions of the embeddings",
     "random": "uniformly at random, the baseline every strategy is measured against",
 }

@@ -33,6 +33,7 @@ _WHY = {
     "confusion": "near a class confusion",
     "fp": "near a false positive",
     "kcenter_distance": "far from all labeled (k-center)",
+    "typicality": "typical of an uncovered cluster",
     "zcore_score": "high ZCore score",
     "random": "drawn at random",
     "uncertainty": "the model is unsure here",

@@ -26,7 +26,7 @@ STRATEGIES = ("annoloop", "random", "uncertainty")
 def loop_run():
     config = LoopConfig(
         name=unique_name("loop"), scenes=30, rounds=2, budget=4, steps=2, imgsz=64,
-        golden_scenes=3, zcore_samples=2_000, strategies=STRATEGIES,
+        golden_scenes=3, zcore_samples=2_000, strategies=STRATEGIES, coverage_method="typical",
     )
     result = run_demo_loop(config, log=lambda *_: None)
     datasets = {
@@ -74,3 +74,16 @@ def test_no_selection_input_of_any_strategy_is_computed_on_the_test_split(loop_r
     uncertainty_second = plan_record(datasets["uncertainty"], "batch:v2")["params"]
     assert uncertainty_second["targeting_source"] == "uncertainty"
     assert uncertainty_second["eval_key"] is None
+
+
+
+def test_the_configured_coverage_method_reaches_every_plan_but_randoms(loop_run):
+    _, _, datasets = loop_run
+    for strategy, expected in (("annoloop", "typical"), ("uncertainty", "typical"), ("random", "random")):
+        for batch in ("batch:v1", "batch:v2"):
+            assert plan_record(datasets[strategy], batch)["params"]["coverage_method"] == expected
+
+
+def test_an_unknown_coverage_method_is_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="coverage_method must be one of"):
+        LoopConfig(coverage_method="farthest")

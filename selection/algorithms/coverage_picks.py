@@ -1,32 +1,35 @@
 """The picking steps the batch planner (:mod:`.planner`) is built from: coverage relative to
-what is labeled or targeted (k-center, ZCore scores or random), and the score-weighted
-farthest-point greedy that ZCore coverage and uncertainty targeting share.
+what is labeled or targeted (k-center, typical clusters, ZCore scores or random), and the
+score-weighted farthest-point greedy that ZCore coverage and uncertainty targeting share.
 
-**k-center above** :data:`KCENTER_SAMPLE_ROWS` **candidates runs on a seeded uniform sample**
-of that many candidate rows (a documented approximation, so time and memory stay bounded at
-10^6 rows and more: each greedy step is one pass over the rows it considers, ~0.1 GiB here
-instead of 2 GiB at 10^6 x 512). Its guarantee:
-greedy farthest-point is a 2-approximation of the optimal k-center radius on the sample S
-(Gonzalez 1985), which is at most the optimal radius over all rows; and any region holding a
-fraction ``eps`` of the candidates contains a sampled row with probability at least
-``1 - exp(-eps * m)`` (m = sample size; with m = 50,000 and eps = 2 x 10^-4, i.e. 200 rows
-of a 10^6 pool, that is 1 - 4.5e-5). So every such region lies within the sample's covering
-radius plus its own diameter of a centre; only regions sparser than ``eps`` (outliers) can
-be missed, the k-center-with-outliers view of coverage (Ding, Yu & Wang, "Greedy strategy
-works for k-center clustering with outliers and coreset construction", ESA 2019).
+**k-center above** :data:`KCENTER_SAMPLE_ROWS` **candidates** (typical coverage above
+:data:`TYPICAL_SAMPLE_ROWS`) **runs on a seeded uniform sample** of that many candidate rows
+(a documented approximation, so time and memory stay bounded at 10^6 rows and more: each
+greedy step is one pass over the rows it considers, ~0.1 GiB here instead of 2 GiB at 10^6 x
+512). Its guarantee: greedy farthest-point is a 2-approximation of the optimal k-center
+radius on the sample S (Gonzalez 1985), which is at most the optimal radius over all rows;
+and any region holding a fraction ``eps`` of the candidates contains a sampled row with
+probability at least ``1 - exp(-eps * m)`` (m = sample size; with m = 50,000 and eps = 2 x
+10^-4, i.e. 200 rows of a 10^6 pool, that is 1 - 4.5e-5). So every such region lies within
+the sample's covering radius plus its own diameter of a centre; only regions sparser than
+``eps`` (outliers) can be missed, the k-center-with-outliers view of coverage (Ding, Yu &
+Wang, "Greedy strategy works for k-center clustering with outliers and coreset
+construction", ESA 2019).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from . import kcenter
+from . import kcenter, typical
 from .targeting import nearest_rows
 
-__all__ = ["KCENTER_SAMPLE_ROWS", "coverage_picks", "score_weighted_picks"]
+__all__ = ["KCENTER_SAMPLE_ROWS", "TYPICAL_SAMPLE_ROWS", "coverage_picks", "score_weighted_picks"]
 
 #: Candidate rows k-center coverage considers at most; above it, a seeded uniform sample.
 KCENTER_SAMPLE_ROWS = 50_000
+#: The same bound for typical coverage, lower because its k-means costs more per row.
+TYPICAL_SAMPLE_ROWS = 20_000
 
 
 def coverage_picks(
@@ -45,8 +48,9 @@ def coverage_picks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coverage rows (never targeted ones) and their scores, relative to labeled + targeted rows.
 
-    k-center considers at most ``sample_rows`` candidates (a uniform sample drawn with
-    ``seed``; see the module docstring for the guarantee).
+    k-center considers at most ``sample_rows`` candidates, typical coverage at most
+    :data:`TYPICAL_SAMPLE_ROWS` of them (a uniform sample drawn with ``seed``; see the module
+    docstring for the guarantee).
     """
     if n_picks == 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
@@ -59,18 +63,15 @@ def coverage_picks(
         return score_weighted_picks(
             pool, candidates, anchors, scores, n_picks, candidate_factor, offset=True
         )
+    if method == "typical":
+        sample_rows = min(sample_rows, TYPICAL_SAMPLE_ROWS)
     if len(candidates) > max(sample_rows, n_picks):
         rng = np.random.default_rng(seed)
         candidates = np.sort(rng.choice(candidates, size=max(sample_rows, n_picks), replace=False))
-    if len(anchors) == 0 and len(candidates) == len(pool):
-        embeddings = pool  # nothing to prepend: avoid copying a possibly huge pool
-    else:
-        # One float32 copy, filled in place: concatenating pool[candidates] would hold two.
-        embeddings = np.empty((len(anchors) + len(candidates), pool.shape[1]), dtype=np.float32)
-        embeddings[: len(anchors)] = anchors
-        for start in range(0, len(candidates), chunk_size):
-            part = candidates[start : start + chunk_size]
-            embeddings[len(anchors) + start : len(anchors) + start + len(part)] = pool[part]
+    embeddings = _anchors_then(anchors, pool, candidates, chunk_size)
+    if method == "typical":
+        result = typical.typical_picks(embeddings, n_picks, n_anchors=len(anchors), seed=seed)
+        return candidates[result.indices - len(anchors)], result.typicality
     result = kcenter.kcenter_greedy(
         embeddings,
         n_picks,
@@ -80,6 +81,21 @@ def coverage_picks(
     )
     rows = candidates[np.asarray(result.indices, dtype=np.int64) - len(anchors)]
     return rows, np.asarray(result.distances, dtype=np.float64)
+
+
+def _anchors_then(
+    anchors: np.ndarray, pool: np.ndarray, candidates: np.ndarray, chunk_size: int
+) -> np.ndarray:
+    """The anchor rows followed by the candidate pool rows, as one float32 matrix."""
+    if len(anchors) == 0 and len(candidates) == len(pool):
+        return pool  # nothing to prepend: avoid copying a possibly huge pool
+    # One float32 copy, filled in place: concatenating pool[candidates] would hold two.
+    embeddings = np.empty((len(anchors) + len(candidates), pool.shape[1]), dtype=np.float32)
+    embeddings[: len(anchors)] = anchors
+    for start in range(0, len(candidates), chunk_size):
+        part = candidates[start : start + chunk_size]
+        embeddings[len(anchors) + start : len(anchors) + start + len(part)] = pool[part]
+    return embeddings
 
 
 def score_weighted_picks(
