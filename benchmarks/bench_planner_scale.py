@@ -186,6 +186,8 @@ def _operator(foo, dataset, args: argparse.Namespace) -> str:
     """One dry-run plan_batch through FiftyOne's executor; a summary of its plan."""
     params = {"budget": args.budget, "embeddings_field": "embedding", "dry_run": True,
               "round_index": 2}
+    if args.coverage_method:
+        params["coverage_method"] = args.coverage_method
     result = foo.execute_operator(
         "@annoloop/annoloop/plan_batch", ctx=dict(dataset=dataset, params=params)
     )
@@ -240,6 +242,7 @@ def _run_case(case: str, n: int, args: argparse.Namespace) -> dict:
             failure_ids=[f"failure-{i}" for i in range(args.failures)],
             round_index=2,
             seed=args.seed,
+            **({"coverage_method": args.coverage_method} if args.coverage_method else {}),
         )
         detail = f"{plan.n_coverage} coverage + {plan.n_targeting} targeting"
     wall = time.perf_counter() - start
@@ -295,6 +298,7 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["pure", "operator"],
                         choices=["pure", "operator"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--coverage-method", help="the planner's coverage method (default: its own)")
     parser.add_argument("--case", choices=["pure", "build", *OPERATOR_CASES["new"]],
                         help=argparse.SUPPRESS)
     parser.add_argument("--case-n", type=int, help=argparse.SUPPRESS)
@@ -309,7 +313,7 @@ def main() -> None:
     old_sizes = set(args.sizes if args.old_sizes is None else args.old_sizes)
     print(f"d={args.dim} float32, budget {args.budget} (round 2: 30 % coverage / 70 % "
           f"targeting), {args.failures:,} failures, {args.labeled:,} labeled rows, 1 % of the "
-          f"pool excluded; old = {args.baseline}\n")
+          f"pool excluded; coverage {args.coverage_method or 'default'}; old = {args.baseline}\n")
     print("| case | pool rows | version | wall s | RSS before the call MiB | peak RSS MiB | detail |")
     print("|---|---:|---|---:|---:|---:|---|")
     ratios = []

@@ -75,8 +75,8 @@ class LoopConfig:
     golden_scenes: int = 10
     zcore_samples: int = 100_000
     #: Coverage method of the strategies whose plans do not fix one (annoloop, targeting's
-    #: cold start, uncertainty).
-    coverage_method: str = "kcenter"
+    #: cold start, uncertainty); plan_batch's default.
+    coverage_method: str = "typical"
     strategies: tuple[str, ...] = DEFAULT_STRATEGIES
     log_file: str | None = None
 

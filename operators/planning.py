@@ -25,8 +25,8 @@ from .forms import detections_fields, dropdown, number
 from .results import result_property
 
 _METHOD_HELP = {
-    "kcenter": "k-center greedy over the embeddings (recommended)",
-    "typical": "Most typical row of each dense cluster nothing labeled covers (small budgets)",
+    "typical": "Most typical row of each dense cluster nothing labeled covers (recommended)",
+    "kcenter": "k-center greedy: the rows farthest from everything labeled",
     "zcore": (
         "Highest ZCore scores with redundancy control "
         f"(needs the '{ZCORE_FIELD}' field)"

@@ -86,7 +86,7 @@ def plan_batch(
     coverage_fraction : float, optional
         Coverage share in [0, 1]; None follows the round schedule (cold start 100 %, then
         65 %, then 30 % coverage).
-    coverage_method : str, default="kcenter"
+    coverage_method : str, default="typical"
         One of :data:`.planner.COVERAGE_METHODS`; ``"zcore"`` reads per-sample scores from
         :data:`..core.names.ZCORE_FIELD`.
     targeting_source : {"failures", "uncertainty"}, default="failures"

@@ -8,6 +8,7 @@ import pytest
 from annoloop.loop.demo_loop import LoopConfig, run_demo_loop
 from annoloop.loop.report import comparison_table, ledger_table, write_report
 from annoloop.selection.failures import evaluated_test_samples
+from annoloop.selection.algorithms.planner import DEFAULT_COVERAGE_METHOD
 from annoloop.selection.plan_record import plan_record
 from annoloop.core.names import (
     BASELINE_LEDGER_INFO_KEY,
@@ -26,7 +27,7 @@ STRATEGIES = ("annoloop", "random", "uncertainty")
 def loop_run():
     config = LoopConfig(
         name=unique_name("loop"), scenes=30, rounds=2, budget=4, steps=2, imgsz=64,
-        golden_scenes=3, zcore_samples=2_000, strategies=STRATEGIES, coverage_method="typical",
+        golden_scenes=3, zcore_samples=2_000, strategies=STRATEGIES, coverage_method="kcenter",
     )
     result = run_demo_loop(config, log=lambda *_: None)
     datasets = {
@@ -79,9 +80,13 @@ def test_no_selection_input_of_any_strategy_is_computed_on_the_test_split(loop_r
 
 def test_the_configured_coverage_method_reaches_every_plan_but_randoms(loop_run):
     _, _, datasets = loop_run
-    for strategy, expected in (("annoloop", "typical"), ("uncertainty", "typical"), ("random", "random")):
+    for strategy, expected in (("annoloop", "kcenter"), ("uncertainty", "kcenter"), ("random", "random")):
         for batch in ("batch:v1", "batch:v2"):
             assert plan_record(datasets[strategy], batch)["params"]["coverage_method"] == expected
+
+
+def test_the_loop_covers_as_plan_batch_does_unless_told_otherwise():
+    assert LoopConfig().coverage_method == DEFAULT_COVERAGE_METHOD
 
 
 def test_an_unknown_coverage_method_is_refused_before_anything_runs():

@@ -550,7 +550,7 @@ def test_the_planner_previews_without_writing_and_prefills_the_operator_form(loo
     assert prompt["params"] == {
         "budget": 6,
         "embeddings_field": "embedding",
-        "coverage_method": "kcenter",
+        "coverage_method": "typical",
         "use_schedule": True,
         "dry_run": False,
         "eval_key": MINING_EVAL_KEY,

@@ -91,9 +91,9 @@ def test_targeting_picks_lie_on_the_failures_and_fn_outweighs_fp():
     np.testing.assert_allclose(plan.score, 1.0 / (1.0 + plan.distance_to_failure))
 
 
-def test_coverage_skips_clusters_that_are_already_labeled():
+def test_kcenter_coverage_skips_clusters_that_are_already_labeled():
     labeled, _ = blobs(CENTRES[:6], per_blob=5, seed=1)  # fresh rows from blobs 0-5
-    plan = planner.plan_batch(POOL, 2, labeled_embeddings=labeled)
+    plan = planner.plan_batch(POOL, 2, labeled_embeddings=labeled, coverage_method="kcenter")
     assert sorted(BLOB[plan.indices].tolist()) == [6, 7]
     assert (plan.score > 5.0).all()  # each pick was far from every labeled row
 
@@ -282,7 +282,7 @@ def test_records_are_json_serialisable_and_explain_each_pick():
         "rank": 9,
         "source": "coverage",
         "score": float(plan.score[-1]),
-        "score_kind": "kcenter_distance",
+        "score_kind": "typicality",
         "near_failure": None,
         "near_failure_kind": None,
         "distance_to_failure": None,

@@ -2,19 +2,20 @@
 what is labeled or targeted (k-center, typical clusters, ZCore scores or random), and the
 score-weighted farthest-point greedy that ZCore coverage and uncertainty targeting share.
 
-**k-center above** :data:`KCENTER_SAMPLE_ROWS` **candidates** (typical coverage above
-:data:`TYPICAL_SAMPLE_ROWS`) **runs on a seeded uniform sample** of that many candidate rows
-(a documented approximation, so time and memory stay bounded at 10^6 rows and more: each
-greedy step is one pass over the rows it considers, ~0.1 GiB here instead of 2 GiB at 10^6 x
-512). Its guarantee: greedy farthest-point is a 2-approximation of the optimal k-center
-radius on the sample S (Gonzalez 1985), which is at most the optimal radius over all rows;
-and any region holding a fraction ``eps`` of the candidates contains a sampled row with
-probability at least ``1 - exp(-eps * m)`` (m = sample size; with m = 50,000 and eps = 2 x
-10^-4, i.e. 200 rows of a 10^6 pool, that is 1 - 4.5e-5). So every such region lies within
-the sample's covering radius plus its own diameter of a centre; only regions sparser than
-``eps`` (outliers) can be missed, the k-center-with-outliers view of coverage (Ding, Yu &
-Wang, "Greedy strategy works for k-center clustering with outliers and coreset
-construction", ESA 2019).
+**k-center and typical coverage above** :data:`COVERAGE_SAMPLE_ROWS` **candidates run on a
+seeded uniform sample** of that many candidate rows (a documented approximation, so time and
+memory stay bounded at 10^6 rows and more: each k-center step is one pass over the rows it
+considers, ~0.1 GiB here instead of 2 GiB at 10^6 x 512). Its guarantee for k-center: greedy
+farthest-point is a 2-approximation of the optimal k-center radius on the sample S (Gonzalez
+1985), which is at most the optimal radius over all rows; and any region holding a fraction
+``eps`` of the candidates contains a sampled row with probability at least ``1 - exp(-eps *
+m)`` (m = sample size; with m = 50,000 and eps = 2 x 10^-4, i.e. 200 rows of a 10^6 pool,
+that is 1 - 4.5e-5). So every such region lies within the sample's covering radius plus its
+own diameter of a centre; only regions sparser than ``eps`` (outliers) can be missed, the
+k-center-with-outliers view of coverage (Ding, Yu & Wang, "Greedy strategy works for
+k-center clustering with outliers and coreset construction", ESA 2019). Typical coverage
+looks for dense regions, and a uniform sample keeps each region's share of the rows in
+expectation.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ import numpy as np
 from . import kcenter, typical
 from .targeting import nearest_rows
 
-__all__ = ["KCENTER_SAMPLE_ROWS", "TYPICAL_SAMPLE_ROWS", "coverage_picks", "score_weighted_picks"]
+__all__ = ["COVERAGE_SAMPLE_ROWS", "coverage_picks", "score_weighted_picks"]
 
-#: Candidate rows k-center coverage considers at most; above it, a seeded uniform sample.
-KCENTER_SAMPLE_ROWS = 50_000
-#: The same bound for typical coverage, lower because its k-means costs more per row.
-TYPICAL_SAMPLE_ROWS = 20_000
+#: Candidate rows k-center and typical coverage consider at most; above it, a seeded uniform
+#: sample.
+COVERAGE_SAMPLE_ROWS = 50_000
 
 
 def coverage_picks(
@@ -44,13 +44,12 @@ def coverage_picks(
     candidate_factor: int,
     seed: int,
     chunk_size: int,
-    sample_rows: int = KCENTER_SAMPLE_ROWS,
+    sample_rows: int = COVERAGE_SAMPLE_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Coverage rows (never targeted ones) and their scores, relative to labeled + targeted rows.
 
-    k-center considers at most ``sample_rows`` candidates, typical coverage at most
-    :data:`TYPICAL_SAMPLE_ROWS` of them (a uniform sample drawn with ``seed``; see the module
-    docstring for the guarantee).
+    k-center and typical coverage consider at most ``sample_rows`` candidates (a uniform
+    sample drawn with ``seed``; see the module docstring for the guarantee).
     """
     if n_picks == 0:
         return np.empty(0, dtype=np.int64), np.empty(0)
@@ -63,8 +62,6 @@ def coverage_picks(
         return score_weighted_picks(
             pool, candidates, anchors, scores, n_picks, candidate_factor, offset=True
         )
-    if method == "typical":
-        sample_rows = min(sample_rows, TYPICAL_SAMPLE_ROWS)
     if len(candidates) > max(sample_rows, n_picks):
         rng = np.random.default_rng(seed)
         candidates = np.sort(rng.choice(candidates, size=max(sample_rows, n_picks), replace=False))

@@ -16,13 +16,14 @@ cold start, moving to 30 % coverage / 70 % targeting):
 * **coverage**: rows that cover the embedding space *relative to what is already labeled*,
   so batch 2 does not re-cover batch 1. The methods:
 
-  - ``"kcenter"`` (default): k-center greedy with every labeled row as an existing centre
-    (above :data:`.coverage_picks.KCENTER_SAMPLE_ROWS` candidates, on a seeded uniform
-    sample of them, with the guarantee given in :mod:`.coverage_picks`);
-  - ``"typical"`` (:mod:`.typical`, TypiClust): k-means into as many clusters as labeled
-    rows plus the share, then the most typical (densest) row of each largest cluster that
-    holds no labeled or targeted row: the low-budget choice, where k-center's first picks
-    are outliers;
+  - ``"typical"`` (default; :mod:`.typical`, TypiClust): k-means into as many clusters as
+    labeled rows plus the share, then the most typical (densest) row of each largest
+    cluster that holds no labeled or targeted row: the low-budget choice, where k-center's
+    first picks are outliers;
+  - ``"kcenter"``: k-center greedy with every labeled row as an existing centre (this and
+    typical coverage run on a seeded uniform sample of the candidates above
+    :data:`.coverage_picks.COVERAGE_SAMPLE_ROWS`, with the guarantee given in
+    :mod:`.coverage_picks`);
   - ``"zcore"``: the highest precomputed coverage scores (e.g. ZCore), with redundancy
     control: among the ``zcore_candidate_factor * share`` best-scored rows, a score-weighted
     farthest-point greedy (score x distance to the nearest labeled, targeted or picked row),
@@ -67,12 +68,12 @@ from .coverage_picks import coverage_picks, score_weighted_picks
 from .split_schedule import decide_split
 from .targeting import TargetingResult, failure_weights, select_targets, validate_embeddings
 
-COVERAGE_METHODS = ("kcenter", "typical", "zcore", "random")
+COVERAGE_METHODS = ("typical", "kcenter", "zcore", "random")
 #: Where the targeting share comes from: failure queries, or per-row uncertainty scores.
 TARGETING_SOURCES = ("failures", "uncertainty")
-#: Coverage method used when none is given (chosen by the digits benchmark; "typical" is level
-#: with it after two rounds there and waits to be timed at 10^6 rows: README, "The loop").
-DEFAULT_COVERAGE_METHOD = "kcenter"
+#: Coverage method used when none is given: ahead of k-center on digits and in the demo loop
+#: (README, "The loop" and "Coverage on real data").
+DEFAULT_COVERAGE_METHOD = "typical"
 #: With ``coverage_method="zcore"``, redundancy control looks at this many times the coverage
 #: share of best-scored rows: room to skip near-duplicates, few enough to stay score-driven.
 DEFAULT_ZCORE_CANDIDATE_FACTOR = 10
@@ -104,7 +105,7 @@ class BatchPlan:
     coverage_fraction : float
         Coverage fraction the split used (after the no-failure fallback).
     coverage_method : str
-        ``"kcenter"``, ``"zcore"`` or ``"random"``.
+        One of :data:`COVERAGE_METHODS`.
     round : int
         Loop round the plan was made for.
     seed : int
@@ -240,7 +241,7 @@ def plan_batch(
         (:func:`.split_schedule.scheduled_coverage_fraction`).
     round_index : int, default=0
         Loop round (0 = cold start).
-    coverage_method : {"kcenter", "typical", "zcore", "random"}, default="kcenter"
+    coverage_method : {"typical", "kcenter", "zcore", "random"}, default="typical"
     kind_weights : mapping, optional
         Weight per failure kind; default :data:`.targeting.DEFAULT_KIND_WEIGHTS`
         (fn 3, confusion 2, fp 1).

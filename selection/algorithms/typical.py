@@ -13,12 +13,12 @@ Beyond one pick per uncovered cluster (more picks than uncovered clusters, or cl
 at :data:`MAX_CLUSTERS`), the next pick goes to the cluster with the fewest anchors and picks
 per member, largest first: the same rule, under-covered dense regions first.
 
-Cost: k-means fitted on a seeded sample of at most ``max(5,000, 32 x clusters)`` rows (50
-Lloyd iterations at most), one pass assigning every row to its nearest centre, and a k-NN
-search inside each cluster against at most :data:`TYPICALITY_REFERENCE_ROWS` of its members
-(a seeded sample of a larger cluster, so a cluster of 10^5 rows costs 10^5 x 4,096
-distances, not 10^10). The caller bounds ``n`` (the planner samples at most
-:data:`.coverage_picks.TYPICAL_SAMPLE_ROWS` candidates).
+Cost: k-means++ seeding on a seeded sample of at most 2,048 rows, Lloyd's iterations (50
+at most) on one of at most ``max(5,000, 32 x clusters)`` rows, one pass assigning every row
+to its nearest centre, and a k-NN search inside each cluster against at most
+:data:`TYPICALITY_REFERENCE_ROWS` of its members (a seeded sample of a larger cluster, so a
+cluster of 10^5 rows costs 10^5 x 4,096 distances, not 10^10). The caller bounds ``n`` (the
+planner samples at most :data:`.coverage_picks.COVERAGE_SAMPLE_ROWS` candidates).
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ MAX_CLUSTERS = 512
 #: Members of one cluster that a row's typicality is measured against at most.
 TYPICALITY_REFERENCE_ROWS = 4096
 # k-means fits on a sample of at most max(_FIT_ROWS, _FIT_ROWS_PER_CLUSTER x clusters) rows
-# (FAISS's k-means samples 256 per centre), for at most _MAX_ITER Lloyd iterations.
+# (FAISS's k-means samples 256 per centre), for at most _MAX_ITER Lloyd iterations, from
+# k-means++ seeds drawn among at most _INIT_ROWS of them (>= 4 per cluster).
 _FIT_ROWS = 5_000
 _FIT_ROWS_PER_CLUSTER = 32
+_INIT_ROWS = 2_048
 _MAX_ITER = 50
 
 
@@ -123,21 +125,30 @@ def typical_picks(
 
 
 def _cluster(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
-    """k-means cluster label per row: Lloyd's iterations on a seeded sample of at most
+    """k-means cluster label per row: k-means++ seeds from a seeded sample of at most
+    ``_INIT_ROWS`` rows, Lloyd's iterations on one of at most
     ``max(_FIT_ROWS, _FIT_ROWS_PER_CLUSTER * n_clusters)`` rows, then every row assigned to
     its nearest centre (one pass)."""
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans, kmeans_plusplus
 
     if n_clusters == 1:
         return np.zeros(len(x), dtype=np.int64)
-    fit_rows = max(_FIT_ROWS, _FIT_ROWS_PER_CLUSTER * n_clusters)
-    sample = x
-    if len(x) > fit_rows:
-        rows = np.random.default_rng(seed).choice(len(x), size=fit_rows, replace=False)
-        sample = x[np.sort(rows)]
-    model = KMeans(n_clusters=n_clusters, n_init=1, max_iter=_MAX_ITER, random_state=seed)
-    model.fit(sample)
-    return model.predict(x).astype(np.int64)
+    rng = np.random.default_rng(seed)
+    sample = _sample_rows(x, max(_FIT_ROWS, _FIT_ROWS_PER_CLUSTER * n_clusters), rng)
+    # k-means++ takes one pass over its rows per centre, so it gets fewer rows than Lloyd's
+    # iterations, and float64 ones: on float32 scikit-learn computes those distances in small
+    # upcast chunks, ~6x slower.
+    seeding = _sample_rows(sample, _INIT_ROWS, rng)
+    centres, _ = kmeans_plusplus(seeding.astype(np.float64), n_clusters, random_state=seed)
+    model = KMeans(n_clusters, init=centres.astype(np.float32), n_init=1, max_iter=_MAX_ITER)
+    return model.fit(sample).predict(x).astype(np.int64)
+
+
+def _sample_rows(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``n`` rows of ``x`` (a seeded sample, in row order; all rows when fewer)."""
+    if len(x) <= n:
+        return x
+    return x[np.sort(rng.choice(len(x), size=n, replace=False))]
 
 
 def _pick(x, labels, n_clusters, n_picks, n_anchors, k_neighbors, seed) -> TypicalResult:
