@@ -18,8 +18,11 @@ evaluation onto the frozen set. A ``classwise=False`` evaluation records such a 
 
 **Queries** are either sample-level (default): one per failing evaluated sample, its
 (scene's) embedding, of the sample's heaviest kind, samples with false negatives first, then
-by the share of the sample's objects that fail that way (a scene where the model misses
-every object is a blind spot; one where it misses 3 of 8 is a weak spot), then by count; or
+systematic failures before isolated ones (by the *regional miss share*: the mean share of
+missed objects over the sample and its nearest evaluated neighbours,
+:mod:`.algorithms.failure_regions`), then by the share of the sample's own objects that fail
+that way (a scene where the model misses every object is a blind spot; one where it misses 3
+of 8 is a weak spot), then by count; or
 object-level when ``patches_field`` is given: the patch embedding of each failing object in
 that field (``<patches_field>.detections.<embeddings_field>``, where
 :func:`.embed.compute_embeddings` stores them), false negatives first. Failures are queries
@@ -37,6 +40,7 @@ from fiftyone import ViewField as F
 
 from ..core.names import TEST_SPLIT_TAG
 from ..quality.algorithms.iou import box_iou_2d
+from .algorithms.failure_regions import regional_miss_share
 from .algorithms.targeting import DEFAULT_KIND_WEIGHTS
 from .pool import UnitTable, refuse_missing
 
@@ -245,7 +249,8 @@ def mine_failures(
         return Failures.empty()
     failing_samples = len({o.sample for o in objects})
     if patches_field is None:
-        return _sample_queries(objects, sizes, table, failing_samples)
+        regional = _regional_miss_shares(dataset, key, unit_path, table)
+        return _sample_queries(objects, sizes, regional, table, failing_samples)
     field = f"{patches_field}.detections.{table.field}"
     return _patch_queries(objects, patch_vectors, field, patch_side, failing_samples)
 
@@ -284,9 +289,24 @@ def _sample_failures(sample, unit, gt_objects, pred_objects, key, iou_thresh) ->
     return found
 
 
-def _sample_queries(objects: list, sizes: dict, table: UnitTable, n_samples: int) -> Failures:
+def _regional_miss_shares(dataset, key: str, unit_path: str, table: UnitTable) -> dict:
+    """Evaluated sample id -> regional miss share (over every sample ``key`` evaluated)."""
+    samples, units, tps, fns = dataset.load_evaluation_view(key).values(
+        ["id", unit_path, f"{key}_tp", f"{key}_fn"]
+    )
+    vectors, missing = table.rows(units)
+    refuse_missing(missing, table.field, "evaluated samples", None, hint="embed the mining set too")
+    tp, fn = np.array(tps, dtype=np.float64), np.array(fns, dtype=np.float64)
+    share = np.divide(fn, tp + fn, out=np.zeros(len(fn)), where=tp + fn > 0)
+    return dict(zip(samples, regional_miss_share(vectors, share).tolist()))
+
+
+def _sample_queries(
+    objects: list, sizes: dict, regional: dict, table: UnitTable, n_samples: int
+) -> Failures:
     """One query per failing sample: its unit's embedding, its heaviest kind; ``sizes``
-    gives each sample's (ground truth objects, predictions)."""
+    gives each sample's (ground truth objects, predictions), ``regional`` its regional miss
+    share."""
     per_sample: dict[str, dict] = {}
     for obj in objects:
         entry = per_sample.setdefault(
@@ -302,7 +322,7 @@ def _sample_queries(objects: list, sizes: dict, table: UnitTable, n_samples: int
         n_gt, n_pred = sizes[sample]
         share = entry[kind] / max(1, n_pred if kind == "fp" else n_gt)
         total = sum(entry[k] for k in _KIND_ORDER)
-        return rank, -share, -entry[kind], -total, sample
+        return rank, -regional[sample], -share, -entry[kind], -total, sample
 
     ordered = sorted(per_sample.items(), key=importance)
     vectors, missing = table.rows([entry["unit"] for _, entry in ordered])

@@ -374,6 +374,28 @@ def test_a_scene_where_every_object_is_missed_is_served_before_one_with_more_mis
     assert result["picks"][0]["near_failure"] == blind
 
 
+def test_a_weak_spot_whose_neighbours_fail_too_is_served_before_an_isolated_blind_spot(dataset):
+    # Mining grows to 4 night scenes (0, 1, 8, 9), each missing one object of two, and 5 day
+    # scenes (2, 3, 20, 21, 22) of which only scene 20 fails, missing both of its objects.
+    left = dataset.select_group_slices("left")
+    left.match(fo.ViewField("scene").is_in([8, 9, 20, 21, 22])).tag_samples(MINING_SPLIT_TAG)
+    label(dataset, [8, 9, 20, 21, 22])
+    mining = left.match_tags(MINING_SPLIT_TAG)
+    outcome = {0: BOXES[:1], 1: BOXES[:1], 8: BOXES[:1], 9: BOXES[:1], 20: ()}
+    mining.set_values(
+        "predictions",
+        [detections(outcome.get(s, BOXES), 0.9) for s in mining.values("scene")],
+    )
+    evaluate_split(dataset, "predictions", split="mining", slice_name="left", eval_key="eval")
+    isolated = left.match(fo.ViewField("scene") == 20).first().id
+
+    result = plan(dataset, budget=1, coverage_fraction=0.0, dry_run=True)
+    assert result["counts"]["failures"]["fn"] == 4 + 2
+    served = result["picks"][0]["near_failure"]
+    assert served != isolated
+    assert scenes_of(dataset, result["ids"]) <= NIGHT
+
+
 @pytest.mark.parametrize("classwise", [True, False])
 def test_a_prediction_of_another_class_over_a_missed_object_is_a_confusion(dataset, classwise):
     left = dataset.select_group_slices("left")
