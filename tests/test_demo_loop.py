@@ -77,7 +77,6 @@ def test_no_selection_input_of_any_strategy_is_computed_on_the_test_split(loop_r
     assert uncertainty_second["eval_key"] is None
 
 
-
 def test_the_configured_coverage_method_reaches_every_plan_but_randoms(loop_run):
     _, _, datasets = loop_run
     for strategy, expected in (("annoloop", "kcenter"), ("uncertainty", "kcenter"), ("random", "random")):
